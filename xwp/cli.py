@@ -1,0 +1,228 @@
+"""Command line: ``python -m xwp train | explain | evaluate | study | bench``.
+
+Errors a user can cause print one line (``error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from xwp.errors import XWPError
+
+
+def _methods(text: str) -> list[str]:
+    """Comma-separated method names, checked against the registry."""
+    from xwp.attribution import METHODS
+
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    if text.strip().lower() == "all":
+        return list(METHODS)
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise XWPError(f"unknown method(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(METHODS)} or 'all'")
+    return names
+
+
+def _out_path(path: str, suffixes: tuple[str, ...]) -> Path:
+    """Check an output path's suffix and folder before any work is done."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise XWPError(f"--out must end with {' or '.join(suffixes)}, got {path}")
+    if not p.parent.exists():
+        raise XWPError(f"folder {p.parent} does not exist")
+    return p
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train an MLP and write a checkpoint."""
+    from tqdm import tqdm
+
+    from xwp.checkpoint import save_checkpoint
+    from xwp.data import load_dataset
+    from xwp.models import MLP, parse_hidden
+    from xwp.train import train
+
+    out = _out_path(args.out, (".safetensors",))
+    hidden = parse_hidden(args.hidden)
+    train_set = load_dataset(args.dataset, "train", args.data_dir)
+    test_set = load_dataset(args.dataset, "test", args.data_dir)
+    model = MLP((784, *hidden, len(train_set.classes)), seed=args.seed, init=args.init)
+    bar = tqdm(total=args.epochs, desc=f"training {model.describe()} on {args.dataset}", unit="epoch")
+
+    def progress(p):
+        if p.epoch_done:
+            bar.update(1)
+            bar.set_postfix(loss=f"{p.loss:.4f}", test_acc=f"{p.history.test_accuracy[-1]:.4f}")
+
+    try:
+        history = train(model, train_set, test_set, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        optimizer=args.optimizer, seed=args.seed, progress=progress)
+    finally:
+        bar.close()
+    meta = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "lr": args.lr,
+            "batch_size": args.batch_size, "optimizer": args.optimizer, "train_seed": args.seed,
+            "test_accuracy": history.test_accuracy[-1], "history": history.as_dict(), "classes": train_set.classes}
+    save_checkpoint(out, model, meta)
+    print(f"test accuracy {history.test_accuracy[-1]:.4f}; wrote {out}")
+
+
+def _load(args: argparse.Namespace):
+    """The checkpoint named by ``--checkpoint``."""
+    from xwp.checkpoint import load_checkpoint
+    from xwp.train import default_device
+
+    return load_checkpoint(args.checkpoint, device=default_device())
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    """Attribute one image with one or more methods; write a PNG figure or the raw maps."""
+    import numpy as np
+    import torch
+
+    from xwp import plots
+    from xwp.attribution import METHODS, make_method
+    from xwp.data import image_to_input, load_dataset, load_image
+
+    out = _out_path(args.out, (".png", ".npy"))
+    methods = _methods(args.method)
+    ckpt = _load(args)
+    classes = ckpt.meta.get("classes") or [str(i) for i in range(ckpt.model.sizes[-1])]
+    if args.image:
+        x = image_to_input(load_image(args.image))
+        label, source = None, args.image
+    else:
+        dataset = args.dataset or ckpt.meta.get("dataset", "typeface")
+        data = load_dataset(dataset, "test", args.data_dir or ckpt.meta.get("data_dir"))
+        if not 0 <= args.index < len(data):
+            raise XWPError(f"--index must be in 0..{len(data) - 1} for the {dataset} test split, got {args.index}")
+        x, label = data.images[args.index : args.index + 1], int(data.labels[args.index])
+        source = f"{dataset} test image {args.index}"
+    device = next(ckpt.model.parameters()).device
+    x = x.to(device)
+    with torch.no_grad():
+        probs = torch.softmax(ckpt.model(x), 1)[0].cpu()
+    pred = int(probs.argmax())
+    target = pred if args.target is None else args.target
+    if not 0 <= target < len(classes):
+        raise XWPError(f"--target must be in 0..{len(classes) - 1}, got {target}")
+    maps = {}
+    for name in methods:
+        maps[name] = make_method(name, ckpt.model, ckpt.initial_model).attribute(x, target=target)[0].cpu()
+    if out.suffix == ".npy":
+        np.save(out, torch.stack([maps[m] for m in methods]).numpy())
+        print(f"wrote {out}: array {tuple(torch.stack(list(maps.values())).shape)} (methods in order: {', '.join(methods)})")
+        return
+    title = f"{source}: predicted {classes[pred]} ({probs[pred]:.2f})"
+    if label is not None:
+        title += f", true {classes[label]}"
+    title += f"; explaining {classes[target]}"
+    fig = plots.attribution_figure(x[0].cpu(), {METHODS[m].label: a for m, a in maps.items()},
+                                   shared_scale=args.shared_scale, overlay=args.overlay, title=title)
+    plots.save(fig, out)
+    print(f"wrote {out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Evaluate methods on test images and write the Table-1-style CSV."""
+    from tqdm import tqdm
+
+    from xwp import plots
+    from xwp.attribution import METHODS
+    from xwp.data import load_dataset
+    from xwp.evaluation import evaluate
+
+    out = _out_path(args.out, (".csv",))
+    methods = _methods(args.methods)
+    ckpt = _load(args)
+    data = load_dataset(args.dataset, "test", args.data_dir)
+    bar = tqdm(total=100, desc="evaluating", unit="%")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.n = round(100 * fraction)
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    try:
+        ev = evaluate(ckpt.model, data, methods, n=args.n, seed=args.seed, initial_model=ckpt.initial_model,
+                      batch_size=args.batch_size, progress=progress)
+    finally:
+        bar.close()
+    ev.table.to_csv(out)
+    print(ev.markdown())
+    print(f"wrote {out}")
+    if args.curves:
+        fig = plots.curves_figure({METHODS[m].label: ev.deletion[m] for m in methods},
+                                  title=f"Deletion curves, {args.dataset}, {args.n} test images")
+        plots.save(fig, args.curves)
+        print(f"wrote {args.curves}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m xwp``."""
+    from xwp.data import DATASETS
+
+    p = argparse.ArgumentParser(prog="python -m xwp", description="Weight-perturbation attribution (XWP, XWPc).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an MLP and save a checkpoint")
+    t.add_argument("--dataset", default="typeface", choices=list(DATASETS))
+    t.add_argument("--data-dir", help="torchvision-layout folder (mnist, fashion-mnist) or TMNIST CSV")
+    t.add_argument("--hidden", default="400,100", help="hidden sizes, e.g. 400,100 (the paper) or 256")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    t.add_argument("--init", default="torch", choices=["torch", "kaiming"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="checkpoint file (.safetensors)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("explain", help="attribution maps for one image")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--method", default="xwp", help="method name(s), comma separated, or 'all'")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--index", type=int, help="index into the test split of the checkpoint's dataset")
+    src.add_argument("--image", help="an image file (white digit on black, or dark on light: inverted)")
+    e.add_argument("--dataset", help="dataset of --index (default: the checkpoint's)")
+    e.add_argument("--data-dir")
+    e.add_argument("--target", type=int, help="class to explain (default: the predicted one)")
+    e.add_argument("--overlay", action="store_true", help="draw the maps over the input")
+    e.add_argument("--shared-scale", action="store_true",
+                   help="one colour scale for all maps (default: each map on its own symmetric scale)")
+    e.add_argument("--out", required=True, help="figure (.png) or raw attributions (.npy)")
+    e.set_defaults(func=cmd_explain)
+
+    v = sub.add_parser("evaluate", help="Deletion/Insertion AUC and Average Drop (the paper's Table 1)")
+    v.add_argument("--checkpoint", required=True)
+    v.add_argument("--dataset", default="typeface", choices=list(DATASETS))
+    v.add_argument("--data-dir")
+    v.add_argument("--methods", default="xwp,xwpc,occlusion,shapley,rise,ig,lrp,random")
+    v.add_argument("--n", type=int, default=100, help="number of test images")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--curves", help="also write the deletion curves figure here (.png)")
+    v.add_argument("--out", required=True, help="table (.csv)")
+    v.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        args.func(args)
+    except XWPError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "verbose", False):
+        print(json.dumps({"seconds": time.perf_counter() - started}))
+    return 0

@@ -1,0 +1,167 @@
+"""``evaluate``: the paper's Table 1 for any set of methods, with curves and example maps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from xwp import metrics
+from xwp.attribution import METHODS, make_method, model_device
+from xwp.config import LIMITS
+from xwp.data import ImageSet
+from xwp.errors import XWPError
+
+DEFAULT_METHODS = ("xwp", "xwpc", "occlusion", "shapley", "rise", "ig", "lrp", "random")
+
+
+@dataclass
+class Evaluation:
+    """Result of :func:`evaluate`.
+
+    ``table``: one row per method with mean and std of each metric and seconds per image;
+    ``per_image``: one row per (method, image); ``deletion`` / ``insertion``: curves
+    ``(n, 201)`` per method; ``examples``: the first images, labels and each method's
+    attributions for them (for heatmap grids).
+
+    The pinned score divides by the target probability on the intact image, so a
+    misclassified image with a tiny probability can give a ratio far above 1 and dominate
+    a mean; :meth:`table_correct` summarises the correctly classified images only.
+    """
+
+    table: pd.DataFrame
+    per_image: pd.DataFrame
+    deletion: dict[str, np.ndarray]
+    insertion: dict[str, np.ndarray]
+    examples: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def markdown(self, digits: int = 3) -> str:
+        """The table in Markdown, arrows showing each metric's direction."""
+        return table_markdown(self.table, digits)
+
+    def table_correct(self) -> pd.DataFrame:
+        """Like ``table``, over the images the model classifies correctly."""
+        return summarize(self.per_image[self.per_image["correct"]])
+
+
+def table_markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """A Table-1-style Markdown table from :attr:`Evaluation.table`."""
+    cols = [m for m in metrics.METRICS if f"{m}_mean" in table.columns]
+    head = ["method"] + [f"{metrics.METRICS[m].label} {metrics.METRICS[m].arrow}" for m in cols] + ["s / image"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in table.iterrows():
+        cells = [str(row.get("label", name))]
+        cells += [f"{row[f'{m}_mean']:.{digits}f} ± {row[f'{m}_std']:.{digits}f}" for m in cols]
+        cells.append(f"{row['seconds_per_image']:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: ImageSet,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    n: int = 100,
+    seed: int = 0,
+    initial_model: nn.Module | None = None,
+    batch_size: int = 64,
+    method_options: dict[str, dict[str, Any]] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    n_examples: int = 6,
+) -> Evaluation:
+    """Attribute ``n`` seeded test images with each method and score the maps.
+
+    Args:
+        model: the trained classifier (logits); evaluated on its own device.
+        dataset: usually the test split; ``n`` images are drawn with ``seed``.
+        methods: names from :data:`xwp.METHODS`.
+        initial_model: needed by XWP/XWPc unless ``model`` is an ``xwp.MLP``.
+        batch_size: images attributed together.
+        method_options: per-method overrides of the registry defaults.
+        progress: called with ``(fraction done, message)``.
+        n_examples: how many of the images keep their attribution maps.
+
+    Follows the protocol in :mod:`xwp.metrics`: the target is the true label.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise XWPError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if not methods:
+        raise XWPError("choose at least one method")
+    if n > LIMITS.max_eval_images:
+        raise XWPError(f"evaluation is limited to {LIMITS.max_eval_images} images (XWP_MAX_EVAL_IMAGES), got {n}")
+    sample = dataset.sample(n, seed)
+    device = model_device(model)
+    model.eval()
+    options = method_options or {}
+    rows, deletion, insertion = [], {}, {}
+    examples: dict[str, Any] = {"images": sample.images[:n_examples].numpy(), "labels": sample.labels[:n_examples].numpy(),
+                                "classes": sample.classes, "attributions": {}}
+    batches = [(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
+    total = len(methods) * len(batches)
+    done = 0
+    for name in methods:
+        method = make_method(name, model, initial_model, **options.get(name, {}))
+        seconds, ad, dels, ins, p0s, correct = 0.0, [], [], [], [], []
+        for start, stop in batches:
+            x = sample.images[start:stop].to(device)
+            y = sample.labels[start:stop].to(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            attr = method.attribute(x, target=y)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - t0
+            if start == 0:
+                examples["attributions"][name] = attr[:n_examples].detach().cpu().numpy()
+            ad.append(metrics.average_drop(model, x, y, attr, seed=seed).cpu())
+            dels.append(metrics.curves(model, x, y, attr, "deletion", seed=seed).cpu())
+            ins.append(metrics.curves(model, x, y, attr, "insertion", seed=seed).cpu())
+            with torch.no_grad():
+                probs = torch.softmax(model(x), dim=1)
+            p0s.append(probs.gather(1, y[:, None])[:, 0].cpu())
+            correct.append((probs.argmax(1) == y).cpu())
+            done += 1
+            if progress is not None:
+                progress(done / total, f"{METHODS[name].label}: {stop}/{n} images")
+        d_curves, i_curves = torch.cat(dels).double(), torch.cat(ins).double()
+        deletion[name], insertion[name] = d_curves.numpy(), i_curves.numpy()
+        per = pd.DataFrame({
+            "method": name,
+            "image": np.arange(n),
+            "label": sample.labels.numpy(),
+            "p_target": torch.cat(p0s).double().numpy(),
+            "correct": torch.cat(correct).numpy(),
+            "average_drop": torch.cat(ad).double().numpy(),
+            "deletion_auc": metrics.auc(d_curves).numpy(),
+            "insertion_auc": metrics.auc(i_curves).numpy(),
+        })
+        per["seconds"] = seconds / n
+        rows.append(per)
+    per_image = pd.concat(rows, ignore_index=True)
+    table = summarize(per_image)
+    settings = {"n": n, "seed": seed, "dataset": dataset.name, "split": dataset.split, "batch_size": batch_size,
+                "methods": list(methods), "device": str(device), "options": options}
+    return Evaluation(table, per_image, deletion, insertion, examples, settings)
+
+
+def summarize(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std of each metric per method, plus seconds per image, in first-seen order."""
+    order = list(dict.fromkeys(per_image["method"]))
+    g = per_image.groupby("method", sort=False)
+    table = pd.DataFrame(index=pd.Index(order, name="method"))
+    table["label"] = [METHODS[m].label if m in METHODS else m for m in order]
+    for m in metrics.METRICS:
+        table[f"{m}_mean"] = g[m].mean()
+        table[f"{m}_std"] = g[m].std(ddof=0)
+    table["seconds_per_image"] = g["seconds"].first()
+    table["n"] = g.size()
+    return table

@@ -1,0 +1,141 @@
+"""Fully connected networks that keep their state at initialisation.
+
+XWP compares a trained network with the same network at initialisation, so the
+initial parameters travel with the model as buffers: they move with ``.to()``,
+are saved by :mod:`xwp.checkpoint` and are never touched by an optimizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from xwp.errors import XWPError
+
+INITS = ("torch", "kaiming")
+MAX_WIDTH = 100_000
+
+
+def parse_hidden(text: str | Sequence[int]) -> tuple[int, ...]:
+    """Parse hidden sizes such as ``"400,100"`` (an empty string means no hidden layer)."""
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+        try:
+            sizes = tuple(int(p) for p in parts)
+        except ValueError:
+            raise XWPError(f"hidden sizes must be whole numbers separated by commas, got {text!r}") from None
+    else:
+        sizes = tuple(int(s) for s in text)
+    return sizes
+
+
+def check_sizes(sizes: Sequence[int], max_width: int = MAX_WIDTH) -> tuple[int, ...]:
+    """Validate layer sizes (input, hidden..., output) and return them as a tuple."""
+    sizes = tuple(int(s) for s in sizes)
+    if len(sizes) < 2:
+        raise XWPError("an MLP needs at least an input and an output size")
+    bad = [s for s in sizes if s < 1]
+    if bad:
+        raise XWPError(f"layer sizes must be at least 1, got {list(sizes)}")
+    wide = [s for s in sizes[1:-1] if s > max_width]
+    if wide:
+        raise XWPError(f"hidden layers are limited to {max_width} units, got {wide}")
+    return sizes
+
+
+class MLP(nn.Module):
+    """ReLU multilayer perceptron that remembers its initial parameters.
+
+    Args:
+        sizes: input size, hidden sizes..., number of classes; the paper uses
+            ``(784, 400, 100, 10)``. One hidden layer or none at all is fine.
+        seed: seed of the initialisation (the global RNG is left untouched).
+        init: ``"torch"`` (PyTorch's default ``nn.Linear`` init) or
+            ``"kaiming"`` (He-normal weights, zero biases).
+
+    ``forward`` flattens its input, so ``(B, 1, 28, 28)`` and ``(B, 784)`` both
+    work, and returns logits (``(B, classes)``); apply softmax where
+    probabilities are needed. Every ReLU is its own module and there is no
+    ``nn.Flatten``, so Captum's LRP finds a rule for every layer.
+    """
+
+    def __init__(self, sizes: Sequence[int] = (784, 400, 100, 10), seed: int = 0, init: str = "torch"):
+        super().__init__()
+        if init not in INITS:
+            raise XWPError(f"init must be one of {INITS}, got {init!r}")
+        self.sizes = check_sizes(sizes)
+        self.seed = int(seed)
+        self.init = init
+        layers: list[nn.Module] = []
+        for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            if k:
+                layers.append(nn.ReLU())
+            layers.append(nn.Linear(n_in, n_out))
+        self.net = nn.Sequential(*layers)
+        self.reset_parameters(seed, init)
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """The linear layers, first to last."""
+        return [m for m in self.net if isinstance(m, nn.Linear)]
+
+    def reset_parameters(self, seed: int, init: str = "torch") -> None:
+        """Re-initialise every layer from ``seed`` and store that state as the initial one."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for layer in self.linears:
+                if init == "kaiming":
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                    nn.init.zeros_(layer.bias)
+                else:
+                    layer.reset_parameters()
+        self.seed, self.init = int(seed), init
+        for name, p in self.net.named_parameters():
+            self.register_buffer(_initial_name(name), p.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of inputs of any shape ``(B, ...)`` with ``sizes[0]`` values each."""
+        return self.net(x.reshape(x.shape[0], -1))  # (B, C)
+
+    def forward_from_first(self, h1: torch.Tensor) -> torch.Tensor:
+        """Logits given the first layer's pre-activation ``h1`` of shape ``(N, sizes[1])``."""
+        return self.net[1:](h1)
+
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        """The parameters at initialisation, keyed like ``self.net.state_dict()``."""
+        return {name: getattr(self, _initial_name(name)) for name, _ in self.net.named_parameters()}
+
+    def set_initial_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the stored initial parameters (used when loading checkpoints)."""
+        for name, p in self.net.named_parameters():
+            if name not in state:
+                raise XWPError(f"initial state is missing {name!r}")
+            t = state[name]
+            if tuple(t.shape) != tuple(p.shape):
+                raise XWPError(f"initial {name} has shape {tuple(t.shape)}, expected {tuple(p.shape)}")
+            getattr(self, _initial_name(name)).copy_(t)
+
+    def initial_model(self) -> MLP:
+        """A copy of this network with its parameters set to the initial state (eval mode)."""
+        other = copy.deepcopy(self)
+        with torch.no_grad():
+            for name, p in other.net.named_parameters():
+                p.copy_(getattr(other, _initial_name(name)))
+        return other.eval()
+
+    def describe(self) -> str:
+        """Architecture in the paper's notation, e.g. ``784-400-100-10``."""
+        return "-".join(str(s) for s in self.sizes)
+
+    def n_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(math.prod(p.shape) for p in self.parameters())
+
+
+def _initial_name(param_name: str) -> str:
+    """Buffer name for the initial value of a parameter (``net.0.weight`` -> ``initial_0_weight``)."""
+    return "initial_" + param_name.replace(".", "_")

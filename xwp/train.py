@@ -1,0 +1,191 @@
+"""Training loop with progress callbacks, early stop on request and a guard against divergence."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xwp.config import LIMITS
+from xwp.data import ImageSet
+from xwp.errors import TrainingDiverged, XWPError
+
+OPTIMIZERS = ("adam", "sgd", "adamw")
+SCHEDULES = ("cosine", "constant")
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class History:
+    """Per-epoch loss and accuracies of one training run."""
+
+    loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    stopped: str = ""
+
+    def as_dict(self) -> dict:
+        """Plain dict (JSON friendly)."""
+        return asdict(self)
+
+    @property
+    def epochs(self) -> int:
+        """Number of completed epochs."""
+        return len(self.loss)
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives, after every ``report_every`` steps and every epoch."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    history: History
+    epoch_done: bool
+
+    @property
+    def fraction(self) -> float:
+        """Overall fraction done, in [0, 1]."""
+        return min(1.0, ((self.epoch - 1) + self.step / max(1, self.steps)) / max(1, self.epochs))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: ImageSet, batch_size: int = 2048, device: torch.device | None = None) -> float:
+    """Fraction of ``data`` that ``model`` classifies correctly."""
+    return float((predict(model, data.images, batch_size, device) == data.labels).float().mean())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2048, device: torch.device | None = None) -> torch.Tensor:
+    """Predicted classes ``(N,)`` on the CPU."""
+    device = device or next(model.parameters()).device
+    out = [model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _check_settings(epochs: int, lr: float, batch_size: int, optimizer: str) -> None:
+    """Refuse settings that cannot train, with a message that says why."""
+    if not isinstance(epochs, int) or epochs < 1:
+        raise XWPError(f"epochs must be a whole number of at least 1, got {epochs!r}")
+    if epochs > LIMITS.max_epochs:
+        raise XWPError(f"epochs are limited to {LIMITS.max_epochs} (XWP_MAX_EPOCHS), got {epochs}")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and 0 < lr <= 10):
+        raise XWPError(f"the learning rate must be a number in (0, 10], got {lr!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise XWPError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
+    if optimizer not in OPTIMIZERS:
+        raise XWPError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+
+
+def train(
+    model: nn.Module,
+    train_set: ImageSet,
+    test_set: ImageSet | None = None,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    optimizer: str = "adam",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: Callable[[Progress], bool | None] | None = None,
+    report_every: int = 50,
+    schedule: str = "cosine",
+) -> History:
+    """Train ``model`` with cross-entropy; return the per-epoch :class:`History`.
+
+    Args:
+        model: the network (e.g. ``xwp.MLP``); trained in place, left in eval mode.
+        train_set, test_set: :class:`~xwp.data.ImageSet` splits (test is optional).
+        epochs, lr, batch_size: the usual; ``optimizer`` is ``adam``, ``adamw`` or ``sgd``
+            (with momentum 0.9).
+        seed: seed of the shuffling.
+        schedule: ``"cosine"`` (learning rate annealed to 0 over the run, per step) or
+            ``"constant"``.
+        device: defaults to CUDA when available; the model ends on this device.
+        progress: called with a :class:`Progress` every ``report_every`` steps and at
+            the end of each epoch; returning ``False`` stops training after the step.
+
+    A NaN or infinite loss stops training with :class:`~xwp.errors.TrainingDiverged`;
+    the model then holds the last weights that gave a finite loss.
+    """
+    _check_settings(epochs, lr, batch_size, optimizer)
+    if len(train_set) == 0:
+        raise XWPError("the training set is empty")
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device).train()
+    params = list(model.parameters())
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr)
+    else:
+        opt = torch.optim.Adam(params, lr=lr)
+    x_all, y_all = train_set.images.to(device), train_set.labels.to(device)
+    gen = torch.Generator().manual_seed(seed)
+    steps = math.ceil(len(y_all) / batch_size)
+    if schedule not in SCHEDULES:
+        raise XWPError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps) if schedule == "cosine" else None
+    history = History()
+    last_good = [p.detach().clone() for p in params]
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        order = torch.randperm(len(y_all), generator=gen).to(device)
+        total, correct, seen = 0.0, 0, 0
+        for step in range(1, steps + 1):
+            idx = order[(step - 1) * batch_size : step * batch_size]
+            x, y = x_all[idx], y_all[idx]
+            logits = model(x)  # (b, C)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                with torch.no_grad():
+                    for p, good in zip(params, last_good):
+                        p.copy_(good)
+                model.eval()
+                history.stopped = f"diverged at epoch {epoch}, step {step}"
+                raise TrainingDiverged(
+                    f"training diverged: the loss became {loss.item()} at epoch {epoch}, step {step}; "
+                    f"the model keeps the last weights with a finite loss. Lower the learning rate (now {lr:g}).",
+                    history,
+                )
+            with torch.no_grad():
+                for p, good in zip(params, last_good):
+                    good.copy_(p)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if progress is not None and step % report_every == 0 and step < steps:
+                if progress(Progress(epoch, epochs, step, steps, total / seen, history, False)) is False:
+                    history.stopped = f"stopped at epoch {epoch}, step {step}"
+                    break
+        history.loss.append(total / seen)
+        history.train_accuracy.append(correct / seen)
+        model.eval()
+        history.test_accuracy.append(accuracy(model, test_set, device=device) if test_set is not None else float("nan"))
+        model.train()
+        history.seconds.append(time.perf_counter() - started)
+        if history.stopped:
+            break
+        if progress is not None and progress(Progress(epoch, epochs, steps, steps, total / seen, history, True)) is False:
+            history.stopped = f"stopped after epoch {epoch}"
+            break
+    model.eval()
+    return history
