@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -411,8 +412,15 @@ class CaptumMethod:
     the registry's defaults updated by ``overrides``; stochastic methods are seeded.
     """
 
-    def __init__(self, model: nn.Module, captum_cls: type, output: str | OutputFn, defaults: dict[str, Any],
-                 copy_model: bool = False, prepare: Callable | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        captum_cls: type,
+        output: str | OutputFn,
+        defaults: dict[str, Any],
+        copy_model: bool = False,
+        prepare: Callable | None = None,
+    ):
         self.model = copy.deepcopy(model) if copy_model else model
         self.forward = OutputModel(self.model, output).eval()
         self.captum_cls = captum_cls
@@ -429,10 +437,15 @@ class CaptumMethod:
         if self.prepare is not None:
             kwargs = self.prepare(self, x, kwargs)
         method = self.captum_cls(self.forward)
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
-            warnings.simplefilter("ignore")
-            torch.manual_seed(seed)
-            attr = method.attribute(x, target=t, **kwargs)
+        np_state = np.random.get_state()  # Captum's GradientShap draws from numpy's global RNG
+        try:
+            with warnings.catch_warnings(), torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
+                warnings.simplefilter("ignore")
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+                attr = method.attribute(x, target=t, **kwargs)
+        finally:
+            np.random.set_state(np_state)
         return attr.detach().reshape(inputs.shape).to(inputs.device)
 
 
@@ -515,8 +528,15 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register(name: str, label: str, kind: str, summary: str, reference: str,
-             defaults: dict[str, Any] | None = None, needs_initial: bool = False):
+def register(
+    name: str,
+    label: str,
+    kind: str,
+    summary: str,
+    reference: str,
+    defaults: dict[str, Any] | None = None,
+    needs_initial: bool = False,
+):
     """Decorator that adds a builder ``build(model, initial_model, defaults) -> method`` to METHODS."""
 
     def wrap(build: Callable[..., Any]) -> Callable[..., Any]:
@@ -538,27 +558,42 @@ class _Bound:
         return self.method.attribute(inputs, target=target, **{**self.defaults, **overrides})
 
 
-@register("xwp", "XWP", "weight perturbation",
-          "First-layer weights of feature i back to their initial values; loss of target evidence.",
-          "Lympelopoulos & Kanellopoulou 2026, eq. 3", {"output": "softmax"}, needs_initial=True)
+@register(
+    "xwp",
+    "XWP",
+    "weight perturbation",
+    "First-layer weights of feature i back to their initial values; loss of target evidence.",
+    "Lympelopoulos & Kanellopoulou 2026, eq. 3",
+    {"output": "softmax"},
+    needs_initial=True,
+)
 def _build_xwp(model, initial_model, options):
     """XWP with the registry's options."""
     return XWP(model, initial_model, **options)
 
 
-@register("xwpc", "XWPᶜ", "weight perturbation",
-          "First layer at its initial values; only feature i gets its trained weights back.",
-          "Lympelopoulos & Kanellopoulou 2026, eq. 5 (as described in the text)",
-          {"output": "softmax", "rule": "isolated"}, needs_initial=True)
+@register(
+    "xwpc",
+    "XWPᶜ",
+    "weight perturbation",
+    "First layer at its initial values; only feature i gets its trained weights back.",
+    "Lympelopoulos & Kanellopoulou 2026, eq. 5 (as described in the text)",
+    {"output": "softmax", "rule": "isolated"},
+    needs_initial=True,
+)
 def _build_xwpc(model, initial_model, options):
     """XWPc with the registry's options."""
     return XWPc(model, initial_model, **options)
 
 
-@register("occlusion", "Occlusion", "perturbation",
-          "Set a window of pixels to 0 and measure the drop of the target probability.",
-          "Zeiler & Fergus 2014; captum.attr.Occlusion",
-          {"output": "softmax", "window": 1, "stride": 1, "baselines": 0.0, "perturbations_per_eval": 64})
+@register(
+    "occlusion",
+    "Occlusion",
+    "perturbation",
+    "Set a window of pixels to 0 and measure the drop of the target probability.",
+    "Zeiler & Fergus 2014; captum.attr.Occlusion",
+    {"output": "softmax", "window": 1, "stride": 1, "baselines": 0.0, "perturbations_per_eval": 64},
+)
 def _build_occlusion(model, initial_model, options):
     """Captum Occlusion (window x window patches) on softmax scores."""
     from captum.attr import Occlusion
@@ -567,11 +602,14 @@ def _build_occlusion(model, initial_model, options):
     return CaptumMethod(model, Occlusion, output, options, prepare=_window_kwargs)
 
 
-@register("shapley", "Shapley", "perturbation",
-          "Shapley values estimated from random feature permutations (zero baseline).",
-          "Strumbelj & Kononenko 2010; captum.attr.ShapleyValueSampling",
-          {"output": "softmax", "n_samples": 10, "superpixel": 1, "baselines": 0.0,
-           "perturbations_per_eval": 64, "seed": 0})
+@register(
+    "shapley",
+    "Shapley",
+    "perturbation",
+    "Shapley values estimated from random feature permutations (zero baseline).",
+    "Strumbelj & Kononenko 2010; captum.attr.ShapleyValueSampling",
+    {"output": "softmax", "n_samples": 10, "superpixel": 1, "baselines": 0.0, "perturbations_per_eval": 64, "seed": 0},
+)
 def _build_shapley(model, initial_model, options):
     """Captum ShapleyValueSampling on softmax scores."""
     from captum.attr import ShapleyValueSampling
@@ -580,11 +618,21 @@ def _build_shapley(model, initial_model, options):
     return CaptumMethod(model, ShapleyValueSampling, output, options, prepare=_superpixel_kwargs)
 
 
-@register("kernelshap", "KernelSHAP", "perturbation",
-          "Weighted linear regression on random coalitions of superpixels (Lundberg & Lee).",
-          "Lundberg & Lee 2017; captum.attr.KernelShap",
-          {"output": "softmax", "n_samples": 300, "superpixel": 2, "baselines": 0.0,
-           "perturbations_per_eval": 300, "seed": 0})
+@register(
+    "kernelshap",
+    "KernelSHAP",
+    "perturbation",
+    "Weighted linear regression on random coalitions of superpixels (Lundberg & Lee).",
+    "Lundberg & Lee 2017; captum.attr.KernelShap",
+    {
+        "output": "softmax",
+        "n_samples": 300,
+        "superpixel": 2,
+        "baselines": 0.0,
+        "perturbations_per_eval": 300,
+        "seed": 0,
+    },
+)
 def _build_kernelshap(model, initial_model, options):
     """Captum KernelShap on softmax scores (needs scikit-learn)."""
     from captum.attr import KernelShap
@@ -593,20 +641,28 @@ def _build_kernelshap(model, initial_model, options):
     return CaptumMethod(model, KernelShap, output, options, prepare=_superpixel_kwargs)
 
 
-@register("rise", "RISE", "perturbation",
-          "Average of random smooth masks weighted by the target probability they keep.",
-          "Petsiuk, Das & Saenko 2018",
-          {"output": "softmax", "n_masks": 2000, "grid_size": 7, "p_keep": 0.5, "seed": 0})
+@register(
+    "rise",
+    "RISE",
+    "perturbation",
+    "Average of random smooth masks weighted by the target probability they keep.",
+    "Petsiuk, Das & Saenko 2018",
+    {"output": "softmax", "n_masks": 2000, "grid_size": 7, "p_keep": 0.5, "seed": 0},
+)
 def _build_rise(model, initial_model, options):
     """RISE (implemented here; Captum has none)."""
     output = options.pop("output")
     return _Bound(RISE(model, output), options)
 
 
-@register("ig", "Integrated Gradients", "gradient",
-          "Gradients integrated along the straight path from a black image to the input.",
-          "Sundararajan, Taly & Yan 2017; captum.attr.IntegratedGradients",
-          {"output": "softmax", "n_steps": 50, "baselines": 0.0, "internal_batch_size": 4096})
+@register(
+    "ig",
+    "Integrated Gradients",
+    "gradient",
+    "Gradients integrated along the straight path from a black image to the input.",
+    "Sundararajan, Taly & Yan 2017; captum.attr.IntegratedGradients",
+    {"output": "softmax", "n_steps": 50, "baselines": 0.0, "internal_batch_size": 4096},
+)
 def _build_ig(model, initial_model, options):
     """Captum IntegratedGradients on softmax scores."""
     from captum.attr import IntegratedGradients
@@ -615,18 +671,27 @@ def _build_ig(model, initial_model, options):
     return CaptumMethod(model, IntegratedGradients, output, options)
 
 
-@register("lrp", "LRP", "propagation",
-          "Relevance propagated backwards from the target logit with the epsilon rule.",
-          "Bach et al. 2015, Binder et al. 2016; captum.attr.LRP", {"epsilon": 1e-9})
+@register(
+    "lrp",
+    "LRP",
+    "propagation",
+    "Relevance propagated backwards from the target logit with the epsilon rule.",
+    "Bach et al. 2015, Binder et al. 2016; captum.attr.LRP",
+    {"epsilon": 1e-9},
+)
 def _build_lrp(model, initial_model, options):
     """Captum LRP on logits (Captum has no rule for softmax)."""
     return LRPMethod(model, options)
 
 
-@register("saliency", "Saliency", "gradient",
-          "Absolute gradient of the target probability with respect to each pixel.",
-          "Simonyan, Vedaldi & Zisserman 2013; captum.attr.Saliency",
-          {"output": "softmax", "abs": True})
+@register(
+    "saliency",
+    "Saliency",
+    "gradient",
+    "Absolute gradient of the target probability with respect to each pixel.",
+    "Simonyan, Vedaldi & Zisserman 2013; captum.attr.Saliency",
+    {"output": "softmax", "abs": True},
+)
 def _build_saliency(model, initial_model, options):
     """Captum Saliency on softmax scores."""
     from captum.attr import Saliency
@@ -635,10 +700,14 @@ def _build_saliency(model, initial_model, options):
     return CaptumMethod(model, Saliency, output, options)
 
 
-@register("deeplift", "DeepLIFT", "propagation",
-          "Difference from a black reference propagated with the rescale rule.",
-          "Shrikumar, Greenside & Kundaje 2017; captum.attr.DeepLift",
-          {"output": "logits", "baselines": 0.0})
+@register(
+    "deeplift",
+    "DeepLIFT",
+    "propagation",
+    "Difference from a black reference propagated with the rescale rule.",
+    "Shrikumar, Greenside & Kundaje 2017; captum.attr.DeepLift",
+    {"output": "logits", "baselines": 0.0},
+)
 def _build_deeplift(model, initial_model, options):
     """Captum DeepLift on logits (its hooks live on a private copy of the model)."""
     from captum.attr import DeepLift
@@ -647,10 +716,14 @@ def _build_deeplift(model, initial_model, options):
     return CaptumMethod(model, DeepLift, output, options, copy_model=True)
 
 
-@register("gradientshap", "GradientSHAP", "gradient",
-          "Expected gradients on noisy points between a black baseline and the input.",
-          "Lundberg & Lee 2017; captum.attr.GradientShap",
-          {"output": "softmax", "n_samples": 50, "stdevs": 0.1, "baselines": None, "seed": 0})
+@register(
+    "gradientshap",
+    "GradientSHAP",
+    "gradient",
+    "Expected gradients on noisy points between a black baseline and the input.",
+    "Lundberg & Lee 2017; captum.attr.GradientShap",
+    {"output": "softmax", "n_samples": 50, "stdevs": 0.1, "baselines": None, "seed": 0},
+)
 def _build_gradientshap(model, initial_model, options):
     """Captum GradientShap on softmax scores."""
     from captum.attr import GradientShap
@@ -659,8 +732,7 @@ def _build_gradientshap(model, initial_model, options):
     return CaptumMethod(model, GradientShap, output, options, prepare=_gradientshap_kwargs)
 
 
-@register("random", "Random", "baseline", "Uniform random scores: the order every method must beat.",
-          "-", {"seed": 0})
+@register("random", "Random", "baseline", "Uniform random scores: the order every method must beat.", "-", {"seed": 0})
 def _build_random(model, initial_model, options):
     """Random scores."""
     return _Bound(RandomAttribution(model), options)
@@ -681,12 +753,20 @@ def make_method(name: str, model: nn.Module, initial_model: nn.Module | None = N
     spec = METHODS[name]
     unknown = set(options) - set(spec.defaults)
     if unknown:
-        raise XWPError(f"{name} has no option {', '.join(sorted(unknown))}; its options: {', '.join(spec.defaults) or 'none'}")
+        raise XWPError(
+            f"{name} has no option {', '.join(sorted(unknown))}; its options: {', '.join(spec.defaults) or 'none'}"
+        )
     merged = {**spec.defaults, **options}
     return spec.build(model, initial_model, merged)
 
 
-def attribute(name: str, model: nn.Module, inputs: torch.Tensor, target: Target = None,
-              initial_model: nn.Module | None = None, **options: Any) -> torch.Tensor:
+def attribute(
+    name: str,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    initial_model: nn.Module | None = None,
+    **options: Any,
+) -> torch.Tensor:
     """One-call attribution: ``make_method(name, model, initial_model, **options).attribute(inputs, target)``."""
     return make_method(name, model, initial_model, **options).attribute(inputs, target=target)

@@ -139,8 +139,9 @@ def _header(data: bytes) -> dict[str, Any]:
     return header
 
 
-def load_checkpoint(source: str | os.PathLike | bytes, require_initial: bool = True,
-                    device: str | torch.device | None = None) -> Checkpoint:
+def load_checkpoint(
+    source: str | os.PathLike | bytes, require_initial: bool = True, device: str | torch.device | None = None
+) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint` (a path or the file's bytes).
 
     Returns a :class:`Checkpoint` with ``.model`` (trained, eval mode), ``.initial_model``
@@ -190,8 +191,10 @@ def _take(tensors: dict[str, torch.Tensor], prefix: str, model: MLP, missing_ok:
         raise XWPError(f"the checkpoint has no {what}: {', '.join(missing)} missing")
     for k, p in expected.items():
         if tuple(got[k].shape) != tuple(p.shape):
-            raise XWPError(f"{prefix}{k} has shape {tuple(got[k].shape)}, but the architecture "
-                           f"{model.describe()} needs {tuple(p.shape)}")
+            raise XWPError(
+                f"{prefix}{k} has shape {tuple(got[k].shape)}, but the architecture "
+                f"{model.describe()} needs {tuple(p.shape)}"
+            )
         if not torch.isfinite(got[k]).all():
             raise XWPError(f"{prefix}{k} contains NaN or infinite values")
     return {k: got[k].float() for k in expected}

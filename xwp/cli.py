@@ -23,7 +23,9 @@ def _methods(text: str) -> list[str]:
         return list(METHODS)
     bad = [m for m in names if m not in METHODS]
     if bad or not names:
-        raise XWPError(f"unknown method(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(METHODS)} or 'all'")
+        raise XWPError(
+            f"unknown method(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(METHODS)} or 'all'"
+        )
     return names
 
 
@@ -43,11 +45,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from xwp.checkpoint import save_checkpoint
     from xwp.data import load_dataset
-    from xwp.models import MLP, parse_hidden
-    from xwp.train import train
+    from xwp.models import MLP, check_sizes, parse_hidden
+    from xwp.train import check_settings, train
 
     out = _out_path(args.out, (".safetensors",))
     hidden = parse_hidden(args.hidden)
+    check_sizes((784, *hidden, 10))
+    check_settings(args.epochs, args.lr, args.batch_size, args.optimizer)
     train_set = load_dataset(args.dataset, "train", args.data_dir)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
     model = MLP((784, *hidden, len(train_set.classes)), seed=args.seed, init=args.init)
@@ -59,13 +63,31 @@ def cmd_train(args: argparse.Namespace) -> None:
             bar.set_postfix(loss=f"{p.loss:.4f}", test_acc=f"{p.history.test_accuracy[-1]:.4f}")
 
     try:
-        history = train(model, train_set, test_set, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        optimizer=args.optimizer, seed=args.seed, progress=progress)
+        history = train(
+            model,
+            train_set,
+            test_set,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            seed=args.seed,
+            progress=progress,
+        )
     finally:
         bar.close()
-    meta = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "lr": args.lr,
-            "batch_size": args.batch_size, "optimizer": args.optimizer, "train_seed": args.seed,
-            "test_accuracy": history.test_accuracy[-1], "history": history.as_dict(), "classes": train_set.classes}
+    meta = {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "train_seed": args.seed,
+        "test_accuracy": history.test_accuracy[-1],
+        "history": history.as_dict(),
+        "classes": train_set.classes,
+    }
     save_checkpoint(out, model, meta)
     print(f"test accuracy {history.test_accuracy[-1]:.4f}; wrote {out}")
 
@@ -113,15 +135,21 @@ def cmd_explain(args: argparse.Namespace) -> None:
     for name in methods:
         maps[name] = make_method(name, ckpt.model, ckpt.initial_model).attribute(x, target=target)[0].cpu()
     if out.suffix == ".npy":
-        np.save(out, torch.stack([maps[m] for m in methods]).numpy())
-        print(f"wrote {out}: array {tuple(torch.stack(list(maps.values())).shape)} (methods in order: {', '.join(methods)})")
+        stacked = torch.stack([maps[m] for m in methods]).numpy()
+        np.save(out, stacked)
+        print(f"wrote {out}: array {stacked.shape} (methods in order: {', '.join(methods)})")
         return
     title = f"{source}: predicted {classes[pred]} ({probs[pred]:.2f})"
     if label is not None:
         title += f", true {classes[label]}"
     title += f"; explaining {classes[target]}"
-    fig = plots.attribution_figure(x[0].cpu(), {METHODS[m].label: a for m, a in maps.items()},
-                                   shared_scale=args.shared_scale, overlay=args.overlay, title=title)
+    fig = plots.attribution_figure(
+        x[0].cpu(),
+        {METHODS[m].label: a for m, a in maps.items()},
+        shared_scale=args.shared_scale,
+        overlay=args.overlay,
+        title=title,
+    )
     plots.save(fig, out)
     print(f"wrote {out}")
 
@@ -133,12 +161,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from xwp import plots
     from xwp.attribution import METHODS
     from xwp.data import load_dataset
-    from xwp.evaluation import evaluate
+    from xwp.evaluation import check_request, evaluate
 
     out = _out_path(args.out, (".csv",))
+    if args.curves:
+        _out_path(args.curves, (".png",))
     methods = _methods(args.methods)
     ckpt = _load(args)
     data = load_dataset(args.dataset, "test", args.data_dir)
+    check_request(data, methods, args.n)
     bar = tqdm(total=100, desc="evaluating", unit="%")
 
     def progress(fraction: float, message: str) -> None:
@@ -147,16 +178,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         bar.refresh()
 
     try:
-        ev = evaluate(ckpt.model, data, methods, n=args.n, seed=args.seed, initial_model=ckpt.initial_model,
-                      batch_size=args.batch_size, progress=progress)
+        ev = evaluate(
+            ckpt.model,
+            data,
+            methods,
+            n=args.n,
+            seed=args.seed,
+            initial_model=ckpt.initial_model,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
     finally:
         bar.close()
     ev.table.to_csv(out)
     print(ev.markdown())
     print(f"wrote {out}")
     if args.curves:
-        fig = plots.curves_figure({METHODS[m].label: ev.deletion[m] for m in methods},
-                                  title=f"Deletion curves, {args.dataset}, {args.n} test images")
+        fig = plots.curves_figure(
+            {METHODS[m].label: ev.deletion[m] for m in methods},
+            title=f"Deletion curves, {args.dataset}, {args.n} test images",
+        )
         plots.save(fig, args.curves)
         print(f"wrote {args.curves}")
 
@@ -191,8 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--target", type=int, help="class to explain (default: the predicted one)")
     e.add_argument("--overlay", action="store_true", help="draw the maps over the input")
-    e.add_argument("--shared-scale", action="store_true",
-                   help="one colour scale for all maps (default: each map on its own symmetric scale)")
+    e.add_argument(
+        "--shared-scale",
+        action="store_true",
+        help="one colour scale for all maps (default: each map on its own symmetric scale)",
+    )
     e.add_argument("--out", required=True, help="figure (.png) or raw attributions (.npy)")
     e.set_defaults(func=cmd_explain)
 

@@ -21,6 +21,7 @@ import io
 import math
 import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,18 @@ from xwp.errors import XWPError
 
 SPLITS = ("train", "test")
 DIGITS = [str(d) for d in range(10)]
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 TYPEFACE_VERSION = 1
 
 
@@ -65,7 +77,9 @@ class ImageSet:
         """The images at ``indices`` (a sequence or tensor of ints)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         groups = [self.groups[i] for i in idx.tolist()] if self.groups else None
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name, self.split, groups, dict(self.info))
+        return ImageSet(
+            self.images[idx], self.labels[idx], self.classes, self.name, self.split, groups, dict(self.info)
+        )
 
     def sample(self, n: int, seed: int = 0) -> ImageSet:
         """``n`` images drawn without replacement with a seeded generator."""
@@ -126,8 +140,9 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
 # --------------------------------------------------------------------------- preprocessing
 
 
-def to_mnist_layout(img: np.ndarray, box: int = 20, scale: float = 1.0, jitter: tuple[int, int] = (0, 0),
-                    threshold: float = 0.05) -> np.ndarray:
+def to_mnist_layout(
+    img: np.ndarray, box: int = 20, scale: float = 1.0, jitter: tuple[int, int] = (0, 0), threshold: float = 0.05
+) -> np.ndarray:
     """MNIST preprocessing of a white-on-black image ``(H, W)`` in [0, 1].
 
     Crop to the ink, resize so the longer side fills ``box * scale`` pixels (aspect
@@ -189,7 +204,9 @@ def load_image(source: str | os.PathLike | bytes | io.IOBase, max_pixels: int | 
                 if w * h > max_pixels:
                     raise XWPError(f"the image is {w}x{h} pixels; the limit is {max_pixels:,} pixels")
                 if min(w, h) < LIMITS.min_image_side:
-                    raise XWPError(f"the image is {w}x{h} pixels; it must be at least {LIMITS.min_image_side} pixels on each side")
+                    raise XWPError(
+                        f"the image is {w}x{h} pixels; it must be at least {LIMITS.min_image_side} pixels on each side"
+                    )
                 im.load()
                 return _to_gray(im)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
@@ -238,8 +255,19 @@ def image_to_input(gray: np.ndarray, invert: bool | None = None) -> torch.Tensor
 
 # --------------------------------------------------------------------------- typeface digits
 
-EXCLUDED_FONTS = ("dingbat", "d050000l", "symbol", "cmsy", "cmex", "last resort", "sizeonesym", "keyboard",
-                  "initials", "stixsize", "lastresort")
+EXCLUDED_FONTS = (
+    "dingbat",
+    "d050000l",
+    "symbol",
+    "cmsy",
+    "cmex",
+    "last resort",
+    "sizeonesym",
+    "keyboard",
+    "initials",
+    "stixsize",
+    "lastresort",
+)
 
 
 def font_files(font_dir: str | None = None) -> list[str]:
@@ -315,8 +343,9 @@ def _augment(glyph: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return to_mnist_layout(arr, scale=rng.uniform(0.8, 1.0), jitter=jitter, threshold=0.1)
 
 
-def build_typeface(seed: int = 0, font_dir: str | None = None, test_fraction: float = 0.2,
-                   min_train: int = 8000, min_test: int = 2000) -> dict[str, np.ndarray]:
+def build_typeface(
+    seed: int = 0, font_dir: str | None = None, test_fraction: float = 0.2, min_train: int = 8000, min_test: int = 2000
+) -> dict[str, np.ndarray]:
     """Render the typeface digits; fonts are split by family, so test fonts are unseen.
 
     Every (font, digit) pair is rendered with stroke widths 0-3 px (at 64 px) and
@@ -367,8 +396,11 @@ def _typeface_cache_path(seed: int, font_dir: str | None) -> Path:
     return cache_dir() / f"typeface-{h.hexdigest()[:16]}.npz"
 
 
-@_register("typeface", "Typeface digits (built in)",
-           "Digits 0-9 rendered from every font on this machine, MNIST layout; test fonts are unseen.")
+@_register(
+    "typeface",
+    "Typeface digits (built in)",
+    "Digits 0-9 rendered from every font on this machine, MNIST layout; test fonts are unseen.",
+)
 def _load_typeface(split: str, data_dir: str | None, seed: int) -> ImageSet:
     """Typeface digits from the cache, built on first use."""
     path = _typeface_cache_path(seed, data_dir)
@@ -377,7 +409,7 @@ def _load_typeface(split: str, data_dir: str | None, seed: int) -> ImageSet:
         try:
             with np.load(path) as f:
                 arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
             arrays = None  # a damaged cache file is rebuilt
     if arrays is None:
         arrays = build_typeface(seed, data_dir)
@@ -391,8 +423,11 @@ def _load_typeface(split: str, data_dir: str | None, seed: int) -> ImageSet:
 # --------------------------------------------------------------------------- scikit-learn digits
 
 
-@_register("digits", "scikit-learn digits (8x8, built in)",
-           "1,797 handwritten digits from scikit-learn, scaled from 8x8 to MNIST layout; 75/25 split.")
+@_register(
+    "digits",
+    "scikit-learn digits (8x8, built in)",
+    "1,797 handwritten digits from scikit-learn, scaled from 8x8 to MNIST layout; 75/25 split.",
+)
 def _load_digits(split: str, data_dir: str | None, seed: int) -> ImageSet:
     """scikit-learn's bundled digits, upsampled and laid out like MNIST."""
     from PIL import Image
@@ -400,8 +435,9 @@ def _load_digits(split: str, data_dir: str | None, seed: int) -> ImageSet:
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    idx_train, idx_test = train_test_split(np.arange(len(bunch.target)), test_size=0.25, random_state=0,
-                                           stratify=bunch.target)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(bunch.target)), test_size=0.25, random_state=0, stratify=bunch.target
+    )
     idx = idx_train if split == "train" else idx_test
     images = []
     for i in idx:
@@ -490,15 +526,21 @@ def _tv_set(name: str, cls_name: str, folder: str, classes: list[str], split: st
     return ImageSet(images, targets.to(torch.int64), classes, name, split, info={"data_dir": data_dir})
 
 
-@_register("fashion-mnist", "Fashion-MNIST", "Zalando's 70,000 clothing images (60k train / 10k test).",
-           needs_path=True, offline=False)
+@_register(
+    "fashion-mnist",
+    "Fashion-MNIST",
+    "Zalando's 70,000 clothing images (60k train / 10k test).",
+    needs_path=True,
+    offline=False,
+)
 def _load_fashion(split: str, data_dir: str | None, seed: int) -> ImageSet:
     """Fashion-MNIST through torchvision."""
     return _tv_set("fashion-mnist", "FashionMNIST", "FashionMNIST", FASHION_CLASSES, split, data_dir)
 
 
-@_register("mnist", "MNIST", "LeCun et al.'s 70,000 handwritten digits (60k train / 10k test).",
-           needs_path=True, offline=False)
+@_register(
+    "mnist", "MNIST", "LeCun et al.'s 70,000 handwritten digits (60k train / 10k test).", needs_path=True, offline=False
+)
 def _load_mnist(split: str, data_dir: str | None, seed: int) -> ImageSet:
     """MNIST through torchvision."""
     return _tv_set("mnist", "MNIST", "MNIST", DIGITS, split, data_dir)
@@ -529,15 +571,19 @@ def read_tmnist_csv(source: str | os.PathLike | bytes) -> tuple[np.ndarray, np.n
     cols = [str(c).strip() for c in frame.columns]
     pixel_cols = [str(i) for i in range(1, 785)]
     if "labels" not in cols:
-        raise XWPError(f"the CSV has no 'labels' column (its first columns: {', '.join(cols[:4])}); "
-                       "expected the TMNIST header names,labels,1,...,784")
+        raise XWPError(
+            f"the CSV has no 'labels' column (its first columns: {', '.join(cols[:4])}); "
+            "expected the TMNIST header names,labels,1,...,784"
+        )
     missing = [c for c in pixel_cols if c not in cols]
     if missing:
         raise XWPError(f"the CSV lacks {len(missing)} of the 784 pixel columns (first missing: {missing[0]})")
     extra = [c for c in cols if c not in pixel_cols and c not in ("names", "labels")]
     if extra:
-        raise XWPError(f"the CSV has {len(extra)} unexpected column(s) ({', '.join(extra[:3])}); "
-                       "expected exactly names,labels,1,...,784")
+        raise XWPError(
+            f"the CSV has {len(extra)} unexpected column(s) ({', '.join(extra[:3])}); "
+            "expected exactly names,labels,1,...,784"
+        )
     frame.columns = cols
     if len(frame) == 0:
         raise XWPError("the CSV has a header but no rows")
@@ -545,7 +591,9 @@ def read_tmnist_csv(source: str | os.PathLike | bytes) -> tuple[np.ndarray, np.n
     labels = pd.to_numeric(frame["labels"], errors="coerce").to_numpy(dtype=np.float64)
     bad_rows = np.flatnonzero(np.isnan(pixels).any(1) | np.isnan(labels))
     if len(bad_rows):
-        raise XWPError(f"row {bad_rows[0] + 2} of the CSV has a non-numeric pixel or label ({len(bad_rows)} rows in all)")
+        raise XWPError(
+            f"row {bad_rows[0] + 2} of the CSV has a non-numeric pixel or label ({len(bad_rows)} rows in all)"
+        )
     if pixels.min() < 0 or pixels.max() > 255:
         raise XWPError("pixel values must lie in 0..255")
     if not np.isin(labels, np.arange(10)).all():
@@ -554,14 +602,20 @@ def read_tmnist_csv(source: str | os.PathLike | bytes) -> tuple[np.ndarray, np.n
     return pixels.reshape(-1, 28, 28).round().astype(np.uint8), labels.astype(np.int64), names
 
 
-@_register("tmnist", "TMNIST (Typeface-MNIST CSV)",
-           "Kaggle's TMNIST_Data.csv: 29,900 digits in 2,990 Google fonts; split 80/20 by font.",
-           needs_path=True, offline=True)
+@_register(
+    "tmnist",
+    "TMNIST (Typeface-MNIST CSV)",
+    "Kaggle's TMNIST_Data.csv: 29,900 digits in 2,990 Google fonts; split 80/20 by font.",
+    needs_path=True,
+    offline=True,
+)
 def _load_tmnist(split: str, data_dir: str | None, seed: int) -> ImageSet:
     """TMNIST from its CSV, split by font family so test fonts are unseen."""
     if data_dir is None:
-        raise XWPError("tmnist needs the path of TMNIST_Data.csv (download it from Kaggle: "
-                       "saurabhvyawahare/tmnist-typeface-mnist) passed as --data-dir or data_dir")
+        raise XWPError(
+            "tmnist needs the path of TMNIST_Data.csv (download it from Kaggle: "
+            "saurabhvyawahare/tmnist-typeface-mnist) passed as --data-dir or data_dir"
+        )
     path = Path(data_dir)
     if path.is_dir():
         path = path / "TMNIST_Data.csv"

@@ -90,20 +90,18 @@ def evaluate(
 
     Follows the protocol in :mod:`xwp.metrics`: the target is the true label.
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise XWPError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    if not methods:
-        raise XWPError("choose at least one method")
-    if n > LIMITS.max_eval_images:
-        raise XWPError(f"evaluation is limited to {LIMITS.max_eval_images} images (XWP_MAX_EVAL_IMAGES), got {n}")
+    check_request(dataset, methods, n)
     sample = dataset.sample(n, seed)
     device = model_device(model)
     model.eval()
     options = method_options or {}
     rows, deletion, insertion = [], {}, {}
-    examples: dict[str, Any] = {"images": sample.images[:n_examples].numpy(), "labels": sample.labels[:n_examples].numpy(),
-                                "classes": sample.classes, "attributions": {}}
+    examples: dict[str, Any] = {
+        "images": sample.images[:n_examples].numpy(),
+        "labels": sample.labels[:n_examples].numpy(),
+        "classes": sample.classes,
+        "attributions": {},
+    }
     batches = [(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
     total = len(methods) * len(batches)
     done = 0
@@ -134,23 +132,48 @@ def evaluate(
                 progress(done / total, f"{METHODS[name].label}: {stop}/{n} images")
         d_curves, i_curves = torch.cat(dels).double(), torch.cat(ins).double()
         deletion[name], insertion[name] = d_curves.numpy(), i_curves.numpy()
-        per = pd.DataFrame({
-            "method": name,
-            "image": np.arange(n),
-            "label": sample.labels.numpy(),
-            "p_target": torch.cat(p0s).double().numpy(),
-            "correct": torch.cat(correct).numpy(),
-            "average_drop": torch.cat(ad).double().numpy(),
-            "deletion_auc": metrics.auc(d_curves).numpy(),
-            "insertion_auc": metrics.auc(i_curves).numpy(),
-        })
+        per = pd.DataFrame(
+            {
+                "method": name,
+                "image": np.arange(n),
+                "label": sample.labels.numpy(),
+                "p_target": torch.cat(p0s).double().numpy(),
+                "correct": torch.cat(correct).numpy(),
+                "average_drop": torch.cat(ad).double().numpy(),
+                "deletion_auc": metrics.auc(d_curves).numpy(),
+                "insertion_auc": metrics.auc(i_curves).numpy(),
+            }
+        )
         per["seconds"] = seconds / n
         rows.append(per)
     per_image = pd.concat(rows, ignore_index=True)
     table = summarize(per_image)
-    settings = {"n": n, "seed": seed, "dataset": dataset.name, "split": dataset.split, "batch_size": batch_size,
-                "methods": list(methods), "device": str(device), "options": options}
+    settings = {
+        "n": n,
+        "seed": seed,
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "batch_size": batch_size,
+        "methods": list(methods),
+        "device": str(device),
+        "options": options,
+    }
     return Evaluation(table, per_image, deletion, insertion, examples, settings)
+
+
+def check_request(dataset: ImageSet, methods: Sequence[str], n: int) -> None:
+    """Refuse unknown methods and impossible image counts before any work starts."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise XWPError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if not methods:
+        raise XWPError("choose at least one method")
+    if n > LIMITS.max_eval_images:
+        raise XWPError(f"evaluation is limited to {LIMITS.max_eval_images} images (XWP_MAX_EVAL_IMAGES), got {n}")
+    if not 1 <= n <= len(dataset):
+        raise XWPError(
+            f"n must be between 1 and {len(dataset)} (the size of the {dataset.name} {dataset.split} split), got {n}"
+        )
 
 
 def summarize(per_image: pd.DataFrame) -> pd.DataFrame:

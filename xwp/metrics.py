@@ -50,12 +50,24 @@ class Metric:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("average_drop", "Average Drop @20%", True,
-               "mean relative drop of the target probability after removing the top 20% of features"),
-        Metric("deletion_auc", "Deletion AUC", False,
-               "area under the target-probability curve while removing features, most important first"),
-        Metric("insertion_auc", "Insertion AUC", True,
-               "area under the target-probability curve while adding features to a blank image"),
+        Metric(
+            "average_drop",
+            "Average Drop @20%",
+            True,
+            "mean relative drop of the target probability after removing the top 20% of features",
+        ),
+        Metric(
+            "deletion_auc",
+            "Deletion AUC",
+            False,
+            "area under the target-probability curve while removing features, most important first",
+        ),
+        Metric(
+            "insertion_auc",
+            "Insertion AUC",
+            True,
+            "area under the target-probability curve while adding features to a blank image",
+        ),
     )
 }
 
@@ -82,8 +94,16 @@ def target_probability(model: nn.Module, inputs: torch.Tensor, target: torch.Ten
 
 
 @torch.no_grad()
-def curves(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, attributions: torch.Tensor,
-           mode: str = "deletion", steps: int = STEPS, seed: int = 0, rows: int = 4096) -> torch.Tensor:
+def curves(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    attributions: torch.Tensor,
+    mode: str = "deletion",
+    steps: int = STEPS,
+    seed: int = 0,
+    rows: int = 4096,
+) -> torch.Tensor:
     """Deletion or insertion curves ``(B, steps + 1)`` of normalised target probabilities.
 
     Point k is the target probability with the first ``floor(D k / steps)`` features
@@ -119,21 +139,39 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
     return torch.trapezoid(curve, dx=1.0 / (curve.shape[-1] - 1), dim=-1)
 
 
-def deletion_auc(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, attributions: torch.Tensor,
-                 steps: int = STEPS, seed: int = 0) -> torch.Tensor:
+def deletion_auc(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    attributions: torch.Tensor,
+    steps: int = STEPS,
+    seed: int = 0,
+) -> torch.Tensor:
     """Deletion AUC per image ``(B,)``; lower is better."""
     return auc(curves(model, inputs, target, attributions, "deletion", steps, seed))
 
 
-def insertion_auc(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, attributions: torch.Tensor,
-                  steps: int = STEPS, seed: int = 0) -> torch.Tensor:
+def insertion_auc(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    attributions: torch.Tensor,
+    steps: int = STEPS,
+    seed: int = 0,
+) -> torch.Tensor:
     """Insertion AUC per image ``(B,)``; higher is better."""
     return auc(curves(model, inputs, target, attributions, "insertion", steps, seed))
 
 
 @torch.no_grad()
-def average_drop(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, attributions: torch.Tensor,
-                 fraction: float = DROP_FRACTION, seed: int = 0) -> torch.Tensor:
+def average_drop(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    attributions: torch.Tensor,
+    fraction: float = DROP_FRACTION,
+    seed: int = 0,
+) -> torch.Tensor:
     """Per-image ``max(0, p - p') / p`` after removing the top ``floor(fraction D)`` features ``(B,)``.
 
     Average over images for the metric; higher is better.

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from xwp.config import LIMITS
 from xwp.errors import XWPError
 
 INITS = ("torch", "kaiming")
-MAX_WIDTH = 100_000
 
 
 def parse_hidden(text: str | Sequence[int]) -> tuple[int, ...]:
@@ -33,8 +33,9 @@ def parse_hidden(text: str | Sequence[int]) -> tuple[int, ...]:
     return sizes
 
 
-def check_sizes(sizes: Sequence[int], max_width: int = MAX_WIDTH) -> tuple[int, ...]:
-    """Validate layer sizes (input, hidden..., output) and return them as a tuple."""
+def check_sizes(sizes: Sequence[int], max_width: int | None = None) -> tuple[int, ...]:
+    """Validate layer sizes (input, hidden..., output) against :data:`xwp.config.LIMITS`."""
+    max_width = max_width or LIMITS.max_hidden_width
     sizes = tuple(int(s) for s in sizes)
     if len(sizes) < 2:
         raise XWPError("an MLP needs at least an input and an output size")
@@ -43,7 +44,11 @@ def check_sizes(sizes: Sequence[int], max_width: int = MAX_WIDTH) -> tuple[int, 
         raise XWPError(f"layer sizes must be at least 1, got {list(sizes)}")
     wide = [s for s in sizes[1:-1] if s > max_width]
     if wide:
-        raise XWPError(f"hidden layers are limited to {max_width} units, got {wide}")
+        raise XWPError(f"hidden layers are limited to {max_width} units (XWP_MAX_HIDDEN_WIDTH), got {wide}")
+    if len(sizes) - 2 > LIMITS.max_hidden_layers:
+        raise XWPError(
+            f"at most {LIMITS.max_hidden_layers} hidden layers (XWP_MAX_HIDDEN_LAYERS), got {len(sizes) - 2}"
+        )
     return sizes
 
 
@@ -71,10 +76,11 @@ class MLP(nn.Module):
         self.seed = int(seed)
         self.init = init
         layers: list[nn.Module] = []
-        for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            if k:
-                layers.append(nn.ReLU())
-            layers.append(nn.Linear(n_in, n_out))
+        with torch.random.fork_rng(devices=[]):  # nn.Linear draws at construction: keep that local
+            for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
+                if k:
+                    layers.append(nn.ReLU())
+                layers.append(nn.Linear(n_in, n_out))
         self.net = nn.Sequential(*layers)
         self.reset_parameters(seed, init)
 

@@ -48,8 +48,15 @@ def symmetric_limit(*maps, percentile: float = 99.5) -> float:
     return s if s > 0 else 1.0
 
 
-def draw_heatmap(ax, attribution, limit: float | None = None, image=None, overlay: bool = False,
-                 title: str | None = None, alpha: float = 0.75):
+def draw_heatmap(
+    ax,
+    attribution,
+    limit: float | None = None,
+    image=None,
+    overlay: bool = False,
+    title: str | None = None,
+    alpha: float = 0.75,
+):
     """Draw one attribution map on ``ax`` (red positive, blue negative, centred on 0)."""
     a = as_image(attribution)
     s = limit if limit is not None else symmetric_limit(a)
@@ -74,8 +81,14 @@ def draw_input(ax, image, title: str | None = "input"):
         ax.set_title(title)
 
 
-def attribution_figure(image, maps: dict[str, object], shared_scale: bool = False, overlay: bool = False,
-                       title: str | None = None, size: float = 2.6) -> Figure:
+def attribution_figure(
+    image,
+    maps: dict[str, object],
+    shared_scale: bool = False,
+    overlay: bool = False,
+    title: str | None = None,
+    size: float = 2.6,
+) -> Figure:
     """The input next to one heatmap per method, with colour bars."""
     n = len(maps) + 1
     fig, axes = plt.subplots(1, n, figsize=(size * n + 0.6, size + 0.9), squeeze=False)
@@ -83,7 +96,7 @@ def attribution_figure(image, maps: dict[str, object], shared_scale: bool = Fals
     draw_input(axes[0], image)
     limit = symmetric_limit(*maps.values()) if shared_scale and maps else None
     shown = None
-    for ax, (label, a) in zip(axes[1:], maps.items()):
+    for ax, (label, a) in zip(axes[1:], maps.items(), strict=True):
         shown = draw_heatmap(ax, a, limit, image=image, overlay=overlay, title=label)
         if not shared_scale:
             fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
@@ -94,9 +107,16 @@ def attribution_figure(image, maps: dict[str, object], shared_scale: bool = Fals
     return fig
 
 
-def method_grid(images, labels: Sequence[int], classes: Sequence[str], maps: dict[str, object],
-                predictions: Sequence[int] | None = None, overlay: bool = False, size: float = 1.9,
-                title: str | None = None) -> Figure:
+def method_grid(
+    images,
+    labels: Sequence[int],
+    classes: Sequence[str],
+    maps: dict[str, object],
+    predictions: Sequence[int] | None = None,
+    overlay: bool = False,
+    size: float = 1.9,
+    title: str | None = None,
+) -> Figure:
     """Methods (rows) x sample images (columns), each map on its own symmetric scale (Figs. 3, 5, 6)."""
     imgs = [as_image(im) for im in _np(images)]
     n, rows = len(imgs), len(maps) + 1
@@ -118,8 +138,9 @@ def method_grid(images, labels: Sequence[int], classes: Sequence[str], maps: dic
     return fig
 
 
-def curves_figure(curves: dict[str, np.ndarray], kind: str = "deletion", title: str | None = None,
-                  fraction_max: float = 1.0) -> Figure:
+def curves_figure(
+    curves: dict[str, np.ndarray], kind: str = "deletion", title: str | None = None, fraction_max: float = 1.0
+) -> Figure:
     """Mean deletion (or insertion) curve per method, AUC of the mean curve in the legend (Fig. 4)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     styles = ["-", "--", "-.", ":"]
@@ -140,8 +161,15 @@ def curves_figure(curves: dict[str, np.ndarray], kind: str = "deletion", title: 
     return fig
 
 
-def weights_grid(weights, indices: Sequence[int] | None = None, ncols: int = 10, titles: Sequence[str] | None = None,
-                 limit: float | None = None, size: float = 1.25, title: str | None = None) -> Figure:
+def weights_grid(
+    weights,
+    indices: Sequence[int] | None = None,
+    ncols: int = 10,
+    titles: Sequence[str] | None = None,
+    limit: float | None = None,
+    size: float = 1.25,
+    title: str | None = None,
+) -> Figure:
     """First-layer weight patterns ``(H, 784)`` as 28x28 images, diverging colours centred on 0 (Fig. 2)."""
     w = _np(weights)
     idx = list(range(len(w))) if indices is None else list(indices)
@@ -214,15 +242,23 @@ def confusion_figure(matrix, classes: Sequence[str], title: str = "Confusion mat
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             if m[i, j]:
-                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
-                        color="white" if m[i, j] > top / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(m[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if m[i, j] > top / 2 else "black",
+                )
     fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
 
 
-def probabilities_figure(probs, classes: Sequence[str], highlight: int | None = None,
-                         title: str = "Predicted probabilities") -> Figure:
+def probabilities_figure(
+    probs, classes: Sequence[str], highlight: int | None = None, title: str = "Predicted probabilities"
+) -> Figure:
     """Horizontal bar chart of class probabilities; the highlighted class in red."""
     p = _np(probs).ravel()
     fig, ax = plt.subplots(figsize=(5.2, 0.32 * len(p) + 1.2))

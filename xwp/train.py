@@ -33,6 +33,7 @@ class History:
     test_accuracy: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     stopped: str = ""
+    chance_loss: float = float("nan")
 
     def as_dict(self) -> dict:
         """Plain dict (JSON friendly)."""
@@ -42,6 +43,11 @@ class History:
     def epochs(self) -> int:
         """Number of completed epochs."""
         return len(self.loss)
+
+    @property
+    def diverging(self) -> bool:
+        """True when the last epoch's loss is far above chance level (the learning rate is too high)."""
+        return bool(self.loss) and self.loss[-1] > 2.0 * self.chance_loss
 
 
 @dataclass
@@ -69,14 +75,16 @@ def accuracy(model: nn.Module, data: ImageSet, batch_size: int = 2048, device: t
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2048, device: torch.device | None = None) -> torch.Tensor:
+def predict(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 2048, device: torch.device | None = None
+) -> torch.Tensor:
     """Predicted classes ``(N,)`` on the CPU."""
     device = device or next(model.parameters()).device
     out = [model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def _check_settings(epochs: int, lr: float, batch_size: int, optimizer: str) -> None:
+def check_settings(epochs: int, lr: float, batch_size: int, optimizer: str) -> None:
     """Refuse settings that cannot train, with a message that says why."""
     if not isinstance(epochs, int) or epochs < 1:
         raise XWPError(f"epochs must be a whole number of at least 1, got {epochs!r}")
@@ -121,7 +129,7 @@ def train(
     A NaN or infinite loss stops training with :class:`~xwp.errors.TrainingDiverged`;
     the model then holds the last weights that gave a finite loss.
     """
-    _check_settings(epochs, lr, batch_size, optimizer)
+    check_settings(epochs, lr, batch_size, optimizer)
     if len(train_set) == 0:
         raise XWPError("the training set is empty")
     device = torch.device(device) if device is not None else default_device()
@@ -139,7 +147,9 @@ def train(
     if schedule not in SCHEDULES:
         raise XWPError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps) if schedule == "cosine" else None
-    history = History()
+    with torch.no_grad():
+        n_classes = int(model(x_all[:1]).shape[1])
+    history = History(chance_loss=math.log(n_classes))
     last_good = [p.detach().clone() for p in params]
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
@@ -152,7 +162,7 @@ def train(
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
                 with torch.no_grad():
-                    for p, good in zip(params, last_good):
+                    for p, good in zip(params, last_good, strict=True):
                         p.copy_(good)
                 model.eval()
                 history.stopped = f"diverged at epoch {epoch}, step {step}"
@@ -162,7 +172,7 @@ def train(
                     history,
                 )
             with torch.no_grad():
-                for p, good in zip(params, last_good):
+                for p, good in zip(params, last_good, strict=True):
                     good.copy_(p)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -172,10 +182,10 @@ def train(
             total += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            if progress is not None and step % report_every == 0 and step < steps:
-                if progress(Progress(epoch, epochs, step, steps, total / seen, history, False)) is False:
-                    history.stopped = f"stopped at epoch {epoch}, step {step}"
-                    break
+            report = progress is not None and step % report_every == 0 and step < steps
+            if report and progress(Progress(epoch, epochs, step, steps, total / seen, history, False)) is False:
+                history.stopped = f"stopped at epoch {epoch}, step {step}"
+                break
         history.loss.append(total / seen)
         history.train_accuracy.append(correct / seen)
         model.eval()
@@ -184,7 +194,10 @@ def train(
         history.seconds.append(time.perf_counter() - started)
         if history.stopped:
             break
-        if progress is not None and progress(Progress(epoch, epochs, steps, steps, total / seen, history, True)) is False:
+        if (
+            progress is not None
+            and progress(Progress(epoch, epochs, steps, steps, total / seen, history, True)) is False
+        ):
             history.stopped = f"stopped after epoch {epoch}"
             break
     model.eval()

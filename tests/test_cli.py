@@ -1,0 +1,171 @@
+"""The CLI end to end on the built-in typeface digits, and its one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from xwp.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "xwp", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "typeface.safetensors"
+    r = run("train", "--dataset", "typeface", "--epochs", "3", "--hidden", "128,64", "--seed", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "test accuracy" in r.stdout and out.exists()
+    return out
+
+
+def test_explain_png_and_npy(checkpoint, tmp_path):
+    png = tmp_path / "maps.png"
+    r = run("explain", "--checkpoint", str(checkpoint), "--method", "xwp,xwpc,ig", "--index", "5", "--out", str(png))
+    assert r.returncode == 0, r.stderr
+    im = Image.open(png)
+    assert im.size[0] > 400 and im.size[1] > 150
+    npy = tmp_path / "maps.npy"
+    r = run("explain", "--checkpoint", str(checkpoint), "--method", "xwp,xwpc", "--index", "5", "--out", str(npy))
+    assert r.returncode == 0, r.stderr
+    arr = np.load(npy)
+    assert arr.shape == (2, 1, 28, 28) and np.abs(arr).sum() > 0
+
+
+def test_explain_an_image_file(checkpoint, tmp_path):
+    img = Image.new("L", (200, 200), 255)
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(img).line([(100, 30), (100, 170)], fill=0, width=14)  # a dark "1" on white paper
+    src = tmp_path / "one.png"
+    img.save(src)
+    out = tmp_path / "one.npy"
+    r = run("explain", "--checkpoint", str(checkpoint), "--method", "xwp", "--image", str(src), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert np.load(out).shape == (1, 1, 28, 28)
+
+
+def test_evaluate_writes_the_table(checkpoint, tmp_path):
+    out = tmp_path / "table.csv"
+    curves = tmp_path / "curves.png"
+    r = run(
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--dataset",
+        "typeface",
+        "--methods",
+        "xwp,xwpc,random",
+        "--n",
+        "20",
+        "--out",
+        str(out),
+        "--curves",
+        str(curves),
+    )
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(out, index_col=0)
+    assert list(table.index) == ["xwp", "xwpc", "random"]
+    assert table.loc["xwp", "deletion_auc_mean"] < table.loc["random", "deletion_auc_mean"]
+    assert curves.exists() and "Deletion AUC" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            [
+                "explain",
+                "--checkpoint",
+                "/nonexistent.safetensors",
+                "--method",
+                "xwp",
+                "--index",
+                "0",
+                "--out",
+                "x.png",
+            ],
+            "does not exist",
+        ),
+        (
+            ["explain", "--checkpoint", "{ckpt}", "--method", "gradcam", "--index", "0", "--out", "{tmp}/x.png"],
+            "unknown method",
+        ),
+        (
+            ["explain", "--checkpoint", "{ckpt}", "--method", "xwp", "--index", "999999", "--out", "{tmp}/x.png"],
+            "--index must be",
+        ),
+        (
+            [
+                "explain",
+                "--checkpoint",
+                "{ckpt}",
+                "--method",
+                "xwp",
+                "--index",
+                "0",
+                "--target",
+                "12",
+                "--out",
+                "{tmp}/x.png",
+            ],
+            "--target must be",
+        ),
+        (
+            ["explain", "--checkpoint", "{ckpt}", "--method", "xwp", "--index", "0", "--out", "{tmp}/x.jpg"],
+            "--out must end",
+        ),
+        (
+            [
+                "explain",
+                "--checkpoint",
+                "{ckpt}",
+                "--method",
+                "xwp",
+                "--image",
+                "{tmp}/fake.png",
+                "--out",
+                "{tmp}/x.png",
+            ],
+            "not a readable image",
+        ),
+        (
+            ["explain", "--checkpoint", "{tmp}/fake.png", "--method", "xwp", "--index", "0", "--out", "{tmp}/x.png"],
+            "not an xwp checkpoint",
+        ),
+        (["train", "--dataset", "typeface", "--epochs", "0", "--out", "{tmp}/m.safetensors"], "epochs"),
+        (["train", "--dataset", "typeface", "--hidden", "0", "--out", "{tmp}/m.safetensors"], "at least 1"),
+        (["train", "--dataset", "typeface", "--hidden", "100000", "--out", "{tmp}/m.safetensors"], "limited"),
+        (["train", "--dataset", "tmnist", "--out", "{tmp}/m.safetensors"], "TMNIST_Data.csv"),
+        (["train", "--dataset", "typeface", "--out", "{tmp}/missing/m.safetensors"], "does not exist"),
+        (
+            ["evaluate", "--checkpoint", "{ckpt}", "--methods", "xwp", "--n", "1000000", "--out", "{tmp}/t.csv"],
+            "limited",
+        ),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(args, message, checkpoint, tmp_path, capsys):
+    (tmp_path / "fake.png").write_text("not a png")
+    args = [a.format(ckpt=checkpoint, tmp=tmp_path) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not list(tmp_path.glob("m.safetensors")) and not list(tmp_path.glob("x.png"))

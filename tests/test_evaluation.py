@@ -1,0 +1,54 @@
+"""evaluate(): the table's shape, its rows, and that real methods beat random order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xwp
+from xwp.evaluation import evaluate
+
+
+def test_table_shape_and_curves(trained, typeface):
+    ev = evaluate(trained, typeface[1], ["xwp", "xwpc", "ig", "random"], n=24, seed=0, batch_size=10)
+    assert list(ev.table.index) == ["xwp", "xwpc", "ig", "random"]
+    for col in [
+        "average_drop_mean",
+        "average_drop_std",
+        "deletion_auc_mean",
+        "deletion_auc_std",
+        "insertion_auc_mean",
+        "insertion_auc_std",
+        "seconds_per_image",
+        "label",
+        "n",
+    ]:
+        assert col in ev.table.columns
+    assert (ev.table["n"] == 24).all()
+    assert ev.deletion["xwp"].shape == (24, 201) and ev.insertion["ig"].shape == (24, 201)
+    assert np.allclose(ev.deletion["xwp"][:, 0], 1.0) and np.allclose(ev.insertion["xwp"][:, -1], 1.0)
+    assert len(ev.per_image) == 4 * 24
+    assert ev.examples["attributions"]["xwp"].shape[1:] == (1, 28, 28)
+    md = ev.markdown()
+    assert "Deletion AUC ↓" in md and "Average Drop @20% ↑" in md and "XWP" in md
+    for name in ("xwp", "xwpc", "ig"):
+        row, rnd = ev.table.loc[name], ev.table.loc["random"]
+        assert row["deletion_auc_mean"] < rnd["deletion_auc_mean"]
+        assert row["average_drop_mean"] > rnd["average_drop_mean"]
+    assert set(ev.table_correct().index) == set(ev.table.index)
+
+
+def test_same_seed_same_table(trained, typeface):
+    a = evaluate(trained, typeface[1], ["xwp", "random"], n=8, seed=4)
+    b = evaluate(trained, typeface[1], ["xwp", "random"], n=8, seed=4)
+    cols = [c for c in a.table.columns if c != "seconds_per_image"]
+    assert a.table[cols].equals(b.table[cols])
+
+
+def test_bad_requests(trained, typeface):
+    with pytest.raises(xwp.XWPError, match="unknown method"):
+        evaluate(trained, typeface[1], ["xwp", "magic"], n=4)
+    with pytest.raises(xwp.XWPError, match="has"):
+        evaluate(trained, typeface[1], ["xwp"], n=len(typeface[1]) + 1)
+    with pytest.raises(xwp.XWPError):
+        evaluate(trained, typeface[1], [], n=4)

@@ -1,0 +1,110 @@
+"""Training reaches the accuracies the issue asks for and survives divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import shared_data_dir
+
+import xwp
+from xwp.train import Progress, accuracy, train
+
+
+def test_typeface_reaches_95_percent_on_unseen_fonts(typeface):
+    model = xwp.MLP((784, 400, 100, 10), seed=0)
+    history = train(model, typeface[0], typeface[1], epochs=10, seed=0)
+    assert len(history.loss) == 10
+    assert history.loss[-1] < history.loss[0]
+    assert history.test_accuracy[-1] >= 0.95
+    assert accuracy(model, typeface[1]) == pytest.approx(history.test_accuracy[-1])
+    assert not model.training
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shared_data_dir() is None, reason="real Fashion-MNIST not found beside the checkout (../shared/data)"
+)
+def test_fashion_mnist_paper_setting_reaches_88_percent():
+    train_set = xwp.load_dataset("fashion-mnist", "train", shared_data_dir())
+    test_set = xwp.load_dataset("fashion-mnist", "test", shared_data_dir())
+    model = xwp.MLP((784, 400, 100, 10), seed=0)
+    history = train(model, train_set, test_set, epochs=10, seed=0)
+    assert history.test_accuracy[-1] >= 0.88
+
+
+def test_same_seed_same_result(typeface):
+    small = typeface[0].sample(512, seed=0)
+    a, b = xwp.MLP((784, 32, 10), seed=1), xwp.MLP((784, 32, 10), seed=1)
+    train(a, small, epochs=2, seed=3)
+    train(b, small, epochs=2, seed=3)
+    torch.testing.assert_close(a.net[0].weight, b.net[0].weight)
+
+
+def test_divergence_stops_with_last_good_weights(typeface):
+    """An image with overflowing values makes the loss NaN mid-epoch: stop, keep the weights before it."""
+    poisoned = typeface[0].sample(1024, seed=0)
+    poisoned.images = poisoned.images.clone()
+    poisoned.images[700] = 3e38
+    model = xwp.MLP((784, 64, 10), seed=0)
+    start = model.net[0].weight.clone()
+    snapshots = []
+
+    def progress(p: Progress):
+        snapshots.append(model.net[0].weight.detach().clone())
+
+    with pytest.raises(xwp.TrainingDiverged, match="learning rate") as info:
+        train(model, poisoned, epochs=2, batch_size=32, progress=progress, report_every=1)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not torch.equal(model.net[0].weight, start)  # some good steps were kept
+    # snapshots[-1] holds the weights that met the poisoned batch; the ones before gave the last finite loss
+    assert len(snapshots) >= 2 and torch.equal(model.net[0].weight, snapshots[-2])
+    assert info.value.history is not None and "diverged" in info.value.history.stopped
+    assert not model.training
+
+
+def test_exploding_loss_is_flagged(typeface):
+    """A huge learning rate with ReLUs rarely gives NaN, but the loss explodes: History says so."""
+    model = xwp.MLP((784, 64, 10), seed=0)
+    history = train(
+        model, typeface[0].sample(1024, seed=0), epochs=2, lr=10.0, optimizer="adam", batch_size=32, schedule="constant"
+    )
+    assert history.diverging
+    ok = train(xwp.MLP((784, 64, 10), seed=0), typeface[0].sample(1024, seed=0), epochs=2)
+    assert not ok.diverging
+
+
+def test_progress_can_stop_training(typeface):
+    small = typeface[0].sample(1024, seed=0)
+    model = xwp.MLP((784, 16, 10), seed=0)
+    calls = []
+
+    def progress(p: Progress):
+        calls.append((p.epoch, p.epoch_done, p.fraction))
+        return not p.epoch_done  # stop after the first epoch
+
+    history = train(model, small, epochs=5, batch_size=64, progress=progress, report_every=4)
+    assert history.epochs == 1 and "stopped" in history.stopped
+    assert any(not done for _, done, _ in calls)
+    assert all(0 <= f <= 1 for *_, f in calls)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"epochs": 0},
+        {"epochs": 10_000},
+        {"lr": float("nan")},
+        {"lr": -1.0},
+        {"lr": 1e9},
+        {"batch_size": 0},
+        {"epochs": 2.5},
+        {"optimizer": "lbfgs"},
+        {"schedule": "step"},
+    ],
+)
+def test_bad_settings_are_clear_errors(kwargs, typeface):
+    model = xwp.MLP((784, 8, 10))
+    before = model.net[0].weight.clone()
+    with pytest.raises(xwp.XWPError):
+        train(model, typeface[0].sample(64), **kwargs)
+    assert torch.equal(model.net[0].weight, before)
