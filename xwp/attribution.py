@@ -195,30 +195,41 @@ class _WeightPerturbation:
         self.chunk_elements = int(chunk_elements)
 
     def _swap_scores(
-        self, h1: torch.Tensor, x: torch.Tensor, delta_t: torch.Tensor, ind: torch.Tensor
+        self, h1: torch.Tensor, x: torch.Tensor, delta_t: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Score ``I . out(rest(h1[b] + x[b, i] * delta_t[i]))`` for every non-zero ``x[b, i]``.
 
         Returns the batch and feature indices of the non-zero inputs and their scores.
         """
         b_idx, i_idx = torch.nonzero(x, as_tuple=True)  # (N,), (N,)
+        values = x[b_idx, i_idx]  # (N,)
         scores = torch.empty(b_idx.numel(), dtype=x.dtype, device=x.device)  # (N,)
         chunk = max(1, self.chunk_elements // delta_t.shape[1])
 
         def work(start: int, stop: int) -> None:
             bi, ii = b_idx[start:stop], i_idx[start:stop]
-            h = torch.addcmul(h1[bi], x[bi, ii].unsqueeze(1), delta_t[ii])  # (n, H)
-            scores[start:stop] = (self.out(self.rest(h)) * ind[bi]).sum(1)  # (n,)
+            h = h1.index_select(0, bi)  # (n, H): the reference pre-activation of each row's image
+            h.addcmul_(delta_t.index_select(0, ii), values[start:stop, None])  # + x_i (W'_i - W_i)
+            scores[start:stop] = self._score_rows(self.rest(h), target.index_select(0, bi))
 
         run_chunked(b_idx.numel(), chunk, work)
         return b_idx, i_idx, scores
 
-    def _score(self, h1: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
-        """``I . out(rest(h1))`` per row."""
-        return (self.out(self.rest(h1.clone())) * ind).sum(1)  # (B,)
+    def _score_rows(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``sum_n I_n out_n(logits)`` per row, with ``I`` = +1 for the target and -1 otherwise (eq. 4)."""
+        logit_t = logits.gather(1, target[:, None])[:, 0]  # (n,)
+        if self.output == "softmax":  # sum_n I_n p_n = 2 p_t - 1, without materialising the softmax
+            return 2.0 * torch.exp(logit_t - torch.logsumexp(logits, 1)) - 1.0
+        if self.output == "logits":
+            return 2.0 * logit_t - logits.sum(1)
+        return (self.out(logits) * indicator(target, logits.shape[1], logits.dtype)).sum(1)
+
+    def _score(self, h1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Score of unperturbed pre-activations ``h1`` ``(B,)``."""
+        return self._score_rows(self.rest(h1.clone()), target)
 
     def _prepare(self, inputs: torch.Tensor, target: Target):
-        """Flatten inputs, compute targets and the indicator."""
+        """Flatten inputs, compute the first pre-activation and the targets."""
         x_in = _as_model_input(inputs, self.model)
         x = x_in.reshape(x_in.shape[0], -1)  # (B, D)
         if x.shape[1] != self.first.in_features:
@@ -226,10 +237,8 @@ class _WeightPerturbation:
         w, b = self.first.weight.detach(), self.first.bias
         b = b.detach() if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
         h1 = torch.addmm(b, x, w.t())  # (B, H)
-        logits = self.rest(h1.clone())  # (B, C)
-        t = resolve_target(target, logits)
-        ind = indicator(t, logits.shape[1], x.dtype)  # (B, C)
-        return x, w, b, h1, ind
+        t = resolve_target(target, self.rest(h1.clone()))  # (B,)
+        return x, w, b, h1, t
 
 
 class XWP(_WeightPerturbation):
@@ -256,10 +265,10 @@ class XWP(_WeightPerturbation):
     @torch.no_grad()
     def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
         """Attributions shaped like ``inputs`` for ``target`` (int or ``(B,)``; None: predicted)."""
-        x, w, _, h1, ind = self._prepare(inputs, target)
-        delta_t = (self.w0 - w).t()  # (D, H): change of h1 per unit of x_i
-        ref = self._score(h1, ind)  # (B,)
-        b_idx, i_idx, pert = self._swap_scores(h1, x, delta_t, ind)
+        x, w, _, h1, t = self._prepare(inputs, target)
+        delta_t = (self.w0 - w).t().contiguous()  # (D, H): change of h1 per unit of x_i
+        ref = self._score(h1, t)  # (B,)
+        b_idx, i_idx, pert = self._swap_scores(h1, x, delta_t, t)
         attr = torch.zeros_like(x)
         attr[b_idx, i_idx] = ref[b_idx] - pert
         return attr.reshape(inputs.shape).to(inputs.device)
@@ -293,15 +302,15 @@ class XWPc(_WeightPerturbation):
     @torch.no_grad()
     def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
         """Attributions shaped like ``inputs`` for ``target`` (int or ``(B,)``; None: predicted)."""
-        x, w, b, h1, ind = self._prepare(inputs, target)
+        x, w, b, h1, t = self._prepare(inputs, target)
         h1_init = torch.addmm(b, x, self.w0.t())  # (B, H): first layer all initial
-        delta_t = (w - self.w0).t()  # (D, H): giving feature i its trained weights back
-        base = self._score(h1_init, ind)  # (B,)
-        b_idx, i_idx, pert = self._swap_scores(h1_init, x, delta_t, ind)
+        delta_t = (w - self.w0).t().contiguous()  # (D, H): giving feature i its trained weights back
+        base = self._score(h1_init, t)  # (B,)
+        b_idx, i_idx, pert = self._swap_scores(h1_init, x, delta_t, t)
         attr = torch.zeros_like(x)
         attr[b_idx, i_idx] = pert - base[b_idx]
         if self.rule == "eq5-literal":
-            const = self._score(h1, ind) - base  # C(x) = I . (f(x) - f^{W=W0}(x))
+            const = self._score(h1, t) - base  # C(x) = I . (f(x) - f^{W=W0}(x))
             attr = const[:, None] - attr
         return attr.reshape(inputs.shape).to(inputs.device)
 

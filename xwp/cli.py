@@ -202,6 +202,28 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"wrote {args.curves}")
 
 
+def cmd_study(args: argparse.Namespace) -> None:
+    """Run the faithfulness study (Table 1 and Figures 3-6 over seeds)."""
+    from xwp.study import rank_check, run_study
+
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    needs = [d for d in datasets if d in ("mnist", "fashion-mnist", "tmnist")]
+    if needs and not args.data_dir:
+        raise XWPError(f"{', '.join(needs)} need --data-dir (e.g. ../shared/data)")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    result = run_study(
+        datasets,
+        seeds,
+        n=args.n,
+        methods=_methods(args.methods),
+        data_dir=args.data_dir,
+        out_dir=args.out,
+        epochs=args.epochs,
+    )
+    for line in rank_check(result.summary):
+        print("warning:", line)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m xwp``."""
     from xwp.data import DATASETS
@@ -251,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--curves", help="also write the deletion curves figure here (.png)")
     v.add_argument("--out", required=True, help="table (.csv)")
     v.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("study", help="the paper's Table 1 and Figures 3-6 over datasets and seeds")
+    s.add_argument("--datasets", default="typeface,fashion-mnist,mnist")
+    s.add_argument("--data-dir", help="torchvision-layout folder with MNIST and FashionMNIST")
+    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--n", type=int, default=1000, help="test images per dataset and seed")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--methods", default="all")
+    s.add_argument("--out", default="docs/results", help="output folder")
+    s.set_defaults(func=cmd_study)
     return p
 
 

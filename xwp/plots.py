@@ -57,8 +57,15 @@ def draw_heatmap(
     title: str | None = None,
     alpha: float = 0.75,
 ):
-    """Draw one attribution map on ``ax`` (red positive, blue negative, centred on 0)."""
+    """Draw one attribution map on ``ax`` (red positive, blue negative, centred on 0).
+
+    A map without a single value <= 0 (RISE's saliency is a weighted average of masks)
+    would be uniformly red, so, unless a shared ``limit`` is given, it is drawn minus its
+    mean: red then means "above this map's average".
+    """
     a = as_image(attribution)
+    if limit is None and a.size and a.min() > 0:  # all-positive maps (RISE): show them relative to their mean
+        a = a - a.mean()
     s = limit if limit is not None else symmetric_limit(a)
     if overlay and image is not None:
         ax.imshow(as_image(image), cmap=INPUT, vmin=0, vmax=1)
@@ -139,24 +146,34 @@ def method_grid(
 
 
 def curves_figure(
-    curves: dict[str, np.ndarray], kind: str = "deletion", title: str | None = None, fraction_max: float = 1.0
+    curves: dict[str, np.ndarray],
+    kind: str = "deletion",
+    title: str | None = None,
+    fraction_max: float = 1.0,
+    stat: str = "median",
 ) -> Figure:
-    """Mean deletion (or insertion) curve per method, AUC of the mean curve in the legend (Fig. 4)."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    """Median (or mean) deletion/insertion curve per method; the legend gives the mean AUC (Fig. 4).
+
+    The median is drawn by default because the pinned score (p / p on the intact image)
+    can be far above 1 for a few misclassified images, which drags a mean curve upwards.
+    """
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
     styles = ["-", "--", "-.", ":"]
     for k, (label, c) in enumerate(curves.items()):
         c = _np(c)
-        mean = c.mean(0)
-        x = np.linspace(0, 1, len(mean))
-        area = np.trapezoid(mean, x)
-        lw = 2.8 if label.lower().startswith("xwp") else 1.8
-        ax.plot(x, mean, styles[k // 10 % 4], lw=lw, label=f"{label} (AUC {area:.3f})")
+        line = np.median(c, 0) if stat == "median" else c.mean(0)
+        x = np.linspace(0, 1, len(line))
+        area = np.trapezoid(c, x, axis=1).mean()
+        lw = 2.8 if label.lower().startswith("xwp") else 1.6
+        ax.plot(x, line, styles[k // 10 % 4], lw=lw, label=f"{label} ({area:.3f})")
     ax.set_xlim(0, fraction_max)
     ax.set_xlabel("fraction of features removed" if kind == "deletion" else "fraction of features inserted")
-    ax.set_ylabel("p(target) / p(target | intact input)")
-    ax.set_title(title or f"{kind.capitalize()} curves (mean over images)")
+    ax.set_ylabel(f"p(target) / p(target | intact), {stat}")
+    ax.set_title(title or f"{kind.capitalize()} curves ({stat} over images)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="upper right" if kind == "deletion" else "lower right")
+    ax.legend(
+        fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=f"method (mean {kind} AUC)", title_fontsize=9
+    )
     fig.tight_layout()
     return fig
 
@@ -287,3 +304,8 @@ def save(fig: Figure, path, dpi: int = 120) -> None:
     """Write the figure to ``path`` (format from the suffix) and close it."""
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+
+
+def constrained_layout():
+    """Context manager: figures made inside it use constrained layout, so colour bars never overlap panels."""
+    return plt.rc_context({"figure.constrained_layout.use": True})
