@@ -385,3 +385,32 @@ def test_cuda_matches_cpu():
         cpu = cls(model).attribute(x, target=3)
         gpu = cls(copy.deepcopy(model).cuda()).attribute(x.cuda(), target=3)
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-6)
+
+
+def test_chunks_shrink_on_cuda_out_of_memory():
+    from xwp.attribution import run_chunked
+
+    seen = []
+
+    def work(start, stop):
+        if stop - start > 4:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        seen.append((start, stop))
+
+    run_chunked(23, 16, work)
+    covered = [i for a, b in seen for i in range(a, b)]
+    assert covered == list(range(23)) and max(b - a for a, b in seen) <= 4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_every_method_runs_on_cuda_like_on_cpu(trained, typeface):
+    x, y = typeface[1].images[:4], typeface[1].labels[:4]
+    gpu = copy.deepcopy(trained).cuda()
+    small = {"shapley": {"n_samples": 2}, "kernelshap": {"n_samples": 50}, "rise": {"n_masks": 200}}
+    for name in METHODS:
+        a_gpu = make_method(name, gpu, **small.get(name, {})).attribute(x.cuda(), target=y.cuda())
+        assert a_gpu.device.type == "cuda" and a_gpu.shape == x.shape and torch.isfinite(a_gpu).all(), name
+        if name in ("xwp", "xwpc", "occlusion", "ig", "saliency", "deeplift", "lrp"):  # deterministic ones
+            a_cpu = make_method(name, trained).attribute(x, target=y)
+            torch.testing.assert_close(a_gpu.cpu(), a_cpu, rtol=1e-3, atol=1e-5, msg=name)

@@ -52,3 +52,14 @@ def test_bad_requests(trained, typeface):
         evaluate(trained, typeface[1], ["xwp"], n=len(typeface[1]) + 1)
     with pytest.raises(xwp.XWPError):
         evaluate(trained, typeface[1], [], n=4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device")
+def test_evaluate_on_cuda_matches_cpu(trained, typeface):
+    import copy
+
+    cpu = evaluate(trained, typeface[1], ["xwp", "xwpc", "random"], n=16, seed=0)
+    gpu = evaluate(copy.deepcopy(trained).cuda(), typeface[1], ["xwp", "xwpc", "random"], n=16, seed=0)
+    for col in ("average_drop_mean", "deletion_auc_mean", "insertion_auc_mean"):
+        assert np.allclose(cpu.table[col], gpu.table[col], rtol=1e-3, atol=1e-4), col
