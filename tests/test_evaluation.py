@@ -48,7 +48,7 @@ def test_same_seed_same_table(trained, typeface):
 def test_bad_requests(trained, typeface):
     with pytest.raises(xwp.XWPError, match="unknown method"):
         evaluate(trained, typeface[1], ["xwp", "magic"], n=4)
-    with pytest.raises(xwp.XWPError, match="has"):
+    with pytest.raises(xwp.XWPError, match="n must be between 1 and"):
         evaluate(trained, typeface[1], ["xwp"], n=len(typeface[1]) + 1)
     with pytest.raises(xwp.XWPError):
         evaluate(trained, typeface[1], [], n=4)

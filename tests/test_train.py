@@ -53,7 +53,7 @@ def test_divergence_stops_with_last_good_weights(typeface):
         snapshots.append(model.net[0].weight.detach().clone())
 
     with pytest.raises(xwp.TrainingDiverged, match="learning rate") as info:
-        train(model, poisoned, epochs=2, batch_size=32, progress=progress, report_every=1)
+        train(model, poisoned, epochs=2, batch_size=32, progress=progress, report_every=1, device="cpu")
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert not torch.equal(model.net[0].weight, start)  # some good steps were kept
     # snapshots[-1] holds the weights that met the poisoned batch; the ones before gave the last finite loss
@@ -106,5 +106,5 @@ def test_bad_settings_are_clear_errors(kwargs, typeface):
     model = xwp.MLP((784, 8, 10))
     before = model.net[0].weight.clone()
     with pytest.raises(xwp.XWPError):
-        train(model, typeface[0].sample(64), **kwargs)
+        train(model, typeface[0].sample(64), device="cpu", **kwargs)
     assert torch.equal(model.net[0].weight, before)
