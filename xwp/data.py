@@ -21,6 +21,7 @@ import io
 import math
 import os
 import shutil
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -197,7 +198,8 @@ def load_image(source: str | os.PathLike | bytes | io.IOBase, max_pixels: int | 
         stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else open(data, "rb")  # noqa: SIM115
     except OSError as e:
         raise XWPError(f"cannot open image {data}: {e.strerror}") from None
-    with stream:
+    with stream, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies below
         try:
             with Image.open(stream) as im:
                 w, h = im.size
@@ -235,21 +237,34 @@ def _to_gray(im) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
 
 
-def image_to_input(gray: np.ndarray, invert: bool | None = None) -> torch.Tensor:
+def image_to_input(gray: np.ndarray, invert: bool | None = None, min_extent: float = 0.1) -> torch.Tensor:
     """A grayscale image ``(H, W)`` in [0, 1] as a model input ``(1, 1, 28, 28)`` in MNIST layout.
 
     ``invert=None`` decides from the border: a light border means dark ink on a light
-    background, which is inverted to white on black.
+    background, which is inverted to white on black. The border's level counts as
+    background. Ink spanning less than ``min_extent`` of the image's longer side (a dot,
+    a speck of dust) is refused: blown up to 20x20 pixels it would be no digit at all.
     """
     gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or min(gray.shape) < 2:
+        raise XWPError(f"expected a grayscale image of at least 2x2 pixels, got shape {gray.shape}")
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if invert is None:
-        border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
         invert = float(np.median(border)) > 0.5
     if invert:
-        gray = 1.0 - gray
-    if gray.size and float(gray.max() - np.median(gray)) < 0.05:
+        gray, border = 1.0 - gray, 1.0 - border
+    gray = np.clip(gray - float(np.median(border)), 0, None)  # the background becomes 0
+    peak = float(gray.max()) if np.isfinite(gray).all() else 0.0
+    if peak < 0.05:
         raise XWPError("the image is blank: draw or upload a digit (light strokes on a dark background)")
-    gray = np.clip(gray - np.median(gray), 0, None)  # a grey background becomes 0
+    ink = gray > 0.25 * peak
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    extent = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / max(gray.shape)
+    if extent < min_extent:
+        raise XWPError(
+            f"the drawing is too small to be a digit (it spans {100 * extent:.0f}% of the image); "
+            "draw the digit larger, filling most of the box"
+        )
     return torch.from_numpy(to_mnist_layout(gray))[None, None]
 
 
@@ -486,6 +501,15 @@ def _torchvision(cls_name: str, folder: str, split: str, data_dir: str | None) -
             f"{data_dir} lacks {', '.join(m + '.gz' for m in missing)}; torchvision needs all four {folder} files "
             f"in its layout: DIR/{folder}/raw/*-ubyte.gz"
         )
+    for filename, md5 in cls.resources:  # verify first: on a mismatch torchvision would try to download
+        stem = filename[: -len(".gz")]
+        if (src / stem).is_file():
+            continue
+        if _md5(src / filename) != md5:
+            raise XWPError(
+                f"{src / filename} is damaged or not the published file (its MD5 differs); "
+                f"copy it again from the original source"
+            )
     key = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:12]
     mirror = cache_dir() / "torchvision" / key
     raw = mirror / folder / "raw"
@@ -499,10 +523,20 @@ def _torchvision(cls_name: str, folder: str, split: str, data_dir: str | None) -
     except Exception as e:
         for n in names:  # a bad unpacked file would be reused next time
             (raw / n).unlink(missing_ok=True)
+        detail = " ".join(str(e).split())[:120]
         raise XWPError(
-            f"the {folder} files in {src} are damaged or not the published ones ({type(e).__name__}: "
-            f"{str(e)[:120]}); copy them again from the original source"
+            f"the {folder} files in {src} are damaged ({type(e).__name__}: {detail}); copy them again "
+            "from the original source"
         ) from None
+
+
+def _md5(path: Path) -> str:
+    """MD5 of a file, read in 1 MiB blocks."""
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
