@@ -88,17 +88,12 @@ def draw_input(ax, image, title: str | None = "input"):
         ax.set_title(title)
 
 
-def attribution_figure(
-    image,
-    maps: dict[str, object],
-    shared_scale: bool = False,
-    overlay: bool = False,
-    title: str | None = None,
-    size: float = 2.6,
-) -> Figure:
-    """The input next to one heatmap per method, with colour bars."""
+def attribution_figure(image, maps: dict[str, object], shared_scale: bool = False, overlay: bool = False,
+                       title: str | None = None, size: float = 2.8) -> Figure:
+    """The input next to one heatmap per method, with colour bars (one per map unless shared)."""
     n = len(maps) + 1
-    fig, axes = plt.subplots(1, n, figsize=(size * n + 0.6, size + 0.9), squeeze=False)
+    width = size * n + (0.6 if shared_scale else 0.75 * len(maps))
+    fig, axes = plt.subplots(1, n, figsize=(width, size + 0.9), squeeze=False, layout="constrained")
     axes = axes[0]
     draw_input(axes[0], image)
     limit = symmetric_limit(*maps.values()) if shared_scale and maps else None
@@ -106,9 +101,9 @@ def attribution_figure(
     for ax, (label, a) in zip(axes[1:], maps.items(), strict=True):
         shown = draw_heatmap(ax, a, limit, image=image, overlay=overlay, title=label)
         if not shared_scale:
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+            fig.colorbar(shown, ax=ax, shrink=0.8, format="%.2g")
     if shared_scale and shown is not None:
-        fig.colorbar(shown, ax=list(axes[1:]), fraction=0.02, pad=0.02, label="attribution (red +, blue −)")
+        fig.colorbar(shown, ax=list(axes[1:]), shrink=0.8, label="attribution (red +, blue −)")
     if title:
         fig.suptitle(title)
     return fig
@@ -309,3 +304,30 @@ def save(fig: Figure, path, dpi: int = 120) -> None:
 def constrained_layout():
     """Context manager: figures made inside it use constrained layout, so colour bars never overlap panels."""
     return plt.rc_context({"figure.constrained_layout.use": True})
+
+
+def heatmap_rgb(
+    attribution, limit: float | None = None, image=None, overlay: bool = False, alpha: float = 0.75, scale: int = 1
+) -> np.ndarray:
+    """An attribution map as an RGB ``uint8`` image, coloured like :func:`draw_heatmap` (no matplotlib figure).
+
+    ``limit`` maps to the ends of the diverging colormap (default: :func:`symmetric_limit`);
+    with ``overlay`` the map is blended over the grey ``image``; ``scale`` enlarges each
+    pixel to a ``scale x scale`` block, so the image stays sharp when shown large.
+    """
+    a = as_image(attribution)
+    s = limit if limit is not None else symmetric_limit(a)
+    lut = plt.get_cmap(DIVERGING)(np.linspace(0.0, 1.0, 256))[:, :3]  # (256, 3)
+    idx = np.clip(np.rint((np.nan_to_num(a) / s + 1.0) * 127.5), 0, 255).astype(np.intp)
+    rgb = lut[idx]  # (H, W, 3)
+    if overlay and image is not None:
+        grey = np.clip(as_image(image), 0, 1)[..., None]
+        rgb = alpha * rgb + (1 - alpha) * grey
+    rgb = (rgb * 255).round().astype(np.uint8)
+    return rgb.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else rgb
+
+
+def colorbar_rgb(width: int = 256, height: int = 10) -> np.ndarray:
+    """A horizontal strip of the diverging colormap (blue, white at 0, red) as RGB ``uint8``."""
+    row = plt.get_cmap(DIVERGING)(np.linspace(0.0, 1.0, width))[:, :3]  # (W, 3)
+    return np.repeat((row * 255).round().astype(np.uint8)[None], height, axis=0)
