@@ -84,6 +84,23 @@ def test_xwpc_matches_weight_swapping_reference(sizes, output):
     torch.testing.assert_close(fast, reference_xwpc(model, model0, x, target, output), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("cls,ref", [(XWP, reference_xwp), (XWPc, reference_xwpc)])
+def test_confident_predictions_keep_float32_precision(cls, ref):
+    """p_t within float32 rounding of 1: naive differences of softmax outputs would be 0 or 6e-8 steps."""
+    model64 = random_trained_mlp((40, 16, 8, 5), seed=21)
+    with torch.no_grad():
+        model64.linears[-1].weight.mul_(25.0)  # very confident logits
+    x = torch.rand(4, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    target = model64(x).argmax(1)
+    assert (torch.softmax(model64(x), 1).max(1).values > 1 - 1e-7).all()
+    expected = ref(model64, model64.initial_model(), x, target)
+    model32 = copy.deepcopy(model64).float()
+    got = cls(model32).attribute(x.float(), target=target).double()
+    if cls is XWP:  # its effects are far below float32's resolution near 1 (XWPc starts from W0: no such issue)
+        assert 0 < expected.abs().max() < 1e-6
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
+
+
 def test_initial_model_argument_equals_kept_state():
     model = random_trained_mlp((10, 6, 3), seed=3)
     x = torch.rand(3, 10, dtype=torch.float64)

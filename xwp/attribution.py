@@ -202,11 +202,13 @@ class _WeightPerturbation:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Score ``I . out(rest(h1[b] + x[b, i] * delta_t[i]))`` for every non-zero ``x[b, i]``.
 
-        Returns the batch and feature indices of the non-zero inputs and their scores.
+        Returns the batch and feature indices of the non-zero inputs and their
+        :meth:`_score_rows` values.
         """
         b_idx, i_idx = torch.nonzero(x, as_tuple=True)  # (N,), (N,)
         values = x[b_idx, i_idx]  # (N,)
-        scores = torch.empty(b_idx.numel(), dtype=x.dtype, device=x.device)  # (N,)
+        width = 2 if self.output == "softmax" else 1
+        scores = torch.empty(b_idx.numel(), width, dtype=x.dtype, device=x.device)  # (N, k)
         chunk = max(1, self.chunk_elements // delta_t.shape[1])
 
         def work(start: int, stop: int) -> None:
@@ -219,16 +221,31 @@ class _WeightPerturbation:
         return b_idx, i_idx, scores
 
     def _score_rows(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``sum_n I_n out_n(logits)`` per row, with ``I`` = +1 for the target and -1 otherwise (eq. 4)."""
-        logit_t = logits.gather(1, target[:, None])[:, 0]  # (n,)
-        if self.output == "softmax":  # sum_n I_n p_n = 2 p_t - 1, without materialising the softmax
-            return 2.0 * torch.exp(logit_t - torch.logsumexp(logits, 1)) - 1.0
+        """What ``sum_n I_n out_n(logits)`` (eq. 4) needs per row, as ``(n, k)``; see :meth:`_difference`.
+
+        For softmax, ``sum_n I_n p_n = 2 p_t - 1 = 1 - 2 q`` with ``q = 1 - p_t``: both ``p_t``
+        and ``q`` are kept, each computed from log-sum-exps, so that a confident prediction
+        (``p_t`` within float32 rounding of 1) still gives exact differences through ``q``.
+        """
+        logit_t = logits.gather(1, target[:, None])  # (n, 1)
+        if self.output == "softmax":
+            lse = torch.logsumexp(logits, 1, keepdim=True)  # (n, 1)
+            others = torch.logsumexp(logits.scatter(1, target[:, None], -torch.inf), 1, keepdim=True)
+            return torch.cat([torch.exp(logit_t - lse), torch.exp(others - lse)], 1)  # (n, 2): p_t, 1 - p_t
         if self.output == "logits":
-            return 2.0 * logit_t - logits.sum(1)
-        return (self.out(logits) * indicator(target, logits.shape[1], logits.dtype)).sum(1)
+            return 2.0 * logit_t - logits.sum(1, keepdim=True)
+        return (self.out(logits) * indicator(target, logits.shape[1], logits.dtype)).sum(1, keepdim=True)
+
+    @staticmethod
+    def _difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``score(a) - score(b)`` per row from :meth:`_score_rows` values."""
+        if a.shape[1] == 1:
+            return a[:, 0] - b[:, 0]
+        confident = torch.minimum(a[:, 0], b[:, 0]) > 0.5  # differences of small q are exact there
+        return torch.where(confident, 2.0 * (b[:, 1] - a[:, 1]), 2.0 * (a[:, 0] - b[:, 0]))
 
     def _score(self, h1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Score of unperturbed pre-activations ``h1`` ``(B,)``."""
+        """:meth:`_score_rows` of unperturbed pre-activations ``h1``."""
         return self._score_rows(self.rest(h1.clone()), target)
 
     def _prepare(self, inputs: torch.Tensor, target: Target):
@@ -274,7 +291,7 @@ class XWP(_WeightPerturbation):
         ref = self._score(h1, t)  # (B,)
         b_idx, i_idx, pert = self._swap_scores(h1, x, delta_t, t)
         attr = torch.zeros_like(x)
-        attr[b_idx, i_idx] = ref[b_idx] - pert
+        attr[b_idx, i_idx] = self._difference(ref[b_idx], pert)
         return attr.reshape(inputs.shape).to(inputs.device)
 
 
@@ -312,9 +329,9 @@ class XWPc(_WeightPerturbation):
         base = self._score(h1_init, t)  # (B,)
         b_idx, i_idx, pert = self._swap_scores(h1_init, x, delta_t, t)
         attr = torch.zeros_like(x)
-        attr[b_idx, i_idx] = pert - base[b_idx]
+        attr[b_idx, i_idx] = self._difference(pert, base[b_idx])
         if self.rule == "eq5-literal":
-            const = self._score(h1, t) - base  # C(x) = I . (f(x) - f^{W=W0}(x))
+            const = self._difference(self._score(h1, t), base)  # C(x) = I . (f(x) - f^{W=W0}(x))
             attr = const[:, None] - attr
         return attr.reshape(inputs.shape).to(inputs.device)
 
