@@ -88,8 +88,14 @@ def draw_input(ax, image, title: str | None = "input"):
         ax.set_title(title)
 
 
-def attribution_figure(image, maps: dict[str, object], shared_scale: bool = False, overlay: bool = False,
-                       title: str | None = None, size: float = 2.8) -> Figure:
+def attribution_figure(
+    image,
+    maps: dict[str, object],
+    shared_scale: bool = False,
+    overlay: bool = False,
+    title: str | None = None,
+    size: float = 2.8,
+) -> Figure:
     """The input next to one heatmap per method, with colour bars (one per map unless shared)."""
     n = len(maps) + 1
     width = size * n + (0.6 if shared_scale else 0.75 * len(maps))
@@ -299,11 +305,6 @@ def save(fig: Figure, path, dpi: int = 120) -> None:
     """Write the figure to ``path`` (format from the suffix) and close it."""
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-
-
-def constrained_layout():
-    """Context manager: figures made inside it use constrained layout, so colour bars never overlap panels."""
-    return plt.rc_context({"figure.constrained_layout.use": True})
 
 
 def heatmap_rgb(

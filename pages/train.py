@@ -1,0 +1,197 @@
+"""Train: a new network with live progress, stop, divergence guard; download and upload checkpoints."""
+
+import streamlit as st
+
+from xwp import ui
+from xwp.config import LIMITS
+from xwp.data import DATASETS
+from xwp.errors import XWPError
+from xwp.models import INITS
+from xwp.train import OPTIMIZERS
+
+TORCHVISION = ("mnist", "fashion-mnist")
+MB = 1024 * 1024
+
+
+def data_source(name: str) -> tuple[str | None, str | None]:
+    """Widgets for where the dataset's files are; returns (data_dir, name of an uploaded file)."""
+    if name in TORCHVISION:
+        folder = "MNIST" if name == "mnist" else "FashionMNIST"
+        path = st.text_input(
+            "Data folder",
+            value="",
+            key=f"train_dir_{name}",
+            persist_state="session",
+            placeholder=f"folder that holds {folder}/raw/*-ubyte.gz",
+            help=f"A folder in torchvision's layout: DIR/{folder}/raw/ with the four .gz files. It is only read. "
+            "Leave empty to download the files into the cache (needs internet).",
+        )
+        return path.strip() or None, None
+    if name == "tmnist":
+        path = st.text_input(
+            "Path of TMNIST_Data.csv",
+            value="",
+            key="train_tmnist_path",
+            persist_state="session",
+            help="The Typeface-MNIST CSV from Kaggle (saurabhvyawahare/tmnist-typeface-mnist), "
+            "or the folder that holds it.",
+        )
+        upload = st.file_uploader(
+            "…or upload it",
+            type=["csv", "gz"],
+            key="train_tmnist_upload",
+            max_upload_size=LIMITS.max_upload_bytes // MB,
+            help=f"TMNIST_Data.csv (or .csv.gz), at most {LIMITS.max_upload_bytes // MB} MB.",
+        )
+        if upload is not None:
+            with ui.user_errors():
+                return ui.tmnist_upload(upload.getvalue()), upload.name
+            return None, None
+        return path.strip() or None, None
+    return None, None
+
+
+def main() -> None:
+    ui.routed("pages/train.py")
+    st.title("Train a network")
+    st.caption(
+        "A fully connected ReLU network; its initial weights are kept with it, which is what XWP needs. "
+        "The new model becomes the active one in the sidebar."
+    )
+    left, right = st.columns([1, 1.4], gap="large")
+    with left:
+        name = st.selectbox(
+            "Dataset",
+            list(DATASETS),
+            format_func=lambda k: DATASETS[k].label,
+            key="train_dataset",
+            persist_state="session",
+            help="Typeface and scikit-learn digits are built in and need no download.",
+        )
+        st.caption(DATASETS[name].description)
+        data_dir, upload_name = data_source(name)
+    with right, st.form("train_form", border=True):
+        c1, c2, c3 = st.columns(3)
+        model_name = c1.text_input(
+            "Model name",
+            value="",
+            placeholder="automatic",
+            key="train_name",
+            help="How the model is listed in the sidebar (default: dataset and architecture).",
+        )
+        hidden = c2.text_input(
+            "Hidden layer sizes",
+            value="400,100",
+            key="train_hidden",
+            persist_state="session",
+            help=f"Comma separated, e.g. 400,100 (the paper) or 256; empty for none. At most "
+            f"{LIMITS.max_hidden_layers} layers of {LIMITS.max_hidden_width} units.",
+        )
+        epochs = c3.number_input(
+            "Epochs",
+            1,
+            LIMITS.max_epochs,
+            10,
+            key="train_epochs",
+            persist_state="session",
+            help=f"Passes over the training set (at most {LIMITS.max_epochs}).",
+        )
+        lr = c1.number_input(
+            "Learning rate",
+            1e-6,
+            10.0,
+            1e-3,
+            format="%g",
+            step=1e-4,
+            key="train_lr",
+            persist_state="session",
+            help="Annealed to 0 with a cosine schedule. Very large values make training diverge.",
+        )
+        batch = c2.number_input(
+            "Batch size",
+            1,
+            65536,
+            128,
+            key="train_batch",
+            persist_state="session",
+            help="Images per optimisation step.",
+        )
+        optimizer = c3.selectbox(
+            "Optimizer",
+            OPTIMIZERS,
+            key="train_optimizer",
+            persist_state="session",
+            help="Adam (the default), SGD with momentum 0.9, or AdamW.",
+        )
+        init = c1.selectbox(
+            "Initialisation",
+            INITS,
+            key="train_init",
+            persist_state="session",
+            help="torch: PyTorch's default for nn.Linear; kaiming: He-normal weights, zero biases. "
+            "XWP measures change from this state.",
+        )
+        seed = c2.number_input(
+            "Seed",
+            0,
+            2**31 - 1,
+            0,
+            key="train_seed",
+            persist_state="session",
+            help="Seed of the initial weights and of the shuffling.",
+        )
+        submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
+
+    if submitted:
+        settings = ui.TrainSettings(
+            dataset=name,
+            data_dir=data_dir,
+            hidden=hidden,
+            epochs=int(epochs),
+            lr=float(lr),
+            batch_size=int(batch),
+            optimizer=optimizer,
+            init=init,
+            seed=int(seed),
+            name=model_name,
+            upload_name=upload_name,
+        )
+        if name == "tmnist" and not data_dir:
+            st.error("TMNIST needs the path of TMNIST_Data.csv or an uploaded copy.")
+        else:
+            with ui.user_errors():
+                ui.train_model(settings)
+    ui.show_training_result()
+
+    st.divider()
+    st.subheader("Checkpoints")
+    down, up = st.columns(2, gap="large")
+    with down:
+        entry = ui.active_model()
+        if entry is not None:
+            try:
+                data, file_name = ui.checkpoint_file(entry)
+                st.download_button(
+                    f"Download “{entry.name}”",
+                    data,
+                    file_name=file_name,
+                    on_click="ignore",
+                    mime="application/octet-stream",
+                    icon=":material/download:",
+                    help="A .safetensors file with the trained and the initial weights and the "
+                    "training settings; nothing in it can run code.",
+                )
+            except XWPError as e:
+                st.error(str(e))
+    with up:
+        upload = st.file_uploader(
+            "Upload a checkpoint",
+            key="checkpoint_upload",
+            max_upload_size=LIMITS.max_upload_bytes // MB,
+            help="A .safetensors file written by xwp (this app or `python -m xwp train`). "
+            "Pickled PyTorch files are refused because loading them can run code.",
+        )
+        ui.load_uploaded_checkpoint(upload)
+
+
+main()

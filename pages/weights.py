@@ -1,0 +1,108 @@
+"""Weights: the first-layer weight patterns as 28x28 images (the paper's Figure 2)."""
+
+import streamlit as st
+
+from xwp import plots, ui
+
+VIEWS = {"trained": "Trained", "initial": "Initial", "change": "Change"}
+ORDERS = {"index": "Neuron index", "norm": "Largest norm first", "drive": "Strongest drive of a class first"}
+
+
+def main() -> None:
+    ui.routed("pages/weights.py")
+    entry = ui.require_model()
+    width = entry.model.sizes[1]
+    st.title("First-layer weights")
+    st.caption(
+        "Each image shows the 784 weights that connect the input pixels to one unit of the first layer: "
+        "red pixels excite the unit, blue pixels inhibit it (colours centred on 0, one scale per grid)."
+    )
+    c1, c2, c3, c4 = st.columns([1.5, 1.4, 0.8, 1.1])
+    view = c1.segmented_control(
+        "Weights",
+        list(VIEWS),
+        format_func=VIEWS.get,
+        default="trained",
+        required=True,
+        key="weights_view",
+        persist_state="session",
+        help="Trained weights, the weights at initialisation, or how far training moved them.",
+    )
+    if view != "trained" and not entry.has_initial:
+        st.info("This model has no initial state, so only its trained weights can be shown.")
+        view = "trained"
+    sort = c2.selectbox(
+        "Order",
+        list(ORDERS),
+        format_func=ORDERS.get,
+        key="weights_sort",
+        persist_state="session",
+        help="Norm: L2 norm of the pattern as shown. Drive of class c: the derivative of the class-c "
+        "logit with respect to the unit's output (after its ReLU), taken at the mean test image, "
+        "so it includes the later layers' weights and their ReLU gates for an average input. "
+        "Positive: the unit votes for c when it fires.",
+    )
+    cls = c3.selectbox(
+        "Class",
+        range(len(entry.classes)),
+        format_func=lambda c: entry.classes[c],
+        disabled=sort != "drive",
+        key="weights_class",
+        persist_state="session",
+        help="The class whose strongest drivers come first (with the drive order).",
+    )
+    count = width
+    if width > 10:
+        count = c4.slider(
+            "Units shown",
+            10,
+            min(100, width),
+            min(30, width),
+            step=10,
+            key="weights_count",
+            persist_state="session",
+            help="How many units the grid shows, in order.",
+        )
+    weigh = st.toggle(
+        "Weight each pattern by its activation on a test image",
+        key="weights_weigh",
+        help="Multiplies each unit's pattern by what the unit outputs for the chosen test image, so "
+        "silent units fade out and the active ones stand out.",
+    )
+    image = None
+    if weigh:
+        with ui.user_errors():
+            data = ui.test_set(entry)
+            pick, preview = st.columns([1, 4], vertical_alignment="center")
+            idx = pick.number_input(
+                "Test image index",
+                0,
+                len(data) - 1,
+                0,
+                key="weights_image",
+                help=f"Index in the test split (0 to {len(data) - 1}).",
+            )
+            image = data.images[idx]
+            preview.image(ui.input_preview(image, 3), caption=f"class {entry.classes[int(data.labels[idx])]}")
+
+    with ui.user_errors():
+        wp = ui.weight_patterns(entry, view, sort, cls, image)
+        shown = wp.order[:count]
+        titles = [f"#{j}" if wp.scores is None else f"#{j} ({wp.scores[j]:+.2g})" for j in shown]
+        order = {"index": "by index", "norm": "largest norm first"}.get(
+            sort, f"strongest drivers of {entry.classes[cls]} first"
+        )
+        fig = plots.weights_grid(wp.patterns, shown, titles=titles, title=f"First layer, {wp.label}; {order}")
+        st.image(ui.figure_png(fig))
+        pick, big, numbers = st.columns([1, 1.6, 1.4], gap="medium")
+        j = pick.selectbox(
+            "Unit for the large view",
+            wp.order,
+            key=f"weights_unit_{sort}_{cls}",  # a new order starts at its first unit
+            help="Any unit of the first layer, in the order of the grid.",
+        )
+        big.image(ui.figure_png(plots.neuron_figure(wp.patterns[j], f"Unit #{j}: {wp.label}")))
+        numbers.table(ui.neuron_stats(entry, wp, j).set_index("quantity").style.format("{:.4g}"))
+
+
+main()

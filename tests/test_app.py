@@ -1,0 +1,420 @@
+"""The Streamlit app through ``streamlit.testing.v1.AppTest``: every page, the default flow, user errors.
+
+The default model is trained for 1 epoch (``XWP_DEFAULT_EPOCHS``) into a temporary cache
+shared by this module; ``st.cache_resource`` keeps it for every AppTest here.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "streamlit_app.py")
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module", autouse=True)
+def app_env(tmp_path_factory):
+    """A private cache folder and a 1-epoch default model for the tests of this module."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XWP_CACHE_DIR", str(tmp_path_factory.mktemp("xwp-cache")))
+    mp.setenv("XWP_DEFAULT_EPOCHS", "1")
+    yield
+    mp.undo()
+
+
+@pytest.fixture
+def at(monkeypatch):
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    # AppTest resets PagesManager.uses_pages_directory before every run, and with a pages/
+    # folder beside the main script it would then run a switched-to page on its own, as a
+    # multipage-v1 script, skipping streamlit_app.py. The real server clears the flag for
+    # good the first time st.navigation runs; do the same here.
+    init = PagesManager.__init__
+
+    def init_v2(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init_v2)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert_clean(app)
+    return app
+
+
+def assert_clean(app, errors_expected: bool = False) -> None:
+    assert not app.exception, [e.value for e in app.exception]
+    if not errors_expected:
+        assert not app.error, [e.value for e in app.error]
+
+
+def button(app, label: str):
+    matches = [b for b in app.button if b.label == label]
+    assert matches, f"no button {label!r}; have {[b.label for b in app.button]}"
+    return matches[0]
+
+
+def models(app) -> list[str]:
+    return list(app.selectbox(key="xwp_active_model").options)
+
+
+def train_small(app, dataset="digits", epochs=1, **fields):
+    app.switch_page("pages/train.py").run()
+    app.selectbox(key="train_dataset").set_value(dataset).run()
+    app.number_input(key="train_epochs").set_value(epochs)
+    for key, value in fields.items():
+        widget = {"hidden": app.text_input, "name": app.text_input, "lr": app.number_input, "optimizer": app.selectbox}[
+            key
+        ](key=f"train_{key}")
+        widget.set_value(value)
+    button(app, "Train").click().run()
+    return app
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_home_page(at):
+    assert at.title[0].value.startswith("XWP")
+    assert len(at.latex) >= 2
+    assert any("Lympelopoulos" in m.value for m in at.markdown)
+    assert models(at) == ["Default: typeface digits"]
+    assert len(at.get("image")) >= 1  # the XWP example of the active model
+
+
+def test_page_opened_before_the_router_goes_through_it():
+    """Unpatched, AppTest runs a switched-to page on its own (like a page URL opened first after a
+    restart); ui.routed() sends that run through streamlit_app.py and back to the page."""
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app.switch_page("pages/explain.py").run()
+    assert_clean(app)
+    assert app.title[0].value == "Explain a prediction"
+    assert models(app) == ["Default: typeface digits"]
+
+
+def test_default_model_is_cached_on_disk(at):
+    from xwp import ui
+
+    path = ui.default_model_path()
+    assert path.exists() and path.name.startswith("default-typeface-784-400-100-10-e1")
+    from xwp.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    assert ckpt.initial_model is not None and ckpt.meta["dataset"] == "typeface"
+
+
+def test_train_page_widgets(at):
+    at.switch_page("pages/train.py").run()
+    assert_clean(at)
+    for key in ("train_hidden", "train_name"):
+        assert at.text_input(key=key) is not None
+    for key in ("train_epochs", "train_lr", "train_batch", "train_seed"):
+        assert at.number_input(key=key) is not None
+    for key in ("train_dataset", "train_optimizer", "train_init"):
+        assert at.selectbox(key=key) is not None
+    assert at.get("download_button"), "the active model can be downloaded"
+    assert at.get("file_uploader")
+
+
+def test_train_then_explain_then_compare(at):
+    train_small(at, "digits", epochs=2, name="small digits")
+    assert_clean(at)
+    assert any("Trained" in s.value for s in at.success)
+    assert models(at)[-1] == "small digits"
+    assert at.selectbox(key="xwp_active_model").value == "small digits"
+    assert any(m.label == "Test accuracy" for m in at.metric)
+
+    at.switch_page("pages/explain.py").run()
+    assert_clean(at)
+    assert any("Draw a digit" in i.value for i in at.info)  # the canvas is blank in AppTest
+    at.segmented_control(key="explain_source").set_value("test").run()
+    assert_clean(at)
+    assert len(at.get("download_button")) == 3  # PNG, NPY, CSV
+    assert any("Time per method" in c.value for c in at.caption)
+    at.selectbox(key="explain_target").set_value(3).run()
+    at.multiselect(key="explain_methods").set_value(["xwp", "xwpc", "lrp", "rise"]).run()
+    at.toggle(key="explain_shared").set_value(True).run()
+    assert_clean(at)
+
+    at.switch_page("pages/compare.py").run()
+    assert_clean(at)
+    at.multiselect(key="compare_methods").set_value(["xwp", "xwpc", "occlusion"])
+    at.number_input(key="compare_n").set_value(4)
+    button(at, "Run comparison").click().run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["XWP", "XWPᶜ", "Occlusion", "Random"]
+    assert any("↓" in c for c in table.columns) and any("↑" in c for c in table.columns)
+    assert len(at.get("download_button")) == 3
+    at.toggle(key="compare_correct").set_value(True).run()
+    assert_clean(at)
+
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/compare.py").run()
+    assert at.dataframe, "comparison results survive a page switch"
+
+
+def test_weights_page(at):
+    at.switch_page("pages/weights.py").run()
+    assert_clean(at)
+    assert len(at.get("image")) >= 2  # the grid and the large view
+    at.selectbox(key="weights_sort").set_value("drive").run()
+    at.selectbox(key="weights_class").set_value(7).run()
+    at.segmented_control(key="weights_view").set_value("change").run()
+    at.toggle(key="weights_weigh").set_value(True).run()
+    assert_clean(at)
+    stats = at.table[0].value
+    assert "weight norm ‖Wⱼ‖" in list(stats.index)
+
+
+# --------------------------------------------------------------------------- user errors
+
+
+def test_limits_and_bad_settings_give_clear_errors(at):
+    from xwp.config import LIMITS
+
+    train_small(at, "digits", hidden=str(LIMITS.max_hidden_width + 1))
+    assert_clean(at, errors_expected=True)
+    assert any("limited to" in e.value for e in at.error)
+    train_small(at, "digits", hidden="400,abc")
+    assert any("whole numbers" in e.value for e in at.error)
+    assert models(at) == ["Default: typeface digits"]
+
+
+def test_diverging_training_is_an_error_not_a_traceback(at):
+    train_small(at, "digits", epochs=3, lr=10.0, optimizer="sgd")
+    assert_clean(at, errors_expected=True)
+    assert any("diverged" in e.value for e in at.error)
+    assert models(at) == ["Default: typeface digits"]
+
+
+def test_mnist_without_files_explains_what_to_do(at, tmp_path):
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_dataset").set_value("mnist").run()
+    at.text_input(key="train_dir_mnist").set_value(str(tmp_path)).run()
+    button(at, "Train").click().run()
+    assert_clean(at, errors_expected=True)
+    assert any("MNIST" in e.value and ".gz" in e.value for e in at.error)
+    assert models(at) == ["Default: typeface digits"]
+
+
+def test_bad_checkpoint_upload_keeps_the_session(at):
+    at.switch_page("pages/train.py").run()
+    at.file_uploader(key="checkpoint_upload").set_value(("model.pt", b"\x80\x02garbage", "application/octet-stream"))
+    at.run()
+    assert_clean(at, errors_expected=True)
+    assert any("pickle" in e.value for e in at.error)
+    at.file_uploader(key="checkpoint_upload").set_value(("x.safetensors", b"12345678", "application/octet-stream"))
+    at.run()
+    assert any("not an xwp checkpoint" in e.value for e in at.error)
+    assert models(at) == ["Default: typeface digits"]
+
+
+def test_checkpoint_upload_and_model_without_initial_state(at):
+    from safetensors.torch import save
+
+    from xwp.checkpoint import checkpoint_bytes
+    from xwp.models import MLP
+
+    good = checkpoint_bytes(MLP((784, 32, 10), seed=1), {"dataset": "digits", "classes": list("0123456789")})
+    at.switch_page("pages/train.py").run()
+    at.file_uploader(key="checkpoint_upload").set_value(("tiny.safetensors", good, "application/octet-stream"))
+    at.run()
+    assert_clean(at)
+    assert at.selectbox(key="xwp_active_model").value == "tiny"
+
+    # A checkpoint without the initial state: XWP does not apply, the others still do.
+    from safetensors.torch import load
+
+    tensors = {k: v for k, v in load(good).items() if k.startswith("trained.")}
+    import json
+    import struct
+
+    n = struct.unpack("<Q", good[:8])[0]
+    metadata = json.loads(good[8 : 8 + n])["__metadata__"]
+    bare = save(tensors, metadata=metadata)
+    at.file_uploader(key="checkpoint_upload").set_value(("bare.safetensors", bare, "application/octet-stream"))
+    at.run()
+    assert_clean(at)
+    assert at.selectbox(key="xwp_active_model").value == "bare"
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("test").run()
+    assert_clean(at)
+    assert any("initial weights" in i.value for i in at.info)
+    assert any("Time per method" in c.value for c in at.caption)  # IG and Occlusion still run
+    at.switch_page("pages/weights.py").run()
+    at.segmented_control(key="weights_view").set_value("initial").run()
+    assert_clean(at)
+    assert any("no initial state" in i.value for i in at.info)
+
+
+def test_upload_size_limit(at, monkeypatch):
+    from xwp import ui
+    from xwp.config import Limits
+
+    monkeypatch.setattr(ui, "LIMITS", Limits(max_upload_bytes=1000))
+    at.switch_page("pages/train.py").run()
+    at.file_uploader(key="checkpoint_upload").set_value(("big.safetensors", b"0" * 2000, "application/octet-stream"))
+    at.run()
+    assert_clean(at, errors_expected=True)
+    assert any("limited to" in e.value for e in at.error)
+
+
+def test_train_on_an_uploaded_tmnist_csv(at):
+    from xwp.data import load_dataset
+
+    data = load_dataset("digits", "test")
+    header = "names,labels," + ",".join(str(i) for i in range(1, 785))
+    rows = [
+        f"Family{k % 5}-Regular,{int(y)}," + ",".join(str(int(v)) for v in (x.flatten() * 255).round().tolist())
+        for k, (x, y) in enumerate(zip(data.images[:150], data.labels[:150], strict=True))
+    ]
+    csv = ("\n".join([header, *rows]) + "\n").encode()
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_dataset").set_value("tmnist").run()
+    at.file_uploader(key="train_tmnist_upload").set_value(("TMNIST_Data.csv", csv, "text/csv")).run()
+    assert_clean(at)
+    at.number_input(key="train_epochs").set_value(1)
+    button(at, "Train").click().run()
+    assert_clean(at)
+    assert any("Trained" in s.value for s in at.success)
+    assert "TMNIST_Data.csv" in at.sidebar.markdown[0].value  # the sidebar names the uploaded file
+
+    at.file_uploader(key="train_tmnist_upload").set_value(("bad.csv", b"a,b\n1,2\n", "text/csv")).run()
+    button(at, "Train").click().run()
+    assert any("labels" in e.value for e in at.error)
+
+
+def test_stopped_training_keeps_last_complete_epoch(at):
+    from xwp import ui
+    from xwp.checkpoint import checkpoint_bytes
+    from xwp.models import MLP
+
+    snapshot = checkpoint_bytes(
+        MLP((784, 16, 10)),
+        {
+            "dataset": "digits",
+            "test_accuracy": 0.5,
+            "history": {"loss": [1.0], "train_accuracy": [0.4], "test_accuracy": [0.5], "seconds": [0.1]},
+        },
+    )
+    at.session_state[ui.PARTIAL_KEY] = {"name": "stopped run", "epochs": 5, "checkpoint": snapshot, "epochs_done": 1}
+    at.switch_page("pages/train.py").run()
+    assert_clean(at)
+    assert at.selectbox(key="xwp_active_model").value == "stopped run"
+    assert any("stopped after epoch 1 of 5" in w.value for w in at.warning)
+
+    at.session_state[ui.PARTIAL_KEY] = {"name": "too early", "epochs": 5, "checkpoint": None, "epochs_done": 0}
+    at.run()
+    assert any("no model was kept" in w.value for w in at.warning)
+    assert "too early" not in models(at)
+
+
+def test_explain_upload_good_and_bad_images(at):
+    from PIL import Image, ImageDraw
+
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("upload").run()
+    assert any("Upload" in i.value for i in at.info)
+    im = Image.new("L", (120, 120), 255)
+    ImageDraw.Draw(im).line([(60, 15), (60, 105)], fill=0, width=12)  # a dark "1" on white
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    at.file_uploader(key="explain_upload").set_value(("one.png", buf.getvalue(), "image/png")).run()
+    assert_clean(at)
+    assert len(at.get("download_button")) == 3
+    at.file_uploader(key="explain_upload").set_value(("junk.png", b"not an image", "image/png")).run()
+    assert_clean(at, errors_expected=True)
+    assert any("not a readable image" in e.value for e in at.error)
+
+
+# --------------------------------------------------------------------------- canvas -> input (AppTest has no canvas)
+
+
+def _stroke_canvas(points, width=18, alpha_background=255) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGBA", (280, 280), (0, 0, 0, alpha_background))
+    ImageDraw.Draw(im).line(points, fill=(255, 255, 255, 255), width=width, joint="curve")
+    return np.asarray(im)
+
+
+def test_canvas_blank_is_none():
+    from xwp import ui
+
+    assert ui.canvas_to_input(None) is None
+    assert ui.canvas_to_input(np.zeros((280, 280, 4), np.uint8)) is None
+    transparent = np.zeros((280, 280, 4), np.uint8)
+    transparent[..., :3] = 255  # white but fully transparent: nothing drawn
+    assert ui.canvas_to_input(transparent) is None
+
+
+def test_canvas_drawing_becomes_mnist_layout():
+    from xwp import ui
+    from xwp.data import to_mnist_layout
+
+    rgba = _stroke_canvas([(60, 40), (200, 40), (120, 250)])
+    x = ui.canvas_to_input(rgba)
+    assert x.shape == (1, 1, 28, 28) and x.dtype == torch.float32
+    img = x[0, 0].numpy()
+    assert img.max() == pytest.approx(1.0) and img.min() >= 0
+    ys, xs = np.nonzero(img > 0.05)
+    assert ys.max() - ys.min() + 1 <= 21 and xs.max() - xs.min() + 1 <= 21  # fits the 20x20 box
+    cy, cx = (np.mgrid[0:28, 0:28] * img).reshape(2, -1).sum(1) / img.sum()
+    assert abs(cy - 13.5) < 1 and abs(cx - 13.5) < 1  # centre of mass in the middle
+    gray = rgba[..., :3].mean(-1) / 255.0  # the same drawing as plain grey gives the same input
+    np.testing.assert_allclose(img, to_mnist_layout(gray), atol=1e-5)
+    # a transparent background (alpha 0) with the same strokes gives the same input
+    np.testing.assert_allclose(
+        ui.canvas_to_input(_stroke_canvas([(60, 40), (200, 40), (120, 250)], alpha_background=0))[0, 0].numpy(),
+        img,
+        atol=1e-5,
+    )
+
+
+def test_explain_function_matches_direct_calls():
+    """ui.explain (the per-stroke path) gives the registry's maps and the model's probabilities."""
+    from xwp import ui
+    from xwp.attribution import make_method
+    from xwp.models import MLP
+
+    model = MLP((784, 32, 10), seed=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    entry = ui.SessionModel("m", model, model.initial_model(), {"classes": list("0123456789")})
+    x = ui.canvas_to_input(_stroke_canvas([(140, 40), (140, 240)]))
+    ex = ui.explain(entry, x, target=None, methods=("xwp", "xwpc", "random"))
+    with torch.no_grad():
+        probs = torch.softmax(model(x), 1)[0].double().numpy()
+    np.testing.assert_allclose(ex.probs, probs, rtol=1e-6)
+    assert ex.target == ex.predicted == int(probs.argmax())
+    model64 = copy.deepcopy(model).double()  # the app attributes in float64
+    ref = make_method("xwp", model64, model64.initial_model()).attribute(x.double(), target=ex.target)
+    np.testing.assert_allclose(ex.maps["xwp"], ref.reshape(28, 28).numpy(), rtol=1e-9, atol=1e-15)
+    assert next(model.parameters()).dtype == torch.float32  # the session's model is left as it was
+    assert set(ex.tiles) == {"xwp", "xwpc", "random"} and all(t[:4] == b"\x89PNG" for t in ex.tiles.values())
+    assert ex.download_png()[:8] == b"\x89PNG\r\n\x1a\n"
+    frame, spec = ex.probability_chart()
+    assert list(frame["explained"]).count(True) == 1 and spec["encoding"]["y"]["sort"] is None
+    assert np.load(io.BytesIO(ex.npy_bytes())).shape == (3, 28, 28)
+    csv = ex.csv_bytes().decode().splitlines()
+    assert csv[0] == "row,col,input,xwp,xwpc,random" and len(csv) == 785
+
+
+def test_pages_never_import_torch():
+    for page in (ROOT / "pages").glob("*.py"):
+        for line in page.read_text().splitlines():
+            assert not line.strip().startswith(("import torch", "from torch")), f"{page.name}: {line}"
+    assert os.path.exists(APP)

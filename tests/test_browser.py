@@ -1,0 +1,230 @@
+"""The real app in headless Chromium: every page opens, a drawn digit gets heatmaps, no exception box.
+
+Screenshots of every page go to artifacts/screenshots/. Skipped when /usr/bin/chromium or
+the playwright package is missing (``playwright install`` is never run).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+EXCEPTION = '[data-testid="stException"]'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sync_playwright():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium to run the browser test)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is missing (pip install playwright)")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def app_url(sync_playwright, tmp_path_factory):
+    """``streamlit run streamlit_app.py`` on a free loopback port with an empty cache."""
+    port = _free_port()
+    env = dict(os.environ, XWP_CACHE_DIR=str(tmp_path_factory.mktemp("xwp-cache")), PYTHONUNBUFFERED="1")
+    env.pop("XWP_DEFAULT_EPOCHS", None)  # the real default model, as a first visitor gets it
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                log.seek(0)
+                pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def wait_idle(page, timeout: float = 120) -> None:
+    """Wait until the script run ends (the 'running' indicator is gone) and check for exception boxes."""
+    page.wait_for_timeout(400)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout * 1000,
+    )
+    page.wait_for_timeout(300)
+    assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
+
+
+def wait_images(page, timeout: float = 30) -> None:
+    """Wait until every image of the page has loaded."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)",
+        timeout=timeout * 1000,
+    )
+
+
+def goto(page, title: str) -> None:
+    """Open a page through the sidebar navigation (the session and its models are kept)."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.get_by_role("heading", level=1).first.wait_for()
+    wait_idle(page)
+
+
+def shoot(page, name: str) -> None:
+    """Save a viewport screenshot of the current page."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    wait_images(page)
+    page.mouse.move(5, 5)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def draw_digit(page) -> None:
+    """Draw a '7' with the mouse on the drawing canvas (plain page or iframe, whichever the component uses)."""
+    canvas = page.locator("canvas.upper-canvas")
+    if canvas.count() == 0:
+        canvas = page.frame_locator("iframe").locator("canvas.upper-canvas")
+    canvas.first.wait_for(timeout=30_000)
+    box = canvas.first.bounding_box()
+    x0, y0 = box["x"], box["y"]
+    strokes = [[(70, 60), (210, 60)], [(210, 60), (180, 120), (150, 180), (125, 240)]]
+    for stroke in strokes:
+        page.mouse.move(x0 + stroke[0][0], y0 + stroke[0][1])
+        page.mouse.down()
+        for (ax, ay), (bx, by) in zip(stroke, stroke[1:], strict=False):
+            for t in range(1, 11):
+                page.mouse.move(x0 + ax + (bx - ax) * t / 10, y0 + ay + (by - ay) * t / 10)
+        page.mouse.up()
+        page.wait_for_timeout(400)
+
+
+def test_every_page_in_chromium(sync_playwright, app_url):
+    started = time.time()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(60_000)  # generous: a busy CI machine can be slow
+        try:
+            page.goto(app_url)
+            # First open with an empty cache: the default model trains, then the sidebar shows it.
+            page.get_by_text("Test accuracy").first.wait_for(timeout=180_000)
+            ready = time.time() - started
+            wait_idle(page)
+            assert page.get_by_role("heading", name="XWP explainer").count() == 1
+            page.locator('[data-testid="stImage"] img').first.wait_for()
+            shoot(page, "home")
+
+            goto(page, "Train")
+            epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+            epochs.fill("2")
+            epochs.press("Tab")
+            page.get_by_role("button", name="Train", exact=True).click()
+            done = page.get_by_text("for 2 epochs", exact=False).first
+            done.wait_for(timeout=120_000)
+            wait_idle(page)
+            page.locator('[data-testid="stMetric"]').first.wait_for()
+            assert page.get_by_text("typeface 784-400-100-10").count() >= 1  # the new model is the active one
+            done.evaluate("e => e.scrollIntoView({block: 'start'})")  # the result: curves and confusion matrix
+            shoot(page, "train")
+
+            goto(page, "Weights")
+            page.locator('[data-testid="stImage"] img').first.wait_for()
+            page.locator('[data-testid="stSelectbox"]', has_text="Order").locator("input").click()
+            page.get_by_role("option", name="Strongest drive of a class first").click()
+            wait_idle(page)
+            page.get_by_role("radio", name="Change", exact=True).click()  # trained minus initial: the strokes
+            wait_idle(page)
+            shoot(page, "weights")
+
+            goto(page, "Explain")
+            page.get_by_text("Draw a digit", exact=False).first.wait_for()
+            draw_digit(page)
+            page.get_by_text("Time per method", exact=False).first.wait_for(timeout=60_000)
+            wait_idle(page)
+            assert page.get_by_text("Draw a digit on the black canvas", exact=False).count() == 0
+            page.locator("canvas.upper-canvas").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.mouse.move(800, 400)
+            page.mouse.wheel(0, -90)  # the drawing, the probabilities and the heatmaps in one view
+            shoot(page, "explain")
+
+            goto(page, "Compare")
+            n = page.get_by_role("spinbutton", name="Test images", exact=True)
+            n.fill("8")
+            n.press("Tab")
+            page.get_by_role("button", name="Run comparison").click()
+            page.get_by_text("Evaluation took", exact=False).first.wait_for(timeout=180_000)
+            wait_idle(page)
+            assert page.locator('[data-testid="stDataFrame"]').count() == 1
+            page.get_by_text("Only images the model classifies correctly").evaluate(
+                "e => e.scrollIntoView({block: 'start'})"
+            )
+            shoot(page, "compare")
+        except Exception:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "failure.png"))  # what the page showed when the test failed
+            raise
+        finally:
+            browser.close()
+    print(f"default model ready after {ready:.1f} s; whole browser test {time.time() - started:.1f} s")
