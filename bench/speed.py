@@ -5,7 +5,9 @@
 Prints (and writes as Markdown to ``<out>/bench_<device>.md``):
 
 1. per method and dataset: ms per image at batch 1 and batch 256, images per second and
-   peak memory above the baseline (CPU: resident set size sampled every millisecond;
+   peak memory above the baseline (CPU: resident set size sampled every millisecond, in a
+   last pass with glibc's mmap threshold fixed at 128 KiB so that freed tensors leave the
+   RSS at once (that setting slows allocation, so no timing is taken under it);
    CUDA: ``torch.cuda.max_memory_allocated``);
 2. XWP and XWPc on a batch of 64 images against (a) a naive implementation that really
    swaps each feature's weights and runs the model, and (b) Captum Occlusion with 1x1
@@ -75,7 +77,27 @@ def _fixed_mmap_threshold():
         return None
 
 
-LIBC = _fixed_mmap_threshold()
+LIBC = None  # set by run_memory_jobs(): a fixed mmap threshold slows allocation, so timings come first
+MEMORY_JOBS = []
+
+
+def measure_later(row, fn, device):
+    """Queue ``fn`` for a peak-memory measurement once every timing is done (see LIBC)."""
+    row["peak MB"] = float("nan")
+    MEMORY_JOBS.append((row, fn, device))
+
+
+def run_memory_jobs():
+    """Measure the queued peaks, after switching glibc to a fixed mmap threshold."""
+    global LIBC
+    LIBC = _fixed_mmap_threshold()
+    for row, fn, device in MEMORY_JOBS:
+        row["peak MB"] = peak_memory(fn, device) / 2**20
+        print(
+            f"  {row.get('dataset', row.get('inputs', ''))!s:14s} {row.get('method', row.get('work', ''))!s:40s} "
+            f"{row.get('width', '')!s:5s} peak {row['peak MB']:8.1f} MB",
+            flush=True,
+        )
 
 
 def rss_bytes():
@@ -163,7 +185,6 @@ def method_table(model, test, device, name, methods, quick):
         method = make_method(m, model)
         t1 = best_time(lambda method=method: method.attribute(x1, target=y1), device, repeat=7, min_time=2.0)
         tb = best_time(lambda method=method: method.attribute(xb, target=yb), device, repeat=2, min_time=5.0)
-        mem = peak_memory(lambda method=method: method.attribute(xb, target=yb), device)
         rows.append(
             {
                 "dataset": name,
@@ -171,12 +192,12 @@ def method_table(model, test, device, name, methods, quick):
                 "ms/img @1": 1e3 * t1,
                 f"ms/img @{big}": 1e3 * tb / big,
                 "img/s": big / tb,
-                "peak MB": mem / 2**20,
             }
         )
+        measure_later(rows[-1], lambda method=method: method.attribute(xb, target=yb), device)
         print(
             f"  {name:14s} {METHODS[m].label:22s} {1e3 * t1:9.2f} ms @1  {1e3 * tb / big:9.3f} ms/img @{big}  "
-            f"{big / tb:9.0f} img/s  {mem / 2**20:8.1f} MB",
+            f"{big / tb:9.0f} img/s",
             flush=True,
         )
     return rows
@@ -265,15 +286,38 @@ def scaling(device, density=0.2, widths=(100, 200, 400, 800, 1200, 1600, 2000), 
             for label, cls in (("XWP", XWP), ("XWPᶜ", XWPc)):
                 method = cls(model)
                 t = best_time(lambda m=method, x=x: m.attribute(x, target=0), device, repeat=5, min_time=1.0)
-                mem = peak_memory(lambda m=method, x=x: m.attribute(x, target=0), device)
-                rows.append(
-                    {"inputs": d, "width": w, "method": label, "ms/img": 1e3 * t / batch, "peak MB": mem / 2**20}
-                )
+                rows.append({"inputs": d, "width": w, "method": label, "ms/img": 1e3 * t / batch})
+                measure_later(rows[-1], lambda m=method, x=x: m.attribute(x, target=0), device)
         print(
             f"  scaling inputs={d}: "
             + ", ".join(f"{r['width']}:{r['ms/img']:.3f}" for r in rows if r["inputs"] == d and r["method"] == "XWP"),
             flush=True,
         )
+    return rows
+
+
+def bounded_memory(model, test, device, n=10_000):
+    """Peak memory of XWP on ``n`` images in one call, and of a whole ``evaluate`` on them."""
+    from xwp.data import ImageSet
+
+    reps = -(-n // len(test))
+    images = test.images.repeat(reps, 1, 1, 1)[:n]
+    labels = test.labels.repeat(reps)[:n]
+    data = ImageSet(images, labels, test.classes, test.name, "test")
+    x, y = images.to(device), labels.to(device)
+    rows = []
+    for label, fn in (
+        (f"XWP, {n} images in one call", lambda: XWP(model).attribute(x, target=y)),
+        (f"XWPᶜ, {n} images in one call", lambda: XWPc(model).attribute(x, target=y)),
+        (f"evaluate(XWP, random), {n} images", lambda: xwp.evaluate(model, data, ["xwp", "random"], n=n)),
+    ):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        seconds = time.perf_counter() - t0
+        rows.append({"work": label, "seconds": seconds, "inputs MB": images.numel() * 4 / 2**20})
+        measure_later(rows[-1], fn, device)
+        print(f"  {label:45s} {seconds:7.1f} s", flush=True)
     return rows
 
 
@@ -299,6 +343,11 @@ def main():
     methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
     datasets = ["typeface"] + (["fashion-mnist"] if args.data_dir else [])
     cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
     if device.type == "cuda":
         where = torch.cuda.get_device_name(0)
     else:
@@ -313,9 +362,13 @@ def main():
         print(f"  one image, XWP + XWPc: {single[name]:.2f} ms", flush=True)
         print(f"[{name}] every method", flush=True)
         per_method += method_table(model, test, device, name, methods, args.quick)
+    print("[bounded memory: 10,000 images]", flush=True)
+    memory = bounded_memory(model, test, device) if not args.quick else []
     print("[scaling]", flush=True)
     widths = (100, 400, 1000, 2000) if args.quick else (100, 200, 400, 800, 1200, 1600, 2000)
     scale = scaling(device, widths=widths)
+    print("[peak memory of everything above, measured last]", flush=True)
+    run_memory_jobs()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = "cuda" if device.type == "cuda" else "cpu"
@@ -340,6 +393,10 @@ def main():
         "## Every method",
         "",
         markdown(per_method),
+        "",
+        f"## Bounded memory ({datasets[-1]} test images, repeated to 10,000)",
+        "",
+        markdown(memory),
         "",
         f"## Scaling (batch of 64, 20% non-zero inputs; figure: bench_scaling_{tag}.png)",
         "",

@@ -418,3 +418,113 @@ def test_pages_never_import_torch():
         for line in page.read_text().splitlines():
             assert not line.strip().startswith(("import torch", "from torch")), f"{page.name}: {line}"
     assert os.path.exists(APP)
+
+
+# --------------------------------------------------------------------------- the bad-input corpus in the app
+
+APP_CASES = [c for c in __import__("corpus").CASES if c.kind in ("checkpoint", "image", "tmnist", "datadir")]
+
+
+@pytest.mark.parametrize("case", APP_CASES, ids=[c.id for c in APP_CASES])
+def test_corpus_uploads_give_clear_errors_and_lose_nothing(case, at, tmp_path):
+    """Each bad file through the widget a user would use: a clear st.error, no traceback, models kept."""
+    import re
+
+    from corpus import MARKER
+
+    made = case.make(tmp_path)
+    before = models(at)
+    if case.kind == "checkpoint":
+        at.switch_page("pages/train.py").run()
+        at.file_uploader(key="checkpoint_upload").set_value((made.name, made.read_bytes(), "application/octet-stream"))
+        at.run()
+    elif case.kind == "image":
+        at.switch_page("pages/explain.py").run()
+        at.segmented_control(key="explain_source").set_value("upload").run()
+        at.file_uploader(key="explain_upload").set_value((made.name, made.read_bytes(), "image/png")).run()
+    elif case.kind == "tmnist":
+        at.switch_page("pages/train.py").run()
+        at.selectbox(key="train_dataset").set_value("tmnist").run()
+        at.file_uploader(key="train_tmnist_upload").set_value((made.name, made.read_bytes(), "text/csv")).run()
+        at.number_input(key="train_epochs").set_value(1)
+        button(at, "Train").click().run()
+    else:
+        at.switch_page("pages/train.py").run()
+        at.selectbox(key="train_dataset").set_value("fashion-mnist").run()
+        at.text_input(key="train_dir_fashion-mnist").set_value(str(made)).run()
+        button(at, "Train").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    if case.expect is None:
+        assert not at.error, [e.value for e in at.error]
+        assert len(at.get("download_button")) == 3  # the maps of the uploaded image
+    else:
+        assert any(re.search(case.expect, e.value) for e in at.error), [e.value for e in at.error]
+    assert models(at)[: len(before)] == before  # nothing lost
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_corpus_canvas_cases():
+    from corpus import CASES
+
+    from xwp import ui
+    from xwp.errors import XWPError
+
+    for case in (c for c in CASES if c.kind == "canvas"):
+        rgba = np.repeat((case.make(None) * 255).astype(np.uint8)[..., None], 4, axis=2)
+        rgba[..., 3] = 255
+        if case.id == "blank-canvas":
+            assert ui.canvas_to_input(rgba) is None  # shown as "draw a digit", not as an error
+        else:
+            with pytest.raises(XWPError, match=case.expect):
+                ui.canvas_to_input(rgba)
+
+
+def test_results_survive_errors(at):
+    """A finished comparison and a trained model are still there after a run of bad inputs."""
+    train_small(at, "digits", epochs=1, name="keep me")
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="compare_methods").set_value(["xwp"])
+    at.number_input(key="compare_n").set_value(3)
+    button(at, "Run comparison").click().run()
+    table = at.dataframe[0].value
+    at.switch_page("pages/train.py").run()
+    at.file_uploader(key="checkpoint_upload").set_value(("evil.pt", b"\x80\x04junk", "application/octet-stream"))
+    at.run()
+    train_small(at, "digits", hidden="0")
+    assert any("at least 1" in e.value for e in at.error)
+    assert "keep me" in models(at)
+    at.switch_page("pages/compare.py").run()
+    assert_clean(at)
+    assert at.dataframe[0].value.equals(table)
+
+
+def test_shared_model_and_data_are_never_modified_by_sessions(at):
+    """Several sessions attribute with every method on the cached default model: its tensors stay bit-identical."""
+    from streamlit.testing.v1 import AppTest
+
+    from xwp import ui
+    from xwp.attribution import METHODS
+
+    shared = ui._load_default(ui.default_model_path())
+    data = ui._shared_dataset("typeface", "test", None)
+
+    def fingerprint():
+        tensors = [*shared.model.state_dict().values(), *shared.initial_model.state_dict().values(), data.images]
+        return [t.clone() for t in tensors]
+
+    before = fingerprint()
+    sessions = [at] + [AppTest.from_file(APP, default_timeout=TIMEOUT).run() for _ in range(2)]
+    for app in sessions:
+        app.switch_page("pages/explain.py").run()
+        app.segmented_control(key="explain_source").set_value("test").run()
+        app.multiselect(key="explain_methods").set_value([m for m in METHODS if m not in ("shapley", "kernelshap")])
+        app.run()
+        assert_clean(app)
+        app.switch_page("pages/compare.py").run()
+        app.multiselect(key="compare_methods").set_value(["xwp", "xwpc", "lrp", "deeplift"])
+        app.number_input(key="compare_n").set_value(3)
+        button(app, "Run comparison").click().run()
+        assert_clean(app)
+    for a, b in zip(before, fingerprint(), strict=True):
+        assert torch.equal(a, b)
+    assert not any(hasattr(m, "rule") or m._forward_hooks for m in shared.model.modules())

@@ -431,3 +431,14 @@ def test_every_method_runs_on_cuda_like_on_cpu(trained, typeface):
         if name in ("xwp", "xwpc", "occlusion", "ig", "saliency", "deeplift", "lrp"):  # deterministic ones
             a_cpu = make_method(name, trained).attribute(x, target=y)
             torch.testing.assert_close(a_gpu.cpu(), a_cpu, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("cls", [XWP, XWPc])
+def test_image_chunks_do_not_change_results(cls):
+    model = random_trained_mlp((30, 9, 4), seed=22)
+    x = torch.rand(11, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    target = torch.arange(11) % 4
+    torch.testing.assert_close(
+        cls(model, image_chunk=3).attribute(x, target=target), cls(model).attribute(x, target=target)
+    )
+    torch.testing.assert_close(cls(model, image_chunk=3).attribute(x), cls(model).attribute(x))

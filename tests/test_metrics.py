@@ -138,3 +138,20 @@ def test_good_attributions_beat_random(trained, typeface):
         average_drop(trained, data.images, data.labels, good).mean()
         > average_drop(trained, data.images, data.labels, rnd).mean()
     )
+
+
+def test_background_value_for_sensitivity_checks():
+    model = Linear2([3.0, 2.0, 1.0, 0.0])
+    x = torch.ones(1, 4, dtype=torch.float64)
+    attr = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
+    c = curves(model, x, torch.tensor([0]), attr, "deletion", steps=4, background=0.5)
+    expected = torch.tensor([[sig(6), sig(4.5), sig(3.5), sig(3), sig(3)]], dtype=torch.float64) / sig(6)
+    torch.testing.assert_close(c, expected)
+    ad = average_drop(
+        Linear2([2.0] + [0.0] * 9),
+        torch.ones(1, 10, dtype=torch.float64),
+        torch.tensor([0]),
+        torch.arange(10.0, 0, -1)[None],
+        background=0.5,
+    )
+    assert ad[0].item() == pytest.approx((sig(2) - sig(1)) / sig(2))

@@ -188,6 +188,7 @@ class _WeightPerturbation:
         initial_model: nn.Module | None = None,
         output: str | OutputFn = "softmax",
         chunk_elements: int | None = None,
+        image_chunk: int = 1024,
     ):
         self.model = model
         self.first, self.rest = split_first_linear(model)
@@ -196,6 +197,7 @@ class _WeightPerturbation:
         self.out = output_fn(output)
         on_gpu = self.w0.device.type == "cuda"
         self.chunk_elements = int(chunk_elements or (CHUNK_ELEMENTS_CUDA if on_gpu else CHUNK_ELEMENTS))
+        self.image_chunk = max(1, int(image_chunk))
 
     def _swap_scores(
         self, h1: torch.Tensor, x: torch.Tensor, delta_t: torch.Tensor, target: torch.Tensor
@@ -219,6 +221,31 @@ class _WeightPerturbation:
 
         run_chunked(b_idx.numel(), chunk, work)
         return b_idx, i_idx, scores
+
+    @torch.no_grad()
+    def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """Attributions shaped like ``inputs`` for ``target`` (int, ``(B,)`` or None: the predicted class).
+
+        Images go through in chunks of ``image_chunk``, so the index and score arrays stay
+        bounded however many images are given; only the result grows with the batch.
+        """
+        x = _as_model_input(inputs, self.model)
+        b = x.shape[0]
+        if target is not None:  # one entry per image; classes are checked per chunk
+            target = torch.as_tensor(target, device=x.device).reshape(-1)
+            if target.numel() == 1:
+                target = target.expand(b)
+            if target.numel() != b:
+                raise XWPError(f"target has {target.numel()} entries for a batch of {b}")
+        out = torch.empty(b, x[0].numel(), dtype=x.dtype, device=x.device)
+        for start in range(0, b, self.image_chunk):
+            stop = min(b, start + self.image_chunk)
+            out[start:stop] = self._attribute(x[start:stop], None if target is None else target[start:stop])
+        return out.reshape(inputs.shape).to(inputs.device)
+
+    def _attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
+        """Attributions ``(b, D)`` of one chunk of images."""
+        raise NotImplementedError
 
     def _score_rows(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """What ``sum_n I_n out_n(logits)`` (eq. 4) needs per row, as ``(n, k)``; see :meth:`_difference`.
@@ -277,22 +304,22 @@ class XWP(_WeightPerturbation):
         output: ``"softmax"`` (the paper), ``"logits"``, or a callable on logits.
         chunk_elements: bound on the size of the perturbed first-layer batch (default
             2**20 elements on a CPU, 2**26 on a GPU; halved on CUDA out-of-memory).
+        image_chunk: images prepared together (bounds the index and score arrays).
 
     The swap changes the first pre-activation by ``x_i (W0_i - W_i)``, so every
     non-zero feature of every image goes through layers 2..L in one batched pass;
     features with ``x_i = 0`` get exactly 0. The model is never modified.
     """
 
-    @torch.no_grad()
-    def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
-        """Attributions shaped like ``inputs`` for ``target`` (int or ``(B,)``; None: predicted)."""
+    def _attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
+        """XWP of one chunk of images, flat ``(b, D)``."""
         x, w, _, h1, t = self._prepare(inputs, target)
         delta_t = (self.w0 - w).t().contiguous()  # (D, H): change of h1 per unit of x_i
         ref = self._score(h1, t)  # (B,)
         b_idx, i_idx, pert = self._swap_scores(h1, x, delta_t, t)
         attr = torch.zeros_like(x)
         attr[b_idx, i_idx] = self._difference(ref[b_idx], pert)
-        return attr.reshape(inputs.shape).to(inputs.device)
+        return attr
 
 
 class XWPc(_WeightPerturbation):
@@ -320,9 +347,8 @@ class XWPc(_WeightPerturbation):
             raise XWPError(f"rule must be one of {self.RULES}, got {rule!r}")
         self.rule = rule
 
-    @torch.no_grad()
-    def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
-        """Attributions shaped like ``inputs`` for ``target`` (int or ``(B,)``; None: predicted)."""
+    def _attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
+        """XWPc of one chunk of images, flat ``(b, D)``."""
         x, w, b, h1, t = self._prepare(inputs, target)
         h1_init = torch.addmm(b, x, self.w0.t())  # (B, H): first layer all initial
         delta_t = (w - self.w0).t().contiguous()  # (D, H): giving feature i its trained weights back
@@ -333,7 +359,7 @@ class XWPc(_WeightPerturbation):
         if self.rule == "eq5-literal":
             const = self._difference(self._score(h1, t), base)  # C(x) = I . (f(x) - f^{W=W0}(x))
             attr = const[:, None] - attr
-        return attr.reshape(inputs.shape).to(inputs.device)
+        return attr
 
 
 # --------------------------------------------------------------------------- RISE

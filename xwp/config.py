@@ -21,7 +21,7 @@ def cache_dir() -> Path:
     return path
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
     """Integer from the environment, or ``default``."""
     try:
         return int(os.environ.get(name, default))
@@ -33,12 +33,12 @@ def _env_int(name: str, default: int) -> int:
 class Limits:
     """Bounds on what one request may ask for (app, CLI and API share them)."""
 
-    max_epochs: int = _env_int("XWP_MAX_EPOCHS", 100)
-    max_hidden_width: int = _env_int("XWP_MAX_HIDDEN_WIDTH", 4096)
-    max_hidden_layers: int = _env_int("XWP_MAX_HIDDEN_LAYERS", 8)
-    max_eval_images: int = _env_int("XWP_MAX_EVAL_IMAGES", 10_000)
-    max_upload_bytes: int = _env_int("XWP_MAX_UPLOAD_MB", 200) * 1024 * 1024
-    max_image_pixels: int = _env_int("XWP_MAX_IMAGE_PIXELS", 4096 * 4096)
+    max_epochs: int = env_int("XWP_MAX_EPOCHS", 100)
+    max_hidden_width: int = env_int("XWP_MAX_HIDDEN_WIDTH", 4096)
+    max_hidden_layers: int = env_int("XWP_MAX_HIDDEN_LAYERS", 8)
+    max_eval_images: int = env_int("XWP_MAX_EVAL_IMAGES", 10_000)
+    max_upload_bytes: int = env_int("XWP_MAX_UPLOAD_MB", 200) * 1024 * 1024
+    max_image_pixels: int = env_int("XWP_MAX_IMAGE_PIXELS", 4096 * 4096)
     min_image_side: int = 8
 
 

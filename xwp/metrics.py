@@ -103,12 +103,14 @@ def curves(
     steps: int = STEPS,
     seed: int = 0,
     rows: int = 4096,
+    background: float = 0.0,
 ) -> torch.Tensor:
     """Deletion or insertion curves ``(B, steps + 1)`` of normalised target probabilities.
 
     Point k is the target probability with the first ``floor(D k / steps)`` features
     (in :func:`feature_order`) removed (deletion) or kept (insertion), divided by the
-    probability on the intact input.
+    probability on the intact input. A removed feature takes the value ``background``
+    (the protocol's 0; other values are for sensitivity checks only).
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
@@ -127,7 +129,7 @@ def curves(
     def work(start: int, stop: int) -> None:
         c = counts[start:stop]  # (s,)
         keep = rank[:, None, :] >= c[None, :, None] if mode == "deletion" else rank[:, None, :] < c[None, :, None]
-        xs = (x[:, None, :] * keep).reshape((-1,) + tuple(inputs.shape[1:]))  # (B*s, ...)
+        xs = torch.where(keep, x[:, None, :], background).reshape((-1,) + tuple(inputs.shape[1:]))  # (B*s, ...)
         out[:, start:stop] = target_probability(model, xs, t.repeat_interleave(stop - start)).reshape(b, -1)
 
     run_chunked(len(counts), per, work)
@@ -171,10 +173,12 @@ def average_drop(
     attributions: torch.Tensor,
     fraction: float = DROP_FRACTION,
     seed: int = 0,
+    background: float = 0.0,
 ) -> torch.Tensor:
     """Per-image ``max(0, p - p') / p`` after removing the top ``floor(fraction D)`` features ``(B,)``.
 
-    Average over images for the metric; higher is better.
+    Average over images for the metric; higher is better. Removed features take the value
+    ``background`` (0 in the protocol).
     """
     device, dtype = model_device(model), model_dtype(model)
     x = inputs.to(device=device, dtype=dtype)
@@ -182,7 +186,7 @@ def average_drop(
     t = torch.as_tensor(target, device=device).long().reshape(-1)
     k = int(fraction * flat.shape[1])
     top = feature_order(attributions, seed).to(device)[:, :k]
-    removed = flat.clone().scatter_(1, top, 0.0).reshape(x.shape)
+    removed = flat.clone().scatter_(1, top, background).reshape(x.shape)
     p = target_probability(model, x, t)
     p_removed = target_probability(model, removed, t)
     return (p - p_removed).clamp(min=0) / p

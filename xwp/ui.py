@@ -33,12 +33,12 @@ import xwp
 from xwp import plots
 from xwp.attribution import METHODS, make_method
 from xwp.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint, save_checkpoint
-from xwp.config import LIMITS, cache_dir
+from xwp.config import LIMITS, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, image_to_input, load_dataset, load_image
 from xwp.errors import TrainingDiverged, XWPError
 from xwp.evaluation import DEFAULT_METHODS, Evaluation, evaluate
 from xwp.metrics import METRICS
-from xwp.models import MLP, parse_hidden
+from xwp.models import MLP, check_sizes, parse_hidden
 from xwp.train import Progress, predict, train
 
 # --------------------------------------------------------------------------- session keys
@@ -60,14 +60,6 @@ MAX_SESSION_MODELS = 8
 STYLE = "<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem;}</style>"
 EXPLAIN_DEFAULT = ("xwp", "xwpc", "ig", "occlusion")
 FIG_DPI = 100
-
-
-def _env_int(name: str, default: int) -> int:
-    """Integer from the environment, or ``default``."""
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 # --------------------------------------------------------------------------- session models
@@ -314,7 +306,7 @@ def default_settings() -> dict[str, Any]:
     return {
         "dataset": "typeface",
         "hidden": (400, 100),
-        "epochs": max(1, _env_int("XWP_DEFAULT_EPOCHS", 10)),
+        "epochs": max(1, env_int("XWP_DEFAULT_EPOCHS", 10)),
         "lr": 1e-3,
         "batch_size": 128,
         "optimizer": "adam",
@@ -454,16 +446,7 @@ class TrainSettings:
 def check_hidden(text: str) -> tuple[int, ...]:
     """Hidden sizes from text, within :data:`xwp.config.LIMITS`."""
     hidden = parse_hidden(text)
-    if len(hidden) > LIMITS.max_hidden_layers:
-        raise XWPError(f"at most {LIMITS.max_hidden_layers} hidden layers (XWP_MAX_HIDDEN_LAYERS), got {len(hidden)}")
-    wide = [h for h in hidden if h > LIMITS.max_hidden_width]
-    if wide:
-        raise XWPError(
-            f"hidden layers are limited to {LIMITS.max_hidden_width} units (XWP_MAX_HIDDEN_WIDTH), "
-            f"got {', '.join(map(str, wide))}"
-        )
-    if any(h < 1 for h in hidden):
-        raise XWPError(f"hidden sizes must be at least 1, got {text!r}")
+    check_sizes((1, *hidden, 1))
     return hidden
 
 
@@ -671,7 +654,10 @@ def load_uploaded_checkpoint(upload) -> None:
 
 
 def canvas_to_input(rgba: np.ndarray | None) -> torch.Tensor | None:
-    """A canvas drawing (RGBA or grey, white on black) as a model input ``(1, 1, 28, 28)``; None if blank."""
+    """A canvas drawing (RGBA or grey, white on black) as a model input ``(1, 1, 28, 28)``; None if blank.
+
+    A drawing too small to be a digit (one dot) raises :class:`~xwp.errors.XWPError` saying so.
+    """
     if rgba is None:
         return None
     a = np.asarray(rgba, dtype=np.float32) / 255.0
@@ -683,10 +669,7 @@ def canvas_to_input(rgba: np.ndarray | None) -> torch.Tensor | None:
         gray = a
     if gray.size == 0 or float(gray.max()) < 0.1:
         return None
-    try:
-        return image_to_input(gray, invert=False)
-    except XWPError:  # a speck too faint to lay out is still a blank canvas
-        return None
+    return image_to_input(gray, invert=False)  # a dot too small to be a digit raises XWPError
 
 
 def upload_to_input(data: bytes) -> torch.Tensor:

@@ -1,0 +1,264 @@
+"""Load test: many concurrent browser sessions on one app server, through Explain and Compare.
+
+    python bench/load_test.py [--sessions 20] [--out docs/results/load_test.md]
+
+Starts ``streamlit run streamlit_app.py`` on a free loopback port (the default model is
+trained first, so sessions measure the warm app), then drives ``--sessions`` Playwright
+browser contexts at once in Debian's Chromium. Each session:
+
+1. opens the app and waits for the sidebar (its default model);
+2. trains a tiny model named after itself (1 epoch on scikit-learn's digits);
+3. on Explain, draws a digit and waits for the heatmaps (timed: stroke to heatmaps);
+4. draws a second stroke and waits for the update (timed);
+5. on Compare, runs the page's default methods on 8 test images (timed);
+6. checks that its model list holds its own model and no other session's (isolation).
+
+Reports errors (exception boxes, timeouts, foreign models) and p50/p95 of each timing,
+bounded by ``--timeout`` per step. Never runs ``playwright install``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+EXCEPTION = '[data-testid="stException"]'
+IDLE = (
+    "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+    " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(cache: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, XWP_CACHE_DIR=cache, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("streamlit did not start")
+
+
+async def idle(page, timeout):
+    await page.wait_for_timeout(300)
+    await page.wait_for_function(IDLE, timeout=timeout * 1000)
+    if await page.locator(EXCEPTION).count():
+        raise RuntimeError("exception box: " + (await page.locator(EXCEPTION).first.inner_text())[:200])
+
+
+async def goto(page, title, timeout):
+    await page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    await page.get_by_role("heading", level=1).first.wait_for(timeout=timeout * 1000)
+    await idle(page, timeout)
+
+
+async def stroke(page, points):
+    canvas = page.locator("canvas.upper-canvas").first
+    await canvas.wait_for()
+    box = await canvas.bounding_box()
+    await page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
+    await page.mouse.down()
+    for (ax, ay), (bx, by) in zip(points, points[1:], strict=False):
+        for t in range(1, 9):
+            await page.mouse.move(box["x"] + ax + (bx - ax) * t / 8, box["y"] + ay + (by - ay) * t / 8)
+    await page.mouse.up()
+
+
+async def session(i, browser, url, timeout, results):
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await ctx.new_page()
+    page.set_default_timeout(timeout * 1000)
+    rec = {"session": i, "error": ""}
+    try:
+        t0 = time.perf_counter()
+        await page.goto(url)
+        await page.get_by_text("Test accuracy").first.wait_for()
+        await idle(page, timeout)
+        rec["open_s"] = time.perf_counter() - t0
+
+        await goto(page, "Train", timeout)
+        await page.get_by_label("Dataset").first.click()
+        await page.get_by_role("option", name="scikit-learn digits", exact=False).first.click()
+        await idle(page, timeout)
+        epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+        await epochs.fill("1")
+        await epochs.press("Tab")
+        name = page.get_by_role("textbox", name="Model name", exact=False)
+        await name.fill(f"user-{i}")
+        await name.press("Tab")
+        await idle(page, timeout)
+        await page.get_by_role("button", name="Train", exact=True).click()
+        await page.get_by_text("for 1 epochs", exact=False).first.wait_for()
+        await idle(page, timeout)
+
+        await goto(page, "Explain", timeout)
+        t0 = time.perf_counter()
+        await stroke(page, [(70, 60), (210, 60), (150, 170), (120, 240)])
+        await page.get_by_text("Time per method", exact=False).first.wait_for()
+        await idle(page, timeout)
+        rec["explain_first_s"] = time.perf_counter() - t0
+        caption = page.get_by_text("Time per method", exact=False).first
+        before = await caption.inner_text()
+        t0 = time.perf_counter()
+        await stroke(page, [(100, 150), (200, 150)])
+        await page.wait_for_function(
+            "(b) => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
+            ".some(e => e.innerText.includes('Time per method') && e.innerText !== b)",
+            arg=before,
+        )
+        await idle(page, timeout)
+        rec["explain_update_s"] = time.perf_counter() - t0
+
+        await goto(page, "Compare", timeout)
+        n = page.get_by_role("spinbutton", name="Test images", exact=True)
+        await n.fill("8")
+        await n.press("Tab")
+        await idle(page, timeout)
+        t0 = time.perf_counter()
+        await page.get_by_role("button", name="Run comparison").click()
+        await page.get_by_text("Evaluation took", exact=False).first.wait_for()
+        await idle(page, timeout)
+        rec["compare_s"] = time.perf_counter() - t0
+
+        await page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+        options = [o.strip() for o in await page.get_by_role("option").all_inner_texts()]
+        await page.keyboard.press("Escape")
+        foreign = [o for o in options if o.startswith("user-") and o != f"user-{i}"]
+        if f"user-{i}" not in options or foreign:
+            rec["error"] = f"isolation: options {options}"
+    except Exception as e:  # every failure is counted, none stops the other sessions
+        rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    finally:
+        await ctx.close()
+    results.append(rec)
+
+
+async def run(url, n, timeout):
+    from playwright.async_api import async_playwright
+
+    results = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        started = time.perf_counter()
+        await asyncio.gather(*(session(i, browser, url, timeout, results) for i in range(n)))
+        wall = time.perf_counter() - started
+        await browser.close()
+    return sorted(results, key=lambda r: r["session"]), wall
+
+
+def pct(values, q):
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sessions", type=int, default=20)
+    p.add_argument("--timeout", type=float, default=240, help="seconds allowed for each step")
+    p.add_argument("--out", default="docs/results/load_test.md")
+    args = p.parse_args()
+    if not os.path.exists(CHROMIUM):
+        raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
+    cache = tempfile.mkdtemp(prefix="xwp-load-")
+    sys.path.insert(0, str(ROOT))
+    os.environ["XWP_CACHE_DIR"] = cache
+    from xwp.ui import DefaultTrainer, default_model_path  # noqa: E402
+
+    t0 = time.perf_counter()
+    trainer = DefaultTrainer(default_model_path())  # the default model first: measure the warm app
+    trainer.done.wait()
+    print(f"default model ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    proc, url = start_server(cache)
+    try:
+        results, wall = asyncio.run(run(url, args.sessions, args.timeout))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    errors = [r for r in results if r["error"]]
+    lines = [
+        f"# Load test: {args.sessions} concurrent browser sessions",
+        "",
+        f"`python bench/load_test.py --sessions {args.sessions}` on {os.cpu_count()} CPU cores, "
+        f"one `streamlit run` server, Debian Chromium (Playwright). Wall time {wall:.0f} s; "
+        f"errors: {len(errors)} of {len(results)} sessions.",
+        "",
+        "| step | p50 (s) | p95 (s) | max (s) |",
+        "|---|---|---|---|",
+    ]
+    for key, label in (
+        ("open_s", "open the app (default model cached)"),
+        ("explain_first_s", "Explain: first stroke to heatmaps"),
+        ("explain_update_s", "Explain: next stroke to updated heatmaps"),
+        ("compare_s", "Compare: the 8 default methods x 8 images"),
+    ):
+        vals = [r[key] for r in results if key in r]
+        top = max(vals, default=float("nan"))
+        lines.append(f"| {label} | {pct(vals, 0.5):.2f} | {pct(vals, 0.95):.2f} | {top:.2f} |")
+    if errors:
+        lines += ["", "Errors:", ""] + [f"- session {r['session']}: {r['error']}" for r in errors]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
