@@ -63,3 +63,10 @@ def test_evaluate_on_cuda_matches_cpu(trained, typeface):
     gpu = evaluate(copy.deepcopy(trained).cuda(), typeface[1], ["xwp", "xwpc", "random"], n=16, seed=0)
     for col in ("average_drop_mean", "deletion_auc_mean", "insertion_auc_mean"):
         assert np.allclose(cpu.table[col], gpu.table[col], rtol=1e-3, atol=1e-4), col
+
+
+def test_float64_model(trained, typeface):
+    import copy
+
+    ev = evaluate(copy.deepcopy(trained).double(), typeface[1], ["xwp", "occlusion"], n=6, seed=0)
+    assert ev.table["deletion_auc_mean"].notna().all()

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from xwp import metrics
-from xwp.attribution import METHODS, make_method, model_device
+from xwp.attribution import METHODS, make_method, model_device, model_dtype
 from xwp.config import LIMITS
 from xwp.data import ImageSet
 from xwp.errors import XWPError
@@ -94,7 +94,7 @@ def evaluate(
     """
     check_request(dataset, methods, n)
     sample = dataset.sample(n, seed)
-    device = model_device(model)
+    device, dtype = model_device(model), model_dtype(model)
     model.eval()
     options = method_options or {}
     rows, deletion, insertion = [], {}, {}
@@ -111,7 +111,7 @@ def evaluate(
         method = make_method(name, model, initial_model, **options.get(name, {}))
         seconds, ad, dels, ins, p0s, correct = 0.0, [], [], [], [], []
         for start, stop in batches:
-            x = sample.images[start:stop].to(device)
+            x = sample.images[start:stop].to(device=device, dtype=dtype)
             y = sample.labels[start:stop].to(device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
