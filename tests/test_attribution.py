@@ -290,12 +290,22 @@ def test_captum_methods_equal_direct_captum_calls(trained, typeface):
     y = typeface[1].labels[:4]
     soft = _softmax_model(trained)
     ours = {n: make_method(n, trained) for n in ("occlusion", "ig", "saliency", "deeplift", "lrp")}
+    model64 = copy.deepcopy(trained).double()  # our Occlusion computes in float64 (see the next test)
     torch.testing.assert_close(
         ours["occlusion"].attribute(x, target=y),
-        Occlusion(soft).attribute(
-            x, target=y, sliding_window_shapes=(1, 1, 1), strides=(1, 1, 1), baselines=0.0, perturbations_per_eval=64
-        ),
+        Occlusion(_softmax_model(model64))
+        .attribute(
+            x.double(),
+            target=y,
+            sliding_window_shapes=(1, 1, 1),
+            strides=(1, 1, 1),
+            baselines=0.0,
+            perturbations_per_eval=64,
+        )
+        .float(),
     )
+    direct32 = Occlusion(soft).attribute(x, target=y, sliding_window_shapes=(1, 1, 1), baselines=0.0)
+    torch.testing.assert_close(make_method("occlusion", trained, dtype=None).attribute(x, target=y), direct32)
     torch.testing.assert_close(
         ours["ig"].attribute(x, target=y),
         IntegratedGradients(soft).attribute(x, target=y, n_steps=50, baselines=0.0, internal_batch_size=4096),
@@ -442,3 +452,23 @@ def test_image_chunks_do_not_change_results(cls):
         cls(model, image_chunk=3).attribute(x, target=target), cls(model).attribute(x, target=target)
     )
     torch.testing.assert_close(cls(model, image_chunk=3).attribute(x), cls(model).attribute(x))
+
+
+def test_occlusion_in_float64_keeps_confident_predictions_resolved():
+    """In float32 the occlusion effects of a confident prediction collapse to multiples of 6e-8."""
+    model64 = random_trained_mlp((40, 16, 8, 5), seed=21)
+    with torch.no_grad():
+        model64.linears[-1].weight.mul_(25.0)
+    x = torch.rand(2, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    target = model64(x).argmax(1)
+    from captum.attr import Occlusion
+
+    exact = Occlusion(_softmax_model(model64)).attribute(x, target=target, sliding_window_shapes=(1,), baselines=0.0)
+    model32 = copy.deepcopy(model64).float()
+    ours = make_method("occlusion", model32).attribute(x.float(), target=target).double()
+    plain32 = make_method("occlusion", model32, dtype=None).attribute(x.float(), target=target).double()
+    scale = float(exact.abs().max())
+    assert float((ours - exact).abs().max()) < 1e-3 * scale
+    assert float((plain32 - exact).abs().max()) > 0.1 * scale
+    with pytest.raises(xwp.XWPError, match="dtype"):
+        make_method("occlusion", model32, dtype="float16").attribute(x.float(), target=target)

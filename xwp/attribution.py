@@ -484,25 +484,42 @@ class CaptumMethod:
         self.prepare = prepare
 
     def attribute(self, inputs: torch.Tensor, target: Target = None, **overrides: Any) -> torch.Tensor:
-        """Attributions shaped like ``inputs``."""
+        """Attributions shaped like ``inputs`` (in the model's dtype)."""
         x = _as_model_input(inputs, self.model)
         with torch.no_grad():
             t = resolve_target(target, self.model(x))
         kwargs = {**self.defaults, **overrides}
         seed = kwargs.pop("seed", 0)
+        forward, x_run = self.forward, x
+        compute = kwargs.pop("dtype", None)
+        if compute not in (None, "float32", "float64"):
+            raise XWPError(f"dtype must be None, 'float32' or 'float64', got {compute!r}")
+        if compute is not None and getattr(torch, compute) != x.dtype:
+            forward, x_run = self._converted(getattr(torch, compute)), x.to(getattr(torch, compute))
         if self.prepare is not None:
-            kwargs = self.prepare(self, x, kwargs)
-        method = self.captum_cls(self.forward)
+            kwargs = self.prepare(self, x_run, kwargs)
+        attr = self._run(forward, x_run, t, kwargs, seed)
+        return attr.detach().to(x.dtype).reshape(inputs.shape).to(inputs.device)
+
+    def _converted(self, dtype: torch.dtype) -> OutputModel:
+        """The scored model in another dtype (a private copy, made once)."""
+        if getattr(self, "_copy_dtype", None) != dtype:
+            self._copy = OutputModel(copy.deepcopy(self.model).to(dtype), self.forward.output).eval()
+            self._copy_dtype = dtype
+        return self._copy
+
+    def _run(self, forward: nn.Module, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], seed: int):
+        """Call Captum with seeded torch and numpy RNGs (both restored afterwards)."""
+        method = self.captum_cls(forward)
         np_state = np.random.get_state()  # Captum's GradientShap draws from numpy's global RNG
         try:
             with warnings.catch_warnings(), torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
                 warnings.simplefilter("ignore")
                 torch.manual_seed(seed)
                 np.random.seed(seed)
-                attr = method.attribute(x, target=t, **kwargs)
+                return method.attribute(x, target=t, **kwargs)
         finally:
             np.random.set_state(np_state)
-        return attr.detach().reshape(inputs.shape).to(inputs.device)
 
 
 def _window_kwargs(self: CaptumMethod, x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -648,10 +665,16 @@ def _build_xwpc(model, initial_model, options):
     "perturbation",
     "Set a window of pixels to 0 and measure the drop of the target probability.",
     "Zeiler & Fergus 2014; captum.attr.Occlusion",
-    {"output": "softmax", "window": 1, "stride": 1, "baselines": 0.0, "perturbations_per_eval": 64},
+    {"output": "softmax", "window": 1, "stride": 1, "baselines": 0.0, "perturbations_per_eval": 64, "dtype": "float64"},
 )
 def _build_occlusion(model, initial_model, options):
-    """Captum Occlusion (window x window patches) on softmax scores."""
+    """Captum Occlusion (window x window patches) on softmax scores, computed in float64.
+
+    Occlusion differences softmax outputs: for a confident prediction (p within float32
+    rounding of 1) they vanish in float32 and the map turns into rounding noise, which
+    cost it half its deletion AUC on Fashion-MNIST (bench/study_checks.py).
+    ``dtype=None`` runs it in the model's own dtype.
+    """
     from captum.attr import Occlusion
 
     output = options.pop("output")
@@ -664,7 +687,15 @@ def _build_occlusion(model, initial_model, options):
     "perturbation",
     "Shapley values estimated from random feature permutations (zero baseline).",
     "Strumbelj & Kononenko 2010; captum.attr.ShapleyValueSampling",
-    {"output": "softmax", "n_samples": 10, "superpixel": 1, "baselines": 0.0, "perturbations_per_eval": 64, "seed": 0},
+    {
+        "output": "softmax",
+        "n_samples": 10,
+        "superpixel": 1,
+        "baselines": 0.0,
+        "perturbations_per_eval": 64,
+        "seed": 0,
+        "dtype": None,
+    },
 )
 def _build_shapley(model, initial_model, options):
     """Captum ShapleyValueSampling on softmax scores."""
