@@ -129,7 +129,7 @@ async def session(i, browser, url, timeout, results):
         rec["open_s"] = time.perf_counter() - t0
 
         await goto(page, "Train", timeout)
-        await page.get_by_label("Dataset").first.click()
+        await page.locator('[data-testid="stSelectbox"]', has_text="Dataset").locator("input").first.click()
         await page.get_by_role("option", name="scikit-learn digits", exact=False).first.click()
         await idle(page, timeout)
         epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
