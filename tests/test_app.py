@@ -454,6 +454,13 @@ def test_corpus_uploads_give_clear_errors_and_lose_nothing(case, at, tmp_path):
         at.text_input(key="train_dir_fashion-mnist").set_value(str(made)).run()
         button(at, "Train").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    if case.id == "no-initial-state":  # the app keeps it: the other methods work; XWP/XWPᶜ say why not
+        assert any("no initial state" in t.value for t in at.toast), [t.value for t in at.toast]
+        assert models(at)[-1] == "noinit"
+        at.switch_page("pages/explain.py").run()
+        at.segmented_control(key="explain_source").set_value("test").run()
+        assert any("initial weights" in i.value for i in at.info)
+        return
     if case.expect is None:
         assert not at.error, [e.value for e in at.error]
         assert len(at.get("download_button")) == 3  # the maps of the uploaded image

@@ -129,3 +129,14 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
 def test_missing_folder(tmp_path):
     with pytest.raises(xwp.XWPError, match="does not exist"):
         save_checkpoint(tmp_path / "nope" / "m.safetensors", trained_small())
+
+
+def test_header_length_starting_with_the_pickle_byte_still_loads():
+    """The header length is little-endian: its first byte may well be 0x80, pickle's first byte."""
+    model = trained_small()
+    for pad in range(0, 4096):
+        data = checkpoint_bytes(model, {"pad": "x" * pad})
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80
+    assert load_checkpoint(data).meta["pad"] == "x" * pad

@@ -110,26 +110,33 @@ def _read_source(source: str | os.PathLike | bytes) -> bytes:
     return path.read_bytes()
 
 
+def _looks_like_pickle(data: bytes) -> bool:
+    """A pickle of protocol 2-5 or a zip archive (``torch.save``'s format)."""
+    return (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or data[:4] == b"PK\x03\x04"
+
+
 def _header(data: bytes) -> dict[str, Any]:
     """Parse and sanity-check the safetensors header without touching any tensor."""
-    if data[:2] == b"\x80\x02" or data[:1] == b"\x80" or data[:2] == b"PK":
-        raise XWPError(
-            "this is a PyTorch pickle/zip file, not an xwp checkpoint; pickles can run code when loaded, "
-            "so xwp refuses them (xwp checkpoints are .safetensors files written by xwp)"
-        )
     if len(data) < 8:
         raise XWPError("not an xwp checkpoint: the file is empty or truncated")
     (n,) = struct.unpack("<Q", data[:8])
-    if n > MAX_HEADER or n < 2:
-        raise XWPError("not an xwp checkpoint (no safetensors header)")
-    if 8 + n > len(data):
-        raise XWPError("the checkpoint is truncated (its header runs past the end of the file)")
-    try:
-        header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise XWPError("not an xwp checkpoint (its header is not JSON)") from None
+    header = None
+    if 2 <= n <= MAX_HEADER and 8 + n <= len(data):
+        try:
+            header = json.loads(data[8 : 8 + n])
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
     if not isinstance(header, dict):
-        raise XWPError("not an xwp checkpoint (malformed header)")
+        if _looks_like_pickle(data):
+            raise XWPError(
+                "this is a PyTorch pickle/zip file, not an xwp checkpoint; pickles can run code when loaded, "
+                "so xwp refuses them (xwp checkpoints are .safetensors files written by xwp)"
+            )
+        if n > MAX_HEADER or n < 2:
+            raise XWPError("not an xwp checkpoint (no safetensors header)")
+        if 8 + n > len(data):
+            raise XWPError("the checkpoint is truncated (its header runs past the end of the file)")
+        raise XWPError("not an xwp checkpoint (its header is not a JSON table)")
     try:
         end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
     except (KeyError, TypeError, ValueError, IndexError):
