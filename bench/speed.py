@@ -344,7 +344,8 @@ def main():
     datasets = ["typeface"] + (["fashion-mnist"] if args.data_dir else [])
     cpu = platform.processor() or platform.machine()
     try:
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
         cpu = names[0] if names else cpu
     except OSError:
         pass
