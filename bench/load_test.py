@@ -22,78 +22,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-EXCEPTION = '[data-testid="stException"]'
-IDLE = (
-    "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-    " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(cache: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, XWP_CACHE_DIR=cache, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "streamlit_app.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("streamlit did not start")
+sys.path.insert(0, str(ROOT / "tests"))
+from appserver import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE_JS, streamlit_server  # noqa: E402
 
 
 async def idle(page, timeout):
     await page.wait_for_timeout(300)
-    await page.wait_for_function(IDLE, timeout=timeout * 1000)
+    await page.wait_for_function(IDLE_JS, timeout=timeout * 1000)
     if await page.locator(EXCEPTION).count():
         raise RuntimeError("exception box: " + (await page.locator(EXCEPTION).first.inner_text())[:200])
 
@@ -190,7 +131,7 @@ async def run(url, n, timeout):
 
     results = []
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         started = time.perf_counter()
         await asyncio.gather(*(session(i, browser, url, timeout, results) for i in range(n)))
         wall = time.perf_counter() - started
@@ -218,18 +159,15 @@ def main():
     cache = tempfile.mkdtemp(prefix="xwp-load-")
     sys.path.insert(0, str(ROOT))
     os.environ["XWP_CACHE_DIR"] = cache
+    os.environ.pop("XWP_DEFAULT_EPOCHS", None)  # the server trains and serves the real default model
     from xwp.ui import DefaultTrainer, default_model_path  # noqa: E402
 
     t0 = time.perf_counter()
     trainer = DefaultTrainer(default_model_path())  # the default model first: measure the warm app
     trainer.done.wait()
     print(f"default model ready in {time.perf_counter() - t0:.1f} s", flush=True)
-    proc, url = start_server(cache)
-    try:
+    with streamlit_server(cache) as url:
         results, wall = asyncio.run(run(url, args.sessions, args.timeout))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     errors = [r for r in results if r["error"]]
     lines = [
         f"# Load test: {args.sessions} concurrent browser sessions",

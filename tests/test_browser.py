@@ -7,38 +7,15 @@ the playwright package is missing (``playwright install`` is never run).
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from appserver import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE_JS, ROOT, streamlit_server
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1280, "height": 800}
-EXCEPTION = '[data-testid="stException"]'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,63 +32,15 @@ def sync_playwright():
 @pytest.fixture(scope="module")
 def app_url(sync_playwright, tmp_path_factory):
     """``streamlit run streamlit_app.py`` on a free loopback port with an empty cache."""
-    port = _free_port()
-    env = dict(os.environ, XWP_CACHE_DIR=str(tmp_path_factory.mktemp("xwp-cache")), PYTHONUNBUFFERED="1")
-    env.pop("XWP_DEFAULT_EPOCHS", None)  # the real default model, as a first visitor gets it
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "streamlit_app.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                log.seek(0)
-                pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
-            time.sleep(0.5)
+    log = tmp_path_factory.mktemp("log") / "streamlit.log"
+    with streamlit_server(tmp_path_factory.mktemp("xwp-cache"), log) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def wait_idle(page, timeout: float = 120) -> None:
     """Wait until the script run ends (the 'running' indicator is gone) and check for exception boxes."""
     page.wait_for_timeout(400)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout * 1000,
-    )
+    page.wait_for_function(IDLE_JS, timeout=timeout * 1000)
     page.wait_for_timeout(300)
     assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
 

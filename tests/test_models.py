@@ -55,7 +55,7 @@ def test_seeds_are_deterministic_and_do_not_touch_the_global_rng():
 def test_kaiming_init():
     m = MLP((784, 400, 10), seed=0, init="kaiming")
     assert torch.equal(m.net[0].bias, torch.zeros(400))
-    assert abs(float(m.net[0].weight.std()) - (2 / 784) ** 0.5) < 0.005
+    assert abs(float(m.net[0].weight.detach().std()) - (2 / 784) ** 0.5) < 0.005
 
 
 def test_moves_with_its_initial_state():
