@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from xwp.config import LIMITS
 from xwp.errors import XWPError
@@ -33,9 +34,9 @@ def parse_hidden(text: str | Sequence[int]) -> tuple[int, ...]:
     return sizes
 
 
-def check_sizes(sizes: Sequence[int], max_width: int | None = None) -> tuple[int, ...]:
+def check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
     """Validate layer sizes (input, hidden..., output) against :data:`xwp.config.LIMITS`."""
-    max_width = max_width or LIMITS.max_hidden_width
+    max_width = LIMITS.max_hidden_width
     sizes = tuple(int(s) for s in sizes)
     if len(sizes) < 2:
         raise XWPError("an MLP needs at least an input and an output size")
@@ -73,16 +74,13 @@ class MLP(nn.Module):
         if init not in INITS:
             raise XWPError(f"init must be one of {INITS}, got {init!r}")
         self.sizes = check_sizes(sizes)
-        self.seed = int(seed)
-        self.init = init
         layers: list[nn.Module] = []
-        with torch.random.fork_rng(devices=[]):  # nn.Linear draws at construction: keep that local
-            for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
-                if k:
-                    layers.append(nn.ReLU())
-                layers.append(nn.Linear(n_in, n_out))
+        for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True)):
+            if k:
+                layers.append(nn.ReLU())
+            layers.append(skip_init(nn.Linear, n_in, n_out))  # reset_parameters() draws the weights, once
         self.net = nn.Sequential(*layers)
-        self.reset_parameters(seed, init)
+        self.reset_parameters(seed, init)  # sets self.seed and self.init
 
     @property
     def linears(self) -> list[nn.Linear]:
@@ -106,10 +104,6 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of inputs of any shape ``(B, ...)`` with ``sizes[0]`` values each."""
         return self.net(x.reshape(x.shape[0], -1))  # (B, C)
-
-    def forward_from_first(self, h1: torch.Tensor) -> torch.Tensor:
-        """Logits given the first layer's pre-activation ``h1`` of shape ``(N, sizes[1])``."""
-        return self.net[1:](h1)
 
     def initial_state(self) -> dict[str, torch.Tensor]:
         """The parameters at initialisation, keyed like ``self.net.state_dict()``."""
