@@ -82,19 +82,25 @@ def model_dtype(model: nn.Module) -> torch.dtype:
     return p.dtype if p is not None else torch.float32
 
 
+def broadcast_target(target: Target, batch: int, device: torch.device) -> torch.Tensor:
+    """One long class index per image, ``(batch,)``; a single index is repeated."""
+    t = torch.as_tensor(target, device=device)
+    if t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise XWPError(f"target must be a class index, got dtype {t.dtype}")
+    t = t.long().reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise XWPError(f"target has {t.numel()} entries for a batch of {batch}")
+    return t
+
+
 def resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
     """Targets as a ``(B,)`` long tensor; ``None`` means the predicted class."""
     b, c = logits.shape
     if target is None:
         return logits.argmax(1)
-    t = torch.as_tensor(target, device=logits.device)
-    if t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise XWPError(f"target must be a class index, got dtype {t.dtype}")
-    t = t.long().reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(b)
-    if t.numel() != b:
-        raise XWPError(f"target has {t.numel()} entries for a batch of {b}")
+    t = broadcast_target(target, b, logits.device)
     if ((t < 0) | (t >= c)).any():
         raise XWPError(f"target class {t[(t < 0) | (t >= c)][0].item()} is out of range 0..{c - 1}")
     return t.contiguous()
@@ -232,11 +238,7 @@ class _WeightPerturbation:
         x = _as_model_input(inputs, self.model)
         b = x.shape[0]
         if target is not None:  # one entry per image; classes are checked per chunk
-            target = torch.as_tensor(target, device=x.device).reshape(-1)
-            if target.numel() == 1:
-                target = target.expand(b)
-            if target.numel() != b:
-                raise XWPError(f"target has {target.numel()} entries for a batch of {b}")
+            target = broadcast_target(target, b, x.device)
         out = torch.empty(b, x[0].numel(), dtype=x.dtype, device=x.device)
         for start in range(0, b, self.image_chunk):
             stop = min(b, start + self.image_chunk)
@@ -273,10 +275,10 @@ class _WeightPerturbation:
 
     def _score(self, h1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """:meth:`_score_rows` of unperturbed pre-activations ``h1``."""
-        return self._score_rows(self.rest(h1.clone()), target)
+        return self._score_rows(self.rest(h1.clone()), target)  # rest() works in place
 
     def _prepare(self, inputs: torch.Tensor, target: Target):
-        """Flatten inputs, compute the first pre-activation and the targets."""
+        """Flatten inputs; the first pre-activation, the trained model's logits and the targets."""
         x_in = _as_model_input(inputs, self.model)
         x = x_in.reshape(x_in.shape[0], -1)  # (B, D)
         if x.shape[1] != self.first.in_features:
@@ -284,8 +286,8 @@ class _WeightPerturbation:
         w, b = self.first.weight.detach(), self.first.bias
         b = b.detach() if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
         h1 = torch.addmm(b, x, w.t())  # (B, H)
-        t = resolve_target(target, self.rest(h1.clone()))  # (B,)
-        return x, w, b, h1, t
+        logits = self.rest(h1.clone())  # (B, C); rest() works in place
+        return x, w, b, h1, logits, resolve_target(target, logits)
 
 
 class XWP(_WeightPerturbation):
@@ -313,9 +315,9 @@ class XWP(_WeightPerturbation):
 
     def _attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
         """XWP of one chunk of images, flat ``(b, D)``."""
-        x, w, _, h1, t = self._prepare(inputs, target)
+        x, w, _, h1, logits, t = self._prepare(inputs, target)
         delta_t = (self.w0 - w).t().contiguous()  # (D, H): change of h1 per unit of x_i
-        ref = self._score(h1, t)  # (B,)
+        ref = self._score_rows(logits, t)  # (B,)
         b_idx, i_idx, pert = self._swap_scores(h1, x, delta_t, t)
         attr = torch.zeros_like(x)
         attr[b_idx, i_idx] = self._difference(ref[b_idx], pert)
@@ -349,7 +351,7 @@ class XWPc(_WeightPerturbation):
 
     def _attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
         """XWPc of one chunk of images, flat ``(b, D)``."""
-        x, w, b, h1, t = self._prepare(inputs, target)
+        x, w, b, _, logits, t = self._prepare(inputs, target)
         h1_init = torch.addmm(b, x, self.w0.t())  # (B, H): first layer all initial
         delta_t = (w - self.w0).t().contiguous()  # (D, H): giving feature i its trained weights back
         base = self._score(h1_init, t)  # (B,)
@@ -357,7 +359,7 @@ class XWPc(_WeightPerturbation):
         attr = torch.zeros_like(x)
         attr[b_idx, i_idx] = self._difference(pert, base[b_idx])
         if self.rule == "eq5-literal":
-            const = self._difference(self._score(h1, t), base)  # C(x) = I . (f(x) - f^{W=W0}(x))
+            const = self._difference(self._score_rows(logits, t), base)  # C(x) = I . (f(x) - f^{W=W0}(x))
             attr = const[:, None] - attr
         return attr
 
@@ -451,9 +453,6 @@ class RISE:
 class RandomAttribution:
     """Uniform random scores: the random-order baseline every method must beat."""
 
-    def __init__(self, model: nn.Module):
-        self.model = model
-
     @torch.no_grad()
     def attribute(self, inputs: torch.Tensor, target: Target = None, seed: int = 0) -> torch.Tensor:
         """Random attributions shaped like ``inputs`` (target is ignored)."""
@@ -466,21 +465,22 @@ class CaptumMethod:
 
     ``attribute(inputs, target, **overrides)`` calls ``captum_method.attribute`` with
     the registry's defaults updated by ``overrides``; stochastic methods are seeded.
+    ``defaults["output"]`` says what is explained (``"softmax"``, ``"logits"`` or a callable);
+    ``prepare(x, kwargs)`` turns our options into Captum's arguments for the inputs ``x``.
     """
 
     def __init__(
         self,
         model: nn.Module,
         captum_cls: type,
-        output: str | OutputFn,
         defaults: dict[str, Any],
         copy_model: bool = False,
-        prepare: Callable | None = None,
+        prepare: Callable[[torch.Tensor, dict[str, Any]], dict[str, Any]] | None = None,
     ):
-        self.model = copy.deepcopy(model) if copy_model else model
-        self.forward = OutputModel(self.model, output).eval()
-        self.captum_cls = captum_cls
         self.defaults = dict(defaults)
+        self.model = copy.deepcopy(model) if copy_model else model
+        self.forward = OutputModel(self.model, self.defaults.pop("output")).eval()
+        self.captum_cls = captum_cls
         self.prepare = prepare
 
     def attribute(self, inputs: torch.Tensor, target: Target = None, **overrides: Any) -> torch.Tensor:
@@ -497,7 +497,7 @@ class CaptumMethod:
         if compute is not None and getattr(torch, compute) != x.dtype:
             forward, x_run = self._converted(getattr(torch, compute)), x.to(getattr(torch, compute))
         if self.prepare is not None:
-            kwargs = self.prepare(self, x_run, kwargs)
+            kwargs = self.prepare(x_run, kwargs)
         attr = self._run(forward, x_run, t, kwargs, seed)
         return attr.detach().to(x.dtype).reshape(inputs.shape).to(inputs.device)
 
@@ -522,7 +522,7 @@ class CaptumMethod:
             np.random.set_state(np_state)
 
 
-def _window_kwargs(self: CaptumMethod, x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _window_kwargs(x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Turn Occlusion's ``window``/``stride`` ints into Captum's shape tuples for ``x``."""
     window, stride = kwargs.pop("window"), kwargs.pop("stride")
     lead = (1,) * (x.dim() - 3)
@@ -543,13 +543,13 @@ def superpixel_mask(x: torch.Tensor, size: int) -> torch.Tensor | None:
     return ids.expand((1,) * (x.dim() - 2) + (h, w))
 
 
-def _superpixel_kwargs(self: CaptumMethod, x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _superpixel_kwargs(x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Turn a ``superpixel`` size into Captum's ``feature_mask`` for ``x``."""
     kwargs["feature_mask"] = superpixel_mask(x, kwargs.pop("superpixel"))
     return kwargs
 
 
-def _gradientshap_kwargs(self: CaptumMethod, x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _gradientshap_kwargs(x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Use an all-zero (background) baseline unless one is given."""
     if kwargs.get("baselines") is None:
         kwargs["baselines"] = torch.zeros((1,) + x.shape[1:], dtype=x.dtype, device=x.device)
@@ -568,7 +568,7 @@ class LRPMethod(CaptumMethod):
 
         defaults = dict(defaults)
         self.epsilon = defaults.pop("epsilon")
-        super().__init__(model, LRP, "logits", defaults, copy_model=True)
+        super().__init__(model, LRP, {**defaults, "output": "logits"}, copy_model=True)
 
     def attribute(self, inputs: torch.Tensor, target: Target = None, **overrides: Any) -> torch.Tensor:
         """LRP relevance shaped like ``inputs``."""
@@ -677,8 +677,7 @@ def _build_occlusion(model, initial_model, options):
     """
     from captum.attr import Occlusion
 
-    output = options.pop("output")
-    return CaptumMethod(model, Occlusion, output, options, prepare=_window_kwargs)
+    return CaptumMethod(model, Occlusion, options, prepare=_window_kwargs)
 
 
 @register(
@@ -701,8 +700,7 @@ def _build_shapley(model, initial_model, options):
     """Captum ShapleyValueSampling on softmax scores."""
     from captum.attr import ShapleyValueSampling
 
-    output = options.pop("output")
-    return CaptumMethod(model, ShapleyValueSampling, output, options, prepare=_superpixel_kwargs)
+    return CaptumMethod(model, ShapleyValueSampling, options, prepare=_superpixel_kwargs)
 
 
 @register(
@@ -724,8 +722,7 @@ def _build_kernelshap(model, initial_model, options):
     """Captum KernelShap on softmax scores (needs scikit-learn)."""
     from captum.attr import KernelShap
 
-    output = options.pop("output")
-    return CaptumMethod(model, KernelShap, output, options, prepare=_superpixel_kwargs)
+    return CaptumMethod(model, KernelShap, options, prepare=_superpixel_kwargs)
 
 
 @register(
@@ -754,8 +751,7 @@ def _build_ig(model, initial_model, options):
     """Captum IntegratedGradients on softmax scores."""
     from captum.attr import IntegratedGradients
 
-    output = options.pop("output")
-    return CaptumMethod(model, IntegratedGradients, output, options)
+    return CaptumMethod(model, IntegratedGradients, options)
 
 
 @register(
@@ -783,8 +779,7 @@ def _build_saliency(model, initial_model, options):
     """Captum Saliency on softmax scores."""
     from captum.attr import Saliency
 
-    output = options.pop("output")
-    return CaptumMethod(model, Saliency, output, options)
+    return CaptumMethod(model, Saliency, options)
 
 
 @register(
@@ -799,8 +794,7 @@ def _build_deeplift(model, initial_model, options):
     """Captum DeepLift on logits (its hooks live on a private copy of the model)."""
     from captum.attr import DeepLift
 
-    output = options.pop("output")
-    return CaptumMethod(model, DeepLift, output, options, copy_model=True)
+    return CaptumMethod(model, DeepLift, options, copy_model=True)
 
 
 @register(
@@ -815,19 +809,13 @@ def _build_gradientshap(model, initial_model, options):
     """Captum GradientShap on softmax scores."""
     from captum.attr import GradientShap
 
-    output = options.pop("output")
-    return CaptumMethod(model, GradientShap, output, options, prepare=_gradientshap_kwargs)
+    return CaptumMethod(model, GradientShap, options, prepare=_gradientshap_kwargs)
 
 
 @register("random", "Random", "baseline", "Uniform random scores: the order every method must beat.", "-", {"seed": 0})
 def _build_random(model, initial_model, options):
     """Random scores."""
-    return _Bound(RandomAttribution(model), options)
-
-
-def method_names() -> list[str]:
-    """Registered method names, in registry order."""
-    return list(METHODS)
+    return _Bound(RandomAttribution(), options)
 
 
 def make_method(name: str, model: nn.Module, initial_model: nn.Module | None = None, **options: Any):
