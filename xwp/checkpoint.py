@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from xwp.config import atomic_write
 from xwp.errors import XWPError
 from xwp.models import MLP, check_sizes
 
@@ -82,19 +83,12 @@ def save_checkpoint(path: str | os.PathLike, model: MLP, meta: dict[str, Any] | 
     """
     path = Path(path)
     data = checkpoint_bytes(model, meta)
-    if path.parent and not path.parent.exists():
+    if not path.parent.exists():
         raise XWPError(f"folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, data)
     except OSError as e:
         raise XWPError(f"cannot write {path}: {e.strerror}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -176,10 +170,8 @@ def load_checkpoint(
     trained = _take(tensors, "trained.", model)
     model.net.load_state_dict(trained)
     initial = _take(tensors, "initial.", model, missing_ok=not require_initial)
-    if initial is not None:
+    if initial is not None:  # None only when missing_ok (else _take raised)
         model.set_initial_state(initial)
-    elif require_initial:  # pragma: no cover - _take raises first
-        raise XWPError("the checkpoint has no initial state")
     if device is not None:
         model.to(device)
     model.eval()

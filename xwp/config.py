@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 
 def cache_dir() -> Path:
@@ -19,6 +22,27 @@ def cache_dir() -> Path:
         path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xwp"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def atomic_write(path: Path, data: bytes | Callable[[IO[bytes]], object]) -> None:
+    """Write ``data`` (bytes, or a function that writes to a binary file) to ``path`` all or nothing.
+
+    The file is written and synced under a temporary name unique to this process and thread,
+    then renamed into place; on failure the temporary file is removed and ``path`` is untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def env_int(name: str, default: int) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xwp.config import LIMITS, cache_dir
+from xwp.config import LIMITS, atomic_write, cache_dir
 from xwp.errors import XWPError
 
 SPLITS = ("train", "test")
@@ -428,7 +428,7 @@ def _load_typeface(split: str, data_dir: str | None, seed: int) -> ImageSet:
             arrays = None  # a damaged cache file is rebuilt
     if arrays is None:
         arrays = build_typeface(seed, data_dir)
-        _atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+        atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
     images = torch.from_numpy(arrays[f"{split}_images"].astype(np.float32) / 255.0)[:, None]
     groups = [str(g) for g in arrays[f"{split}_groups"]]
     info = {"fonts": len(arrays["fonts"]), "families": len({g.split(" (")[0] for g in groups})}
@@ -663,20 +663,3 @@ def _load_tmnist(split: str, data_dir: str | None, seed: int) -> ImageSet:
     keep = np.asarray([(f in test_fams) == (split == "test") for f in families])
     x = torch.from_numpy(images[keep].astype(np.float32) / 255.0)[:, None]
     return ImageSet(x, torch.from_numpy(labels[keep]), DIGITS, "tmnist", split, list(names[keep]), {"file": str(path)})
-
-
-# --------------------------------------------------------------------------- files
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Write a file through a temporary sibling and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

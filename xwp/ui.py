@@ -14,7 +14,6 @@ import contextlib
 import copy
 import hashlib
 import io
-import os
 import threading
 import time
 import uuid
@@ -33,7 +32,7 @@ import xwp
 from xwp import plots
 from xwp.attribution import METHODS, make_method
 from xwp.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint, save_checkpoint
-from xwp.config import LIMITS, cache_dir, env_int
+from xwp.config import LIMITS, atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, image_to_input, load_dataset, load_image
 from xwp.errors import TrainingDiverged, XWPError
 from xwp.evaluation import DEFAULT_METHODS, Evaluation, evaluate
@@ -281,13 +280,9 @@ def save_upload(data: bytes, suffix: str) -> str:
             f"the file is {len(data) / 2**20:.0f} MB; uploads are limited to "
             f"{LIMITS.max_upload_bytes // 2**20} MB (XWP_MAX_UPLOAD_MB)"
         )
-    folder = cache_dir() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
+    path = cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
     if not path.exists():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(path, data)
     return str(path)
 
 
