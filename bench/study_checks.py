@@ -34,7 +34,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs/results")
     args = p.parse_args()
-    ddir = args.data_dir if args.dataset in ("mnist", "fashion-mnist") else None
+    ddir = args.data_dir if args.dataset in xwp.DATASETS and xwp.DATASETS[args.dataset].needs_path else None
     train, test = xwp.load_dataset(args.dataset, "train", ddir), xwp.load_dataset(args.dataset, "test", ddir)
     model = xwp.MLP((784, 400, 100, 10), seed=args.seed)
     history = xwp.train(model, train, test, epochs=10, seed=args.seed, device="cpu")

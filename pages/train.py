@@ -9,13 +9,12 @@ from xwp.errors import XWPError
 from xwp.models import INITS
 from xwp.train import OPTIMIZERS
 
-TORCHVISION = ("mnist", "fashion-mnist")
 MB = 1024 * 1024
 
 
 def data_source(name: str) -> tuple[str | None, str | None]:
     """Widgets for where the dataset's files are; returns (data_dir, name of an uploaded file)."""
-    if name in TORCHVISION:
+    if not DATASETS[name].offline:  # MNIST, Fashion-MNIST: torchvision's files
         folder = "MNIST" if name == "mnist" else "FashionMNIST"
         path = st.text_input(
             "Data folder",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m xwp train | explain | evaluate | study | bench``.
+"""Command line: ``python -m xwp train | explain | evaluate | study``.
 
 Errors a user can cause print one line (``error: ...``) and exit with status 2.
 """
@@ -6,9 +6,7 @@ Errors a user can cause print one line (``error: ...``) and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 from xwp.errors import XWPError
@@ -106,7 +104,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     import torch
 
     from xwp import plots
-    from xwp.attribution import METHODS, make_method
+    from xwp.attribution import METHODS, make_method, model_device
     from xwp.data import image_to_input, load_dataset, load_image
 
     out = _out_path(args.out, (".png", ".npy"))
@@ -123,7 +121,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
             raise XWPError(f"--index must be in 0..{len(data) - 1} for the {dataset} test split, got {args.index}")
         x, label = data.images[args.index : args.index + 1], int(data.labels[args.index])
         source = f"{dataset} test image {args.index}"
-    device = next(ckpt.model.parameters()).device
+    device = model_device(ckpt.model)
     x = x.to(device)
     with torch.no_grad():
         probs = torch.softmax(ckpt.model(x), 1)[0].cpu()
@@ -204,10 +202,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_study(args: argparse.Namespace) -> None:
     """Run the faithfulness study (Table 1 and Figures 3-6 over seeds)."""
+    from xwp.data import DATASETS
     from xwp.study import rank_check, run_study
 
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    needs = [d for d in datasets if d in ("mnist", "fashion-mnist", "tmnist")]
+    needs = [d for d in datasets if d in DATASETS and DATASETS[d].needs_path]
     if needs and not args.data_dir:
         raise XWPError(f"{', '.join(needs)} need --data-dir (e.g. ../shared/data)")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -227,6 +226,8 @@ def cmd_study(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m xwp``."""
     from xwp.data import DATASETS
+    from xwp.models import INITS
+    from xwp.train import OPTIMIZERS
 
     p = argparse.ArgumentParser(prog="python -m xwp", description="Weight-perturbation attribution (XWP, XWPc).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -238,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
-    t.add_argument("--init", default="torch", choices=["torch", "kaiming"])
+    t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
+    t.add_argument("--init", default="torch", choices=list(INITS))
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True, help="checkpoint file (.safetensors)")
     t.set_defaults(func=cmd_train)
@@ -290,7 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    started = time.perf_counter()
     try:
         args.func(args)
     except XWPError as e:
@@ -299,6 +299,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "verbose", False):
-        print(json.dumps({"seconds": time.perf_counter() - started}))
     return 0

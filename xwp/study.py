@@ -21,7 +21,7 @@ import torch
 
 from xwp import plots
 from xwp.attribution import METHODS
-from xwp.data import load_dataset
+from xwp.data import DATASETS, load_dataset
 from xwp.evaluation import evaluate
 from xwp.metrics import METRICS
 from xwp.models import MLP
@@ -94,7 +94,7 @@ def run_study(
     frames, timings, figures = [], [], {}
     started = time.perf_counter()
     for name in datasets:
-        ddir = data_dir if name in ("mnist", "fashion-mnist", "tmnist") else None
+        ddir = data_dir if name in DATASETS and DATASETS[name].needs_path else None
         train_set, test_set = load_dataset(name, "train", ddir), load_dataset(name, "test", ddir)
         for seed in seeds:
             t0 = time.perf_counter()
@@ -125,15 +125,15 @@ def run_study(
                 f"evaluate {n} images x {len(methods)} methods {t2 - t1:.0f} s"
             )
             if seed == seeds[0]:
-                figures[name] = (ev, test_set.classes)
+                figures[name] = ev
     per_seed = pd.concat(frames, ignore_index=True)
     summary = summarize_seeds(per_seed)
     files = [out / "per_seed.csv", out / "study.csv", out / "timings.csv"]
     per_seed.to_csv(files[0], index=False, float_format="%.5f")
     summary.to_csv(files[1], index=False, float_format="%.5f")
     pd.DataFrame(timings).to_csv(files[2], index=False, float_format="%.2f")
-    for name, (ev, classes) in figures.items():
-        files += write_figures(ev, classes, name, out)
+    for name, ev in figures.items():
+        files += write_figures(ev, name, out)
     total = time.perf_counter() - started
     info = {
         "datasets": list(datasets),
@@ -164,14 +164,14 @@ def summarize_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=mean.index)
     for c in cols:
         base = c.replace("_mean", "")
-        out[f"{base}" if c.endswith("_mean") else c] = mean[c]
-        out[f"{base}_std" if c.endswith("_mean") else f"{c}_std"] = std[c]
+        out[base] = mean[c]
+        out[f"{base}_std"] = std[c]
     out["test_accuracy"] = g["test_accuracy"].mean()
     out["seeds"] = g.size()
     return out.reset_index()
 
 
-def write_figures(ev, classes, name: str, out: Path) -> list[Path]:
+def write_figures(ev, name: str, out: Path) -> list[Path]:
     """The deletion-curves figure (Fig. 4) and a heatmap grid (Figs. 3, 5, 6) for one dataset."""
     shown = [m for m in FIGURE_METHODS if m in ev.deletion] + [m for m in ev.deletion if m not in FIGURE_METHODS]
     curves_path = out / f"deletion_{name}.png"
@@ -184,7 +184,9 @@ def write_figures(ev, classes, name: str, out: Path) -> list[Path]:
     grid_path = out / f"heatmaps_{name}.png"
     ex = ev.examples
     maps = {METHODS[m].label: ex["attributions"][m] for m in FIGURE_METHODS if m in ex["attributions"]}
-    fig = plots.method_grid(ex["images"], ex["labels"], classes, maps, title=f"Attribution maps, {name} (true class)")
+    fig = plots.method_grid(
+        ex["images"], ex["labels"], ex["classes"], maps, title=f"Attribution maps, {name} (true class)"
+    )
     plots.save(fig, grid_path, dpi=80)
     return [curves_path, grid_path]
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xwp.attribution import model_device
 from xwp.config import LIMITS
 from xwp.data import ImageSet
 from xwp.errors import TrainingDiverged, XWPError
@@ -83,7 +84,7 @@ def predict(
     model: nn.Module, images: torch.Tensor, batch_size: int = 2048, device: torch.device | None = None
 ) -> torch.Tensor:
     """Predicted classes ``(N,)`` on the CPU."""
-    device = device or next(model.parameters()).device
+    device = device or model_device(model)
     out = [model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
