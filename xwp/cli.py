@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from xwp.checkpoint import save_checkpoint
     from xwp.data import load_dataset
     from xwp.models import MLP, check_sizes, parse_hidden
-    from xwp.train import check_settings, train
+    from xwp.train import check_settings, train, training_meta
 
     out = _out_path(args.out, (".safetensors",))
     hidden = parse_hidden(args.hidden)
@@ -60,33 +60,13 @@ def cmd_train(args: argparse.Namespace) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{p.loss:.4f}", test_acc=f"{p.history.test_accuracy[-1]:.4f}")
 
+    fit = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "optimizer": args.optimizer}
+    fit["seed"] = args.seed
     try:
-        history = train(
-            model,
-            train_set,
-            test_set,
-            epochs=args.epochs,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            seed=args.seed,
-            progress=progress,
-        )
+        history = train(model, train_set, test_set, progress=progress, **fit)
     finally:
         bar.close()
-    meta = {
-        "dataset": args.dataset,
-        "data_dir": args.data_dir,
-        "epochs": args.epochs,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "optimizer": args.optimizer,
-        "train_seed": args.seed,
-        "test_accuracy": history.test_accuracy[-1],
-        "history": history.as_dict(),
-        "classes": train_set.classes,
-    }
-    save_checkpoint(out, model, meta)
+    save_checkpoint(out, model, training_meta(args.dataset, args.data_dir, train_set.classes, history, **fit))
     print(f"test accuracy {history.test_accuracy[-1]:.4f}; wrote {out}")
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,38 @@ def predict(
     device = device or model_device(model)
     out = [model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def training_meta(
+    dataset: str,
+    data_dir: str | None,
+    classes: Sequence[str],
+    history: History | None = None,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    optimizer: str,
+    seed: int,
+) -> dict[str, Any]:
+    """What a checkpoint records of its training.
+
+    The dataset and its folder, the settings given to :func:`train` (the same keyword
+    arguments) and, with ``history``, the result.
+    """
+    meta: dict[str, Any] = {
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "train_seed": seed,
+        "classes": list(classes),
+    }
+    if history is not None:
+        meta.update(test_accuracy=history.test_accuracy[-1], history=history.as_dict())
+    return meta
 
 
 def check_settings(epochs: int, lr: float, batch_size: int, optimizer: str, schedule: str = "cosine") -> None:

@@ -38,7 +38,7 @@ from xwp.errors import TrainingDiverged, XWPError
 from xwp.evaluation import DEFAULT_METHODS, Evaluation, evaluate
 from xwp.metrics import METRICS
 from xwp.models import MLP, check_sizes, parse_hidden
-from xwp.train import Progress, predict, train
+from xwp.train import Progress, check_settings, predict, train, training_meta
 
 # --------------------------------------------------------------------------- session keys
 
@@ -296,25 +296,16 @@ def tmnist_upload(data: bytes) -> str:
 # --------------------------------------------------------------------------- default model
 
 
-def default_settings() -> dict[str, Any]:
+def default_settings() -> TrainSettings:
     """Settings of the default model (``XWP_DEFAULT_EPOCHS`` shortens it, e.g. for tests)."""
-    return {
-        "dataset": "typeface",
-        "hidden": (400, 100),
-        "epochs": max(1, env_int("XWP_DEFAULT_EPOCHS", 10)),
-        "lr": 1e-3,
-        "batch_size": 128,
-        "optimizer": "adam",
-        "init": "torch",
-        "seed": 0,
-    }
+    return TrainSettings(epochs=max(1, env_int("XWP_DEFAULT_EPOCHS", 10)), name="Default: typeface digits")
 
 
 def default_model_path() -> Path:
     """Where the default model is kept on disk (one file per settings and xwp version)."""
     s = default_settings()
-    arch = "-".join(str(h) for h in (784, *s["hidden"], 10))
-    return cache_dir() / f"default-{s['dataset']}-{arch}-e{s['epochs']}-s{s['seed']}-v{xwp.__version__}.safetensors"
+    arch = "-".join(str(h) for h in (784, *parse_hidden(s.hidden), 10))
+    return cache_dir() / f"default-{s.dataset}-{arch}-e{s.epochs}-s{s.seed}-v{xwp.__version__}.safetensors"
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -349,38 +340,16 @@ class DefaultTrainer:
         """Load the data, train, save; any failure becomes :attr:`error`."""
         s = default_settings()
         try:
-            train_set = load_dataset(s["dataset"], "train")
-            test = load_dataset(s["dataset"], "test")
-            model = MLP((784, *s["hidden"], len(train_set.classes)), seed=s["seed"], init=s["init"])
+            train_set = load_dataset(s.dataset, "train")
+            test = load_dataset(s.dataset, "test")
+            model = MLP((784, *parse_hidden(s.hidden), len(train_set.classes)), seed=s.seed, init=s.init)
 
             def progress(p: Progress) -> None:
                 self.fraction = p.fraction
                 self.message = f"Training the default model: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}"
 
-            history = train(
-                model,
-                train_set,
-                test,
-                epochs=s["epochs"],
-                lr=s["lr"],
-                batch_size=s["batch_size"],
-                optimizer=s["optimizer"],
-                seed=s["seed"],
-                progress=progress,
-            )
-            meta = {
-                "name": "Default: typeface digits",
-                "dataset": s["dataset"],
-                "data_dir": None,
-                "epochs": s["epochs"],
-                "lr": s["lr"],
-                "batch_size": s["batch_size"],
-                "optimizer": s["optimizer"],
-                "train_seed": s["seed"],
-                "test_accuracy": history.test_accuracy[-1],
-                "history": history.as_dict(),
-                "classes": train_set.classes,
-            }
+            history = train(model, train_set, test, progress=progress, **s.fit)
+            meta = {"name": s.name, **training_meta(s.dataset, None, train_set.classes, history, **s.fit)}
             save_checkpoint(self.path, model.cpu(), meta)
         except Exception as e:  # reported to every waiting session, never raised in this thread
             self.error = str(e) if isinstance(e, XWPError) else f"{type(e).__name__}: {e}"
@@ -437,6 +406,17 @@ class TrainSettings:
     name: str = ""
     upload_name: str | None = None
 
+    @property
+    def fit(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`xwp.train` (the seed also draws the initial weights)."""
+        return {
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "seed": self.seed,
+        }
+
 
 def check_hidden(text: str) -> tuple[int, ...]:
     """Hidden sizes from text, within :data:`xwp.config.LIMITS`."""
@@ -452,23 +432,15 @@ def train_model(s: TrainSettings) -> None:
     of the last complete epoch (see :func:`_finish_interrupted_training`).
     """
     hidden = check_hidden(s.hidden)
-    if not 1 <= s.epochs <= LIMITS.max_epochs:
-        raise XWPError(f"epochs must be between 1 and {LIMITS.max_epochs} (XWP_MAX_EPOCHS), got {s.epochs}")
+    check_settings(s.epochs, s.lr, s.batch_size, s.optimizer)  # before the data is loaded
     train_set = dataset(s.dataset, "train", s.data_dir)
     test = dataset(s.dataset, "test", s.data_dir)
     model = MLP((train_set.images[0].numel(), *hidden, len(train_set.classes)), seed=s.seed, init=s.init)
     name = unique_name(s.name.strip() or f"{s.dataset} {model.describe()}")
     meta = {
         "name": name,
-        "dataset": s.dataset,
-        "data_dir": s.data_dir,
         "upload_name": s.upload_name,
-        "epochs": s.epochs,
-        "lr": s.lr,
-        "batch_size": s.batch_size,
-        "optimizer": s.optimizer,
-        "train_seed": s.seed,
-        "classes": train_set.classes,
+        **training_meta(s.dataset, s.data_dir, train_set.classes, **s.fit),
     }
     partial = {"name": name, "epochs": s.epochs, "checkpoint": None, "epochs_done": 0}
     st.session_state[PARTIAL_KEY] = partial
@@ -498,17 +470,7 @@ def train_model(s: TrainSettings) -> None:
         return True
 
     try:
-        history = train(
-            model,
-            train_set,
-            test,
-            epochs=s.epochs,
-            lr=s.lr,
-            batch_size=s.batch_size,
-            optimizer=s.optimizer,
-            seed=s.seed,
-            progress=progress,
-        )
+        history = train(model, train_set, test, progress=progress, **s.fit)
     except TrainingDiverged as e:
         st.session_state.pop(PARTIAL_KEY, None)
         raise XWPError(f"{e} The diverged model was discarded; nothing was added to your models.") from None
