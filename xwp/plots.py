@@ -48,6 +48,19 @@ def symmetric_limit(*maps, percentile: float = 99.5) -> float:
     return s if s > 0 else 1.0
 
 
+def display_map(attribution, limit: float | None = None) -> tuple[np.ndarray, float]:
+    """A map as it is drawn, and the limit ``s`` of its colour scale ``[-s, s]``.
+
+    A map without a single value <= 0 (RISE's saliency is a weighted average of masks)
+    would be uniformly red, so, unless a shared ``limit`` is given, it is drawn minus its
+    mean: red then means "above this map's average".
+    """
+    a = as_image(attribution)
+    if limit is None and a.size and a.min() > 0:
+        a = a - a.mean()
+    return a, (limit if limit is not None else symmetric_limit(a))
+
+
 def draw_heatmap(
     ax,
     attribution,
@@ -57,16 +70,8 @@ def draw_heatmap(
     title: str | None = None,
     alpha: float = 0.75,
 ):
-    """Draw one attribution map on ``ax`` (red positive, blue negative, centred on 0).
-
-    A map without a single value <= 0 (RISE's saliency is a weighted average of masks)
-    would be uniformly red, so, unless a shared ``limit`` is given, it is drawn minus its
-    mean: red then means "above this map's average".
-    """
-    a = as_image(attribution)
-    if limit is None and a.size and a.min() > 0:  # all-positive maps (RISE): show them relative to their mean
-        a = a - a.mean()
-    s = limit if limit is not None else symmetric_limit(a)
+    """Draw one attribution map on ``ax`` (red positive, blue negative, centred on 0; see :func:`display_map`)."""
+    a, s = display_map(attribution, limit)
     if overlay and image is not None:
         ax.imshow(as_image(image), cmap=INPUT, vmin=0, vmax=1)
         shown = ax.imshow(a, cmap=DIVERGING, vmin=-s, vmax=s, alpha=alpha)
@@ -312,12 +317,11 @@ def heatmap_rgb(
 ) -> np.ndarray:
     """An attribution map as an RGB ``uint8`` image, coloured like :func:`draw_heatmap` (no matplotlib figure).
 
-    ``limit`` maps to the ends of the diverging colormap (default: :func:`symmetric_limit`);
-    with ``overlay`` the map is blended over the grey ``image``; ``scale`` enlarges each
-    pixel to a ``scale x scale`` block, so the image stays sharp when shown large.
+    ``limit`` maps to the ends of the diverging colormap (default: the map's own scale, from
+    :func:`display_map`); with ``overlay`` the map is blended over the grey ``image``;
+    ``scale`` enlarges each pixel to a ``scale x scale`` block, so the image stays sharp.
     """
-    a = as_image(attribution)
-    s = limit if limit is not None else symmetric_limit(a)
+    a, s = display_map(attribution, limit)
     lut = plt.get_cmap(DIVERGING)(np.linspace(0.0, 1.0, 256))[:, :3]  # (256, 3)
     idx = np.clip(np.rint((np.nan_to_num(a) / s + 1.0) * 127.5), 0, 255).astype(np.intp)
     rgb = lut[idx]  # (H, W, 3)

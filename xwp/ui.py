@@ -840,12 +840,13 @@ def explain(
         maps[name], seconds[name] = _attribution(entry, name, x, target)
     image = x.reshape(28, 28).numpy()
     shared = plots.symmetric_limit(*maps.values()) if shared_scale and maps else None
-    limits = {name: shared or plots.symmetric_limit(a) for name, a in maps.items()}
+    shown = {name: plots.display_map(a, shared) for name, a in maps.items()}  # as the downloaded figure draws them
+    limits = {name: s for name, (_, s) in shown.items()}
     ex = Explanation(
         image, probs, predicted, target, maps, limits, seconds, skipped, entry.classes, shared_scale, overlay
     )
     ex.input_png = png((np.clip(image, 0, 1) * 255).round().astype(np.uint8).repeat(scale, 0).repeat(scale, 1))
-    ex.tiles = {name: png(plots.heatmap_rgb(a, limits[name], image, overlay, scale=scale)) for name, a in maps.items()}
+    ex.tiles = {name: png(plots.heatmap_rgb(a, s, image, overlay, scale=scale)) for name, (a, s) in shown.items()}
     return ex
 
 
