@@ -5,6 +5,7 @@ import streamlit as st
 from xwp import ui
 from xwp.attribution import METHODS
 from xwp.config import LIMITS
+from xwp.evaluation import DEFAULT_METHODS
 from xwp.metrics import METRICS
 
 
@@ -22,7 +23,7 @@ def main() -> None:
         methods = c1.multiselect(
             "Methods",
             list(METHODS),
-            default=ui.default_compare_methods(),
+            default=list(DEFAULT_METHODS),
             format_func=lambda m: METHODS[m].label,
             key="compare_methods",
             persist_state="session",

@@ -101,7 +101,7 @@ def main() -> None:
     methods = c1.multiselect(
         "Methods",
         list(METHODS),
-        default=[m for m in ui.EXPLAIN_DEFAULT if m in METHODS],
+        default=list(ui.EXPLAIN_DEFAULT),
         format_func=lambda m: METHODS[m].label,
         key="explain_methods",
         persist_state="session",
@@ -201,7 +201,7 @@ def heatmaps(ex: ui.Explanation, what: str) -> None:
     )
     d2.download_button(
         "Attributions (NPY)",
-        ex.npy_bytes(),
+        ex.npy_bytes,
         "xwp-attributions.npy",
         on_click="ignore",
         mime="application/octet-stream",
@@ -210,7 +210,7 @@ def heatmaps(ex: ui.Explanation, what: str) -> None:
     )
     d3.download_button(
         "Attributions (CSV)",
-        ex.csv_bytes(),
+        ex.csv_bytes,
         "xwp-attributions.csv",
         "text/csv",
         on_click="ignore",

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from xwp import plots, ui
+from xwp import ui
 
 VIEWS = {"trained": "Trained", "initial": "Initial", "change": "Change"}
 ORDERS = {"index": "Neuron index", "norm": "Largest norm first", "drive": "Strongest drive of a class first"}
@@ -69,7 +69,7 @@ def main() -> None:
         help="Multiplies each unit's pattern by what the unit outputs for the chosen test image, so "
         "silent units fade out and the active ones stand out.",
     )
-    image = None
+    image_index = None
     if weigh:
         with ui.user_errors():
             data = ui.test_set(entry)
@@ -82,18 +82,14 @@ def main() -> None:
                 key="weights_image",
                 help=f"Index in the test split (0 to {len(data) - 1}).",
             )
-            image = data.images[idx]
-            preview.image(ui.input_preview(image, 3), caption=f"class {entry.classes[int(data.labels[idx])]}")
+            image_index = int(idx)
+            preview.image(
+                ui.input_preview(data.images[idx], 3), caption=f"class {entry.classes[int(data.labels[idx])]}"
+            )
 
     with ui.user_errors():
-        wp = ui.weight_patterns(entry, view, sort, cls, image)
-        shown = wp.order[:count]
-        titles = [f"#{j}" if wp.scores is None else f"#{j} ({wp.scores[j]:+.2g})" for j in shown]
-        order = {"index": "by index", "norm": "largest norm first"}.get(
-            sort, f"strongest drivers of {entry.classes[cls]} first"
-        )
-        fig = plots.weights_grid(wp.patterns, shown, titles=titles, title=f"First layer, {wp.label}; {order}")
-        st.image(ui.figure_png(fig))
+        wp = ui.weight_patterns(entry, view, sort, cls, image_index)
+        st.image(ui.weights_grid_png(entry, wp, count, sort, cls))
         pick, big, numbers = st.columns([1, 1.6, 1.4], gap="medium")
         j = pick.selectbox(
             "Unit for the large view",
@@ -101,7 +97,7 @@ def main() -> None:
             key=f"weights_unit_{sort}_{cls}",  # a new order starts at its first unit
             help="Any unit of the first layer, in the order of the grid.",
         )
-        big.image(ui.figure_png(plots.neuron_figure(wp.patterns[j], f"Unit #{j}: {wp.label}")))
+        big.image(ui.neuron_png(wp, j))
         numbers.table(ui.neuron_stats(entry, wp, j).set_index("quantity").style.format("{:.4g}"))
 
 

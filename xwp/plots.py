@@ -279,25 +279,6 @@ def confusion_figure(matrix, classes: Sequence[str], title: str = "Confusion mat
     return fig
 
 
-def probabilities_figure(
-    probs, classes: Sequence[str], highlight: int | None = None, title: str = "Predicted probabilities"
-) -> Figure:
-    """Horizontal bar chart of class probabilities; the highlighted class in red."""
-    p = _np(probs).ravel()
-    fig, ax = plt.subplots(figsize=(5.2, 0.32 * len(p) + 1.2))
-    colors = ["tab:red" if i == highlight else "tab:gray" for i in range(len(p))]
-    ax.barh(range(len(p)), p, color=colors)
-    ax.set_yticks(range(len(p)), classes)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("probability")
-    ax.set_title(title)
-    for i, v in enumerate(p):
-        ax.text(min(v + 0.02, 0.86), i, f"{v:.2f}", va="center", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 def png_bytes(fig: Figure, dpi: int = 120) -> bytes:
     """The figure as PNG bytes (the figure is closed)."""
     buf = io.BytesIO()

@@ -35,7 +35,7 @@ from xwp.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint, save_c
 from xwp.config import LIMITS, atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, image_to_input, load_dataset, load_image
 from xwp.errors import TrainingDiverged, XWPError
-from xwp.evaluation import DEFAULT_METHODS, Evaluation, evaluate
+from xwp.evaluation import Evaluation, evaluate
 from xwp.metrics import METRICS
 from xwp.models import MLP, check_sizes, parse_hidden
 from xwp.train import Progress, check_settings, predict, train, training_meta
@@ -573,8 +573,7 @@ def checkpoint_file(entry: SessionModel) -> tuple[bytes, str]:
     memo = _memo()
     key = ("checkpoint", entry.uid)
     if key not in memo:
-        meta = {k: v for k, v in entry.meta.items() if k not in ("sizes", "init", "seed", "versions")}
-        memo[key] = checkpoint_bytes(entry.model, meta)
+        memo[key] = checkpoint_bytes(entry.model, entry.meta)  # sizes, init, seed, versions: from the model
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in entry.name).strip("-") or "model"
     return memo[key], f"{stem}.safetensors"
 
@@ -898,6 +897,7 @@ class WeightPatterns:
     label: str  # what the patterns are
     drive: np.ndarray  # (C, H) class drive of each unit
     activation: np.ndarray | None  # (H,) unit activations on the chosen image
+    figures: dict[Any, bytes] = field(default_factory=dict)  # PNGs already drawn from these patterns
 
 
 def first_layer(entry: SessionModel, view: str) -> np.ndarray:
@@ -938,13 +938,26 @@ def class_drive(entry: SessionModel, reference: torch.Tensor | None) -> np.ndarr
 
 
 def weight_patterns(
-    entry: SessionModel, view: str = "trained", sort: str = "index", cls: int = 0, image: torch.Tensor | None = None
+    entry: SessionModel, view: str = "trained", sort: str = "index", cls: int = 0, image_index: int | None = None
 ) -> WeightPatterns:
-    """The first-layer patterns of ``entry`` in the requested order, optionally weighted by activation on ``image``.
+    """The first-layer patterns of ``entry`` in the requested order, optionally weighted by activation.
 
     ``sort``: ``index``, ``norm`` (largest L2 norm of the shown pattern first) or ``drive``
     (largest :func:`class_drive` towards class ``cls`` first, at the mean test image).
+    ``image_index``: weight each pattern by its unit's activation on that test image.
+    The session keeps the latest patterns and their figures, so a rerun that changes
+    nothing here (e.g. another unit for the large view) draws nothing again.
     """
+    memo = _memo()
+    key = (entry.uid, view, sort, cls, image_index)
+    if memo.get("weights", (None,))[0] != key:
+        image = None if image_index is None else test_set(entry).images[image_index]
+        memo["weights"] = (key, _weight_patterns(entry, view, sort, cls, image))
+    return memo["weights"][1]
+
+
+def _weight_patterns(entry: SessionModel, view: str, sort: str, cls: int, image: torch.Tensor | None) -> WeightPatterns:
+    """:func:`weight_patterns`, computed."""
     w = first_layer(entry, view)
     label = {"trained": "trained weights", "initial": "initial weights", "change": "trained − initial"}[view]
     activation = None
@@ -966,6 +979,26 @@ def weight_patterns(
         scores = drive[cls]
     order = list(range(len(w))) if scores is None else [int(i) for i in np.argsort(-scores, kind="stable")]
     return WeightPatterns(w, order, scores, label, drive, activation)
+
+
+def weights_grid_png(entry: SessionModel, wp: WeightPatterns, count: int, sort: str, cls: int) -> bytes:
+    """The grid of the first ``count`` patterns in display order (the paper's Figure 2), as PNG."""
+    if ("grid", count) not in wp.figures:
+        shown = wp.order[:count]
+        titles = [f"#{j}" if wp.scores is None else f"#{j} ({wp.scores[j]:+.2g})" for j in shown]
+        order = {"index": "by index", "norm": "largest norm first"}.get(
+            sort, f"strongest drivers of {entry.classes[cls]} first"
+        )
+        fig = plots.weights_grid(wp.patterns, shown, titles=titles, title=f"First layer, {wp.label}; {order}")
+        wp.figures[("grid", count)] = figure_png(fig)
+    return wp.figures[("grid", count)]
+
+
+def neuron_png(wp: WeightPatterns, j: int) -> bytes:
+    """Unit ``j``'s pattern, large, as PNG."""
+    if ("unit", j) not in wp.figures:
+        wp.figures[("unit", j)] = figure_png(plots.neuron_figure(wp.patterns[j], f"Unit #{j}: {wp.label}"))
+    return wp.figures[("unit", j)]
 
 
 def neuron_stats(entry: SessionModel, wp: WeightPatterns, j: int) -> pd.DataFrame:
@@ -1087,11 +1120,6 @@ def comparison_figures(result: dict) -> dict[str, bytes]:
             ),
         }
     return result["figures"]
-
-
-def default_compare_methods() -> list[str]:
-    """The paper's methods plus the random baseline."""
-    return list(DEFAULT_METHODS)
 
 
 def figure_png(fig) -> bytes:
