@@ -15,6 +15,7 @@ uploaded images, and :func:`load_image`, a careful image reader.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -423,7 +424,7 @@ def _load_typeface(split: str, data_dir: str | None, seed: int) -> ImageSet:
     if path.exists():
         try:
             with np.load(path) as f:
-                arrays = {k: f[k] for k in f.files}
+                arrays = {k: f[k] for k in f.files if k.startswith(f"{split}_") or k == "fonts"}  # one split
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
             arrays = None  # a damaged cache file is rebuilt
     if arrays is None:
@@ -636,6 +637,12 @@ def read_tmnist_csv(source: str | os.PathLike | bytes) -> tuple[np.ndarray, np.n
     return pixels.reshape(-1, 28, 28).round().astype(np.uint8), labels.astype(np.int64), names
 
 
+@functools.lru_cache(maxsize=1)
+def _read_tmnist_cached(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`read_tmnist_csv` of an unchanged file, parsed once for both splits (errors are not cached)."""
+    return read_tmnist_csv(path)
+
+
 @_register(
     "tmnist",
     "TMNIST (Typeface-MNIST CSV)",
@@ -655,7 +662,8 @@ def _load_tmnist(split: str, data_dir: str | None, seed: int) -> ImageSet:
         path = path / "TMNIST_Data.csv"
     if not path.is_file():
         raise XWPError(f"TMNIST file {path} does not exist")
-    images, labels, names = read_tmnist_csv(path)
+    stat = path.stat()
+    images, labels, names = _read_tmnist_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     families = np.asarray([n.split("-")[0] for n in names])
     unique = np.unique(families)
     rng = np.random.default_rng(seed)
