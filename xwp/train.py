@@ -192,20 +192,22 @@ def train(
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         order = torch.randperm(len(y_all), generator=gen).to(device)
-        total, correct, seen = 0.0, 0, 0
+        total, seen = 0.0, 0
+        correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: one sync per step
         for step in range(1, steps + 1):
             idx = order[(step - 1) * batch_size : step * batch_size]
             x, y = x_all[idx], y_all[idx]
             logits = model(x)  # (b, C)
             loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
+            value = loss.item()  # the step's one wait for the device
+            if not math.isfinite(value):
                 with torch.no_grad():
                     for p, good in zip(params, last_good, strict=True):
                         p.copy_(good)
                 model.eval()
                 history.stopped = f"diverged at epoch {epoch}, step {step}"
                 raise TrainingDiverged(
-                    f"training diverged: the loss became {loss.item()} at epoch {epoch}, step {step}; "
+                    f"training diverged: the loss became {value} at epoch {epoch}, step {step}; "
                     f"the model keeps the last weights with a finite loss. Lower the learning rate (now {lr:g}).",
                     history,
                 )
@@ -217,15 +219,15 @@ def train(
             opt.step()
             if sched is not None:
                 sched.step()
-            total += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            total += value * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             report = progress is not None and step % report_every == 0 and step < steps
             if report and progress(Progress(epoch, epochs, step, steps, total / seen, history, False)) is False:
                 history.stopped = f"stopped at epoch {epoch}, step {step}"
                 break
         history.loss.append(total / seen)
-        history.train_accuracy.append(correct / seen)
+        history.train_accuracy.append(int(correct) / seen)
         model.eval()
         history.test_accuracy.append(accuracy(model, test_set, device=device) if test_set is not None else float("nan"))
         model.train()
