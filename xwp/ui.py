@@ -273,13 +273,19 @@ def test_set(entry: SessionModel) -> ImageSet:
     return data
 
 
-def save_upload(data: bytes, suffix: str) -> str:
-    """Store uploaded bytes under the cache (named by content hash) and return the path."""
+def check_upload(data: bytes) -> bytes:
+    """Refuse an upload above :data:`LIMITS` ``.max_upload_bytes``; return it otherwise."""
     if len(data) > LIMITS.max_upload_bytes:
         raise XWPError(
             f"the file is {len(data) / 2**20:.0f} MB; uploads are limited to "
             f"{LIMITS.max_upload_bytes // 2**20} MB (XWP_MAX_UPLOAD_MB)"
         )
+    return data
+
+
+def save_upload(data: bytes, suffix: str) -> str:
+    """Store uploaded bytes under the cache (named by content hash) and return the path."""
+    check_upload(data)
     path = cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
     if not path.exists():
         atomic_write(path, data)
@@ -588,12 +594,7 @@ def load_uploaded_checkpoint(upload) -> None:
             st.error(seen[upload.file_id], icon=":material/error:")
         return
     try:
-        data = upload.getvalue()
-        if len(data) > LIMITS.max_upload_bytes:
-            raise XWPError(
-                f"the file is {len(data) / 2**20:.0f} MB; uploads are limited to {LIMITS.max_upload_bytes // 2**20} MB"
-            )
-        ckpt = load_checkpoint(data, require_initial=False)
+        ckpt = load_checkpoint(check_upload(upload.getvalue()), require_initial=False)
     except XWPError as e:
         seen[upload.file_id] = f"{upload.name}: {e}. Your other models are unchanged."
         st.error(seen[upload.file_id], icon=":material/error:")
@@ -630,9 +631,7 @@ def canvas_to_input(rgba: np.ndarray | None) -> torch.Tensor | None:
 
 def upload_to_input(data: bytes) -> torch.Tensor:
     """An uploaded image file as a model input (dark-on-light images are inverted)."""
-    if len(data) > LIMITS.max_upload_bytes:
-        raise XWPError(f"the image file is larger than {LIMITS.max_upload_bytes // 2**20} MB")
-    return image_to_input(load_image(data))
+    return image_to_input(load_image(check_upload(data)))
 
 
 def test_image(entry: SessionModel, label: int, k: int) -> tuple[torch.Tensor, int]:
