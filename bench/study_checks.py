@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import xwp  # noqa: E402
-from xwp.evaluation import table_markdown  # noqa: E402
 
 
 def main():
@@ -51,7 +50,7 @@ def main():
     def run(title, mdl, methods, **kw):
         t0 = time.perf_counter()
         ev = xwp.evaluate(mdl, test, methods, n=args.n, seed=args.seed, **kw)
-        text = f"## {title}\n\n{table_markdown(ev.table)}\n\n(took {time.perf_counter() - t0:.0f} s)\n"
+        text = f"## {title}\n\n{ev.markdown()}\n\n(took {time.perf_counter() - t0:.0f} s)\n"
         print(text, flush=True)
         out.append(text)
         return ev

@@ -51,16 +51,22 @@ class Evaluation:
         return summarize(self.per_image[self.per_image["correct"]])
 
 
+def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:attr:`Evaluation.table` as text: method, ``mean ± std`` per metric (its direction in the header), s / image."""
+    out = pd.DataFrame({"method": [str(row.get("label", name)) for name, row in table.iterrows()]})
+    for m, spec in metrics.METRICS.items():
+        if f"{m}_mean" in table.columns:
+            pairs = zip(table[f"{m}_mean"], table[f"{m}_std"], strict=True)
+            out[f"{spec.label} {spec.arrow}"] = [f"{a:.{digits}f} ± {b:.{digits}f}" for a, b in pairs]
+    out["s / image"] = [f"{v:.4f}" for v in table["seconds_per_image"]]
+    return out
+
+
 def table_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     """A Table-1-style Markdown table from :attr:`Evaluation.table`."""
-    cols = [m for m in metrics.METRICS if f"{m}_mean" in table.columns]
-    head = ["method"] + [f"{metrics.METRICS[m].label} {metrics.METRICS[m].arrow}" for m in cols] + ["s / image"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in table.iterrows():
-        cells = [str(row.get("label", name))]
-        cells += [f"{row[f'{m}_mean']:.{digits}f} ± {row[f'{m}_std']:.{digits}f}" for m in cols]
-        cells.append(f"{row['seconds_per_image']:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
+    text = format_table(table, digits)
+    lines = ["| " + " | ".join(text.columns) + " |", "|" + "---|" * len(text.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in text.itertuples(index=False)]
     return "\n".join(lines)
 
 

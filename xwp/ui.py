@@ -35,7 +35,7 @@ from xwp.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint, save_c
 from xwp.config import LIMITS, atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, image_to_input, load_dataset, load_image
 from xwp.errors import TrainingDiverged, XWPError
-from xwp.evaluation import Evaluation, evaluate
+from xwp.evaluation import Evaluation, evaluate, format_table
 from xwp.metrics import METRICS
 from xwp.models import MLP, check_sizes, parse_hidden
 from xwp.train import Progress, check_settings, predict, train, training_meta
@@ -1067,21 +1067,16 @@ def comparison() -> dict | None:
 def comparison_table(ev: Evaluation, correct_only: bool = False) -> pd.io.formats.style.Styler:
     """Table 1 for display: mean ± std per metric (direction in the header), best in bold, seconds per image."""
     table = ev.table_correct() if correct_only else ev.table
-    out = pd.DataFrame({"method": table["label"].to_numpy()})
-    styles = pd.DataFrame("", index=out.index, columns=[])
+    out = format_table(table)
+    out["images"] = table["n"].to_numpy()
+    styles = pd.DataFrame("", index=out.index, columns=out.columns)
     contenders = (table.index != "random") & (table["n"] > 0)
+    best_style = "font-weight: bold; background-color: rgba(198, 40, 40, 0.12)"
     for m, spec in METRICS.items():
-        col = f"{spec.label} {spec.arrow}"
-        mean, std = table[f"{m}_mean"].to_numpy(), table[f"{m}_std"].to_numpy()
-        out[col] = [f"{a:.3f} ± {b:.3f}" for a, b in zip(mean, std, strict=True)]
-        styles[col] = ""
-        values = pd.Series(np.where(contenders, mean, np.nan))
+        values = pd.Series(np.where(contenders, table[f"{m}_mean"].to_numpy(), np.nan))
         if values.notna().any():
             best = values.idxmax() if spec.higher_is_better else values.idxmin()
-            styles.loc[best, col] = "font-weight: bold; background-color: rgba(198, 40, 40, 0.12)"
-    out["s / image"] = [f"{v:.4f}" for v in table["seconds_per_image"]]
-    out["images"] = table["n"].to_numpy()
-    styles = styles.reindex(columns=out.columns, fill_value="")
+            styles.loc[best, f"{spec.label} {spec.arrow}"] = best_style
     return out.style.apply(lambda _: styles, axis=None)
 
 
