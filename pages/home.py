@@ -56,37 +56,10 @@ def main() -> None:
 
     st.subheader("The pages")
     cols = st.columns(4)
-    pages = [
-        (
-            "pages/train.py",
-            "Train",
-            ":material/model_training:",
-            "Train a network on typeface digits, scikit-learn digits, MNIST, Fashion-MNIST or TMNIST; download "
-            "and upload checkpoints.",
-        ),
-        (
-            "pages/weights.py",
-            "Weights",
-            ":material/grid_view:",
-            "The first-layer weight patterns (the paper's Figure 2): trained, initial or their difference.",
-        ),
-        (
-            "pages/explain.py",
-            "Explain",
-            ":material/draw:",
-            "Draw a digit, pick a test image or upload one, and compare the heatmaps of XWP, XWPᶜ and the baselines.",
-        ),
-        (
-            "pages/compare.py",
-            "Compare",
-            ":material/leaderboard:",
-            "Average Drop, Deletion and Insertion AUC over many test images (the paper's Table 1 and Figure 4).",
-        ),
-    ]
-    for col, (path, title, icon, text) in zip(cols, pages, strict=True):
+    for col, p in zip(cols, ui.PAGES[1:], strict=True):
         with col.container(border=True):
-            st.page_link(path, label=f"**{title}**", icon=icon)
-            st.caption(text)
+            st.page_link(p.path, label=f"**{p.title}**", icon=p.icon)
+            st.caption(p.summary)
 
     st.subheader("How to cite")
     st.markdown(

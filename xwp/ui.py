@@ -61,6 +61,46 @@ EXPLAIN_DEFAULT = ("xwp", "xwpc", "ig", "occlusion")
 FIG_DPI = 100
 
 
+@dataclass(frozen=True)
+class PageInfo:
+    """One page of the app, for the router, the Home page's cards and links."""
+
+    path: str
+    title: str
+    icon: str
+    summary: str
+
+
+PAGES = (
+    PageInfo("pages/home.py", "Home", ":material/home:", "What XWP and XWPᶜ are, and how to cite the paper."),
+    PageInfo(
+        "pages/train.py",
+        "Train",
+        ":material/model_training:",
+        "Train a network on typeface digits, scikit-learn digits, MNIST, Fashion-MNIST or TMNIST; download "
+        "and upload checkpoints.",
+    ),
+    PageInfo(
+        "pages/weights.py",
+        "Weights",
+        ":material/grid_view:",
+        "The first-layer weight patterns (the paper's Figure 2): trained, initial or their difference.",
+    ),
+    PageInfo(
+        "pages/explain.py",
+        "Explain",
+        ":material/draw:",
+        "Draw a digit, pick a test image or upload one, and compare the heatmaps of XWP, XWPᶜ and the baselines.",
+    ),
+    PageInfo(
+        "pages/compare.py",
+        "Compare",
+        ":material/leaderboard:",
+        "Average Drop, Deletion and Insertion AUC over many test images (the paper's Table 1 and Figure 4).",
+    ),
+)
+
+
 # --------------------------------------------------------------------------- session models
 
 
@@ -128,7 +168,8 @@ def require_model() -> SessionModel:
     entry = active_model()
     if entry is None:
         st.info("There is no model in this session yet: train one on the **Train** page or upload a checkpoint there.")
-        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+        train_page = PAGES[1]
+        st.page_link(train_page.path, label=f"Go to {train_page.title}", icon=train_page.icon)
         st.stop()
     return entry
 
