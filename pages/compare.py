@@ -60,7 +60,7 @@ def main() -> None:
     if result["uid"] != entry.uid:
         st.warning(f"These results are for the model “{result['model']}”, not the active one. Run again to update.")
     ev = result["evaluation"]
-    st.subheader(f"{result['n']} test images · {result['dataset']} · seed {result['seed']}")
+    st.subheader(f"{ev.settings['n']} test images · {result['dataset']} · seed {ev.settings['seed']}")
     st.caption(f"Model “{result['model']}”.")
     correct = st.toggle(
         "Only images the model classifies correctly",

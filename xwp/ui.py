@@ -35,7 +35,7 @@ from xwp.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint, save_c
 from xwp.config import LIMITS, atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, image_to_input, load_dataset, load_image
 from xwp.errors import TrainingDiverged, XWPError
-from xwp.evaluation import Evaluation, evaluate, format_table
+from xwp.evaluation import Evaluation, check_request, evaluate, format_table
 from xwp.metrics import METRICS
 from xwp.models import MLP, check_sizes, parse_hidden
 from xwp.train import Progress, check_settings, predict, train, training_meta
@@ -1076,9 +1076,7 @@ def run_comparison(entry: SessionModel, methods: Sequence[str], n: int, seed: in
     if "random" not in usable:
         usable.append("random")  # the order every method must beat
     data = test_set(entry)
-    limit = min(LIMITS.max_eval_images, len(data))
-    if not 1 <= n <= limit:
-        raise XWPError(f"the number of images must be between 1 and {limit}, got {n}")
+    check_request(data, usable, n)  # before the progress bar
     bar = st.progress(0.0, text="Starting…")
 
     def progress(fraction: float, message: str) -> None:
@@ -1092,11 +1090,9 @@ def run_comparison(entry: SessionModel, methods: Sequence[str], n: int, seed: in
         "uid": entry.uid,
         "model": entry.name,
         "dataset": entry.dataset_label(),
-        "n": n,
-        "seed": seed,
         "seconds": time.perf_counter() - t0,
         "evaluation": ev,
-        "predictions": predict(entry.model, images).numpy() if len(images) else np.zeros(0, dtype=int),
+        "predictions": predict(entry.model, images).numpy(),
     }
 
 
@@ -1126,7 +1122,7 @@ def comparison_figures(result: dict) -> dict[str, bytes]:
     if "figures" not in result:
         ev: Evaluation = result["evaluation"]
         labels = {m: METHODS[m].label for m in ev.deletion}
-        sub = f"{result['dataset']}, {result['n']} test images"
+        sub = f"{result['dataset']}, {ev.settings['n']} test images"
         ex = ev.examples
         result["figures"] = {
             "deletion": plots.png_bytes(
