@@ -98,21 +98,26 @@ def _canvas(dot: bool) -> np.ndarray:
     return arr
 
 
-def _tmnist(drop=None, extra=None, bad=False) -> bytes:
+def tmnist_csv(n_fonts=10, extra=None, drop=None, bad_cell=False) -> bytes:
+    """A small TMNIST CSV in Kaggle's layout (one bar-shaped digit per font and class), optionally broken."""
+    rng = np.random.default_rng(0)
+    rows = []
     header = ["names", "labels"] + [str(i) for i in range(1, 785)]
-    rows = [
-        [f"Font{f}-Regular", str(d)] + ["0"] * 300 + ["200"] * 184 + ["0"] * 300 for f in range(3) for d in range(10)
-    ]
-    if bad:
-        rows[3][400] = "white"
+    for f in range(n_fonts):
+        for d in range(10):
+            img = np.zeros((28, 28), dtype=int)
+            img[6:22, 10 + d % 5 : 14 + d % 5] = rng.integers(100, 256)
+            rows.append([f"Font{f}-Regular", str(d)] + [str(v) for v in img.ravel()])
+    if bad_cell:
+        rows[5][300] = "abc"
     if drop:
         i = header.index(drop)
         header.pop(i)
         rows = [r[:i] + r[i + 1 :] for r in rows]
     if extra:
         header.append(extra)
-        rows = [r + ["1"] for r in rows]
-    return ("\n".join(",".join(r) for r in [header, *rows]) + "\n").encode()
+        rows = [r + ["0"] for r in rows]
+    return ("\n".join(",".join(r) for r in [header] + rows) + "\n").encode()
 
 
 def _datadir(tmp: Path, corrupt: bool) -> Path:
@@ -175,16 +180,21 @@ CASES = [
     Case(
         "tmnist-missing-column",
         "tmnist",
-        lambda t: _write(t, "TMNIST_Data.csv", _tmnist(drop="17")),
+        lambda t: _write(t, "TMNIST_Data.csv", tmnist_csv(3, drop="17")),
         "lacks 1 of the 784",
     ),
     Case(
         "tmnist-extra-column",
         "tmnist",
-        lambda t: _write(t, "TMNIST_Data.csv", _tmnist(extra="comment")),
+        lambda t: _write(t, "TMNIST_Data.csv", tmnist_csv(3, extra="comment")),
         "unexpected column",
     ),
-    Case("tmnist-non-numeric", "tmnist", lambda t: _write(t, "TMNIST_Data.csv", _tmnist(bad=True)), "non-numeric"),
+    Case(
+        "tmnist-non-numeric",
+        "tmnist",
+        lambda t: _write(t, "TMNIST_Data.csv", tmnist_csv(3, bad_cell=True)),
+        "non-numeric",
+    ),
     Case("idx-files-missing", "datadir", lambda t: _datadir(t, corrupt=False), "lacks"),
     Case("idx-files-corrupt", "datadir", lambda t: _datadir(t, corrupt=True), "damaged"),
     Case("nan-learning-rate", "train", lambda t: {"lr": float("nan")}, "learning rate"),

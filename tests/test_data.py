@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_data_dir
+from corpus import tmnist_csv
 from PIL import Image
 
 import xwp
@@ -116,27 +117,6 @@ def test_torchvision_corrupt_file_is_a_clear_error(tmp_path):
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(data[:-100])
     with pytest.raises(xwp.XWPError, match="damaged"):
         load_dataset("fashion-mnist", "test", tmp_path)
-
-
-def tmnist_csv(n_fonts=10, extra=None, drop=None, bad_cell=False):
-    rng = np.random.default_rng(0)
-    rows = []
-    header = ["names", "labels"] + [str(i) for i in range(1, 785)]
-    for f in range(n_fonts):
-        for d in range(10):
-            img = np.zeros((28, 28), dtype=int)
-            img[6:22, 10 + d % 5 : 14 + d % 5] = rng.integers(100, 256)
-            rows.append([f"Font{f}-Regular", str(d)] + [str(v) for v in img.ravel()])
-    if bad_cell:
-        rows[5][300] = "abc"
-    if drop:
-        i = header.index(drop)
-        header.pop(i)
-        rows = [r[:i] + r[i + 1 :] for r in rows]
-    if extra:
-        header.append(extra)
-        rows = [r + ["0"] for r in rows]
-    return ("\n".join(",".join(r) for r in [header] + rows) + "\n").encode()
 
 
 def test_tmnist_reads_and_splits_by_font(tmp_path):
