@@ -937,7 +937,7 @@ class WeightPatterns:
     label: str  # what the patterns are
     drive: np.ndarray  # (C, H) class drive of each unit
     activation: np.ndarray | None  # (H,) unit activations on the chosen image
-    figures: dict[Any, bytes] = field(default_factory=dict)  # PNGs already drawn from these patterns
+    figures: dict[Any, Any] = field(default_factory=dict)  # PNGs already drawn from these patterns
 
 
 def first_layer(entry: SessionModel, view: str) -> np.ndarray:
@@ -1035,10 +1035,10 @@ def weights_grid_png(entry: SessionModel, wp: WeightPatterns, count: int, sort: 
 
 
 def neuron_png(wp: WeightPatterns, j: int) -> bytes:
-    """Unit ``j``'s pattern, large, as PNG."""
-    if ("unit", j) not in wp.figures:
-        wp.figures[("unit", j)] = figure_png(plots.neuron_figure(wp.patterns[j], f"Unit #{j}: {wp.label}"))
-    return wp.figures[("unit", j)]
+    """Unit ``j``'s pattern, large, as PNG (the latest one is kept: a wide layer has thousands of units)."""
+    if wp.figures.get("unit", (None,))[0] != j:
+        wp.figures["unit"] = (j, figure_png(plots.neuron_figure(wp.patterns[j], f"Unit #{j}: {wp.label}")))
+    return wp.figures["unit"][1]
 
 
 def neuron_stats(entry: SessionModel, wp: WeightPatterns, j: int) -> pd.DataFrame:
