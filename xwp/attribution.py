@@ -25,17 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xwp.devices import CHUNK_ELEMENTS, CHUNK_ELEMENTS_CUDA, model_device, model_dtype, run_chunked
 from xwp.errors import XWPError
 from xwp.models import MLP
 
 Target = int | torch.Tensor | list[int] | None
 OutputFn = Callable[[torch.Tensor], torch.Tensor]
-
-#: rows of the first hidden layer processed at once is ``CHUNK_ELEMENTS // width``: about 4 MB
-#: of float32 on a CPU (cache-friendly), 256 MB on a GPU (fewer kernel launches)
-CHUNK_ELEMENTS = 1 << 20
-CHUNK_ELEMENTS_CUDA = 1 << 26
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -70,18 +65,6 @@ class OutputModel(nn.Module):
         return self._fn(self.model(x))
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (CPU for a model without parameters)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """Floating dtype of the model's first parameter."""
-    p = next(model.parameters(), None)
-    return p.dtype if p is not None else torch.float32
-
-
 def broadcast_target(target: Target, batch: int, device: torch.device) -> torch.Tensor:
     """One long class index per image, ``(batch,)``; a single index is repeated."""
     t = torch.as_tensor(target, device=device)
@@ -111,22 +94,6 @@ def indicator(target: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch
     ind = torch.full((target.numel(), n_classes), -1.0, dtype=dtype, device=target.device)
     ind.scatter_(1, target[:, None], 1.0)
     return ind  # (B, C)
-
-
-def run_chunked(n: int, chunk: int, fn: Callable[[int, int], None]) -> None:
-    """Call ``fn(start, stop)`` over ``range(n)`` in chunks, halving them on CUDA out-of-memory."""
-    start = 0
-    while start < n:
-        stop = min(n, start + chunk)
-        try:
-            fn(start, stop)
-        except torch.cuda.OutOfMemoryError:
-            if chunk == 1:
-                raise
-            chunk = max(1, chunk // 2)
-            torch.cuda.empty_cache()
-            continue
-        start = stop
 
 
 def _as_model_input(inputs: torch.Tensor, model: nn.Module) -> torch.Tensor:

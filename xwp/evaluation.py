@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from xwp import metrics
-from xwp.attribution import METHODS, make_method, model_device, model_dtype
+from xwp.attribution import METHODS, make_method
 from xwp.config import LIMITS
 from xwp.data import ImageSet
+from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
 
 DEFAULT_METHODS = ("xwp", "xwpc", "occlusion", "shapley", "rise", "ig", "lrp", "random")

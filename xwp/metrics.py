@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from xwp.attribution import model_device, model_dtype, run_chunked
+from xwp.devices import model_device, model_dtype, run_chunked
 
 STEPS = 200
 DROP_FRACTION = 0.2

@@ -22,10 +22,11 @@ import torch
 from xwp import plots
 from xwp.attribution import METHODS
 from xwp.data import DATASETS, load_dataset
+from xwp.devices import default_device
 from xwp.evaluation import evaluate
 from xwp.metrics import METRICS
 from xwp.models import MLP
-from xwp.train import default_device, train
+from xwp.train import train
 
 STUDY_METHODS = (
     "xwp",
