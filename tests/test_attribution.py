@@ -415,7 +415,7 @@ def test_cuda_matches_cpu():
 
 
 def test_chunks_shrink_on_cuda_out_of_memory():
-    from xwp.attribution import run_chunked
+    from xwp.devices import run_chunked
 
     seen = []
 

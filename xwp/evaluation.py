@@ -13,13 +13,14 @@ import torch
 from torch import nn
 
 from xwp import metrics
-from xwp.attribution import METHODS, make_method
+from xwp.attribution import METHODS, make_method, methods_tagged
 from xwp.config import LIMITS
 from xwp.data import ImageSet
 from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
 
-DEFAULT_METHODS = ("xwp", "xwpc", "occlusion", "shapley", "rise", "ig", "lrp", "random")
+#: the methods :func:`evaluate` and the Compare page use unless told otherwise (registry tag "evaluate")
+DEFAULT_METHODS = methods_tagged("evaluate")
 
 
 @dataclass

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from xwp import plots
-from xwp.attribution import METHODS
+from xwp.attribution import METHODS, methods_tagged
 from xwp.data import DATASETS, load_dataset
 from xwp.devices import default_device
 from xwp.evaluation import evaluate
@@ -28,21 +28,9 @@ from xwp.metrics import METRICS
 from xwp.models import MLP
 from xwp.train import train
 
-STUDY_METHODS = (
-    "xwp",
-    "xwpc",
-    "occlusion",
-    "shapley",
-    "rise",
-    "ig",
-    "lrp",
-    "saliency",
-    "deeplift",
-    "gradientshap",
-    "kernelshap",
-    "random",
-)
-FIGURE_METHODS = ("xwp", "xwpc", "occlusion", "shapley", "rise", "ig", "lrp")
+#: registry tags: every method for the study, the paper's seven for the figures
+STUDY_METHODS = methods_tagged("study")
+FIGURE_METHODS = methods_tagged("figure")
 
 #: Table 1 of the paper (Average Drop at 20%, Deletion AUC) for its TMNIST and FMNIST rows.
 PAPER_TABLE1 = {
