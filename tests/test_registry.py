@@ -79,3 +79,80 @@ def test_every_method_runs_on_cuda_like_on_cpu(trained, typeface):
         if name in ("xwp", "xwpc", "occlusion", "ig", "saliency", "deeplift", "lrp"):  # deterministic ones
             a_cpu = make_method(name, trained).attribute(x, target=y)
             torch.testing.assert_close(a_gpu.cpu(), a_cpu, rtol=1e-3, atol=1e-5, msg=name)
+
+
+# ----------------------------------------------------------------------------- declaring methods
+
+
+def test_menu_order_is_unchanged_across_the_family_modules():
+    assert list(METHODS) == [
+        "xwp",
+        "xwpc",
+        "occlusion",
+        "shapley",
+        "kernelshap",
+        "rise",
+        "ig",
+        "lrp",
+        "saliency",
+        "deeplift",
+        "gradientshap",
+        "random",
+    ]
+
+
+def test_method_sets_are_registry_tags():
+    from xwp.attribution import methods_tagged
+    from xwp.evaluation import DEFAULT_METHODS
+    from xwp.study import FIGURE_METHODS, STUDY_METHODS
+
+    assert methods_tagged("app-default") == ("xwp", "xwpc", "occlusion", "ig")
+    assert methods_tagged("evaluate") == DEFAULT_METHODS
+    assert set(DEFAULT_METHODS) == {"xwp", "xwpc", "occlusion", "shapley", "rise", "ig", "lrp", "random"}
+    assert STUDY_METHODS == methods_tagged("study") == tuple(METHODS)
+    assert FIGURE_METHODS == methods_tagged("figure") == ("xwp", "xwpc", "occlusion", "shapley", "rise", "ig", "lrp")
+    with pytest.raises(xwp.XWPError, match="unknown tag"):
+        methods_tagged("favourites")
+
+
+def test_defaults_are_declared_once_on_the_class():
+    for name, spec in METHODS.items():
+        assert spec.defaults == spec.cls.defaults, name
+        assert spec.cls.__module__.startswith("xwp.attribution."), name
+    assert METHODS["xwp"].cls is xwp.XWP and METHODS["rise"].cls is xwp.RISE
+
+
+def test_options_bind_at_construction_and_override_per_call(trained, typeface):
+    x = typeface[1].images[:2]
+    a = make_method("rise", trained, n_masks=64).attribute(x, target=1)
+    b = xwp.RISE(trained, n_masks=64).attribute(x, target=1)
+    c = xwp.RISE(trained).attribute(x, target=1, n_masks=64)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c)
+    with pytest.raises(xwp.XWPError, match="no option"):
+        xwp.RISE(trained, masks=3)
+    with pytest.raises(xwp.XWPError, match="no option"):
+        xwp.XWP(trained, steps=3)
+    with pytest.raises(xwp.XWPError, match="no option"):
+        make_method("random", trained).attribute(x, seeds=1)
+
+
+def test_a_new_method_is_one_decorated_class():
+    from xwp.attribution import Method, register
+
+    @register("test-ones", "Ones", "baseline", "All ones.", "-", rank=15, tags=("study",))
+    class Ones(Method):
+        defaults = {"value": 1.0}
+
+        def attribute(self, inputs, target=None, **overrides):
+            return torch.full_like(inputs, self.call_options(overrides)["value"])
+
+    try:
+        assert list(METHODS).index("test-ones") == 1  # rank 15 sits between xwp (10) and xwpc (20)
+        assert "test-ones" in xwp.attribution.methods_tagged("study")
+        model = xwp.MLP((4, 3, 2))
+        assert make_method("test-ones", model, value=2.0).attribute(torch.zeros(1, 4)).eq(2.0).all()
+        with pytest.raises(ValueError, match="unknown tag"):
+            register("x", "X", "baseline", "-", "-", rank=1, tags=("nope",))
+    finally:
+        del METHODS["test-ones"]
