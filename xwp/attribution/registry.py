@@ -34,10 +34,10 @@ class Method:
         self.options = self.bind(options)
 
     @classmethod
-    def bind(cls, options: dict[str, Any], strict: bool = True) -> dict[str, Any]:
-        """``defaults`` updated by ``options``; unknown names are a clear error when ``strict``."""
+    def bind(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``defaults`` updated by ``options``; an unknown name is a clear error."""
         unknown = set(options) - set(cls.defaults)
-        if strict and unknown:
+        if unknown:
             raise XWPError(
                 f"{cls.__name__} has no option {', '.join(sorted(unknown))}; "
                 f"its options: {', '.join(cls.defaults) or 'none'}"
