@@ -155,3 +155,32 @@ def test_background_value_for_sensitivity_checks():
         background=0.5,
     )
     assert ad[0].item() == pytest.approx((sig(2) - sig(1)) / sig(2))
+
+
+def test_each_metric_computes_its_own_score():
+    """Metric.score equals the plain functions: AUCs in float64 (as evaluate reports them), AD as is."""
+    model = Linear2([1.0, -2.0, 0.5, 3.0, -1.0, 2.0])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 6, generator=gen, dtype=torch.float64)
+    t = torch.tensor([0, 1, 0])
+    attr = torch.randn(3, 6, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(
+        METRICS["average_drop"].score(model, x, t, attr, seed=2),
+        average_drop(model, x, t, attr, seed=2),
+        rtol=0,
+        atol=0,
+    )
+    for name, mode in (("deletion_auc", "deletion"), ("insertion_auc", "insertion")):
+        c = curves(model, x, t, attr, mode, seed=2)
+        got = METRICS[name].score(model, x, t, attr, seed=2)
+        torch.testing.assert_close(got, auc(c), rtol=0, atol=0)
+        torch.testing.assert_close(METRICS[name].from_curves(c.float()), auc(c.float().double()), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not a curve metric"):
+        METRICS["average_drop"].from_curves(c)
+
+
+def test_better_follows_the_direction():
+    assert METRICS["average_drop"].better(0.5, 0.4) and not METRICS["average_drop"].better(0.4, 0.5)
+    assert METRICS["deletion_auc"].better(0.1, 0.2) and not METRICS["deletion_auc"].better(0.2, 0.1)
+    assert not METRICS["insertion_auc"].better(0.3, 0.3)  # strictly better only
+    assert [m.short for m in METRICS.values() if m.in_paper_table] == ["AD", "Del. AUC"]

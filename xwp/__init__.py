@@ -8,16 +8,15 @@ The core is importable without Streamlit::
     maps = xwp.XWP(model).attribute(images, target=labels)
 """
 
-__version__ = "0.1.0"
-
-from xwp.attribution import METHODS, RISE, XWP, XWPc, attribute, make_method  # noqa: E402
-from xwp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from xwp.data import DATASETS, ImageSet, load_dataset  # noqa: E402
-from xwp.errors import TrainingDiverged, XWPError  # noqa: E402
-from xwp.evaluation import Evaluation, evaluate  # noqa: E402
-from xwp.metrics import METRICS, average_drop, deletion_auc, insertion_auc  # noqa: E402
-from xwp.models import MLP  # noqa: E402
-from xwp.train import History, train  # noqa: E402
+from xwp._version import __version__
+from xwp.attribution import METHODS, RISE, XWP, XWPc, attribute, make_method
+from xwp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from xwp.data import DATASETS, ImageSet, load_dataset
+from xwp.errors import TrainingDiverged, XWPError
+from xwp.evaluation import Evaluation, evaluate
+from xwp.metrics import METRICS, average_drop, deletion_auc, insertion_auc
+from xwp.models import MLP
+from xwp.train import History, train
 
 __all__ = [
     "DATASETS",
@@ -33,6 +32,7 @@ __all__ = [
     "TrainingDiverged",
     "XWPError",
     "XWPc",
+    "__version__",
     "attribute",
     "average_drop",
     "deletion_auc",

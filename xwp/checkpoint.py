@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from xwp._version import __version__
 from xwp.config import atomic_write
 from xwp.errors import XWPError
 from xwp.models import MLP, check_sizes
@@ -38,9 +39,7 @@ class Checkpoint:
 
 def versions() -> dict[str, str]:
     """Library versions recorded in every checkpoint."""
-    import xwp
-
-    out = {"xwp": xwp.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    out = {"xwp": __version__, "torch": torch.__version__, "python": platform.python_version()}
     try:
         import captum
 

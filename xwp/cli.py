@@ -73,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _load(args: argparse.Namespace):
     """The checkpoint named by ``--checkpoint``."""
     from xwp.checkpoint import load_checkpoint
-    from xwp.train import default_device
+    from xwp.devices import default_device
 
     return load_checkpoint(args.checkpoint, device=default_device())
 
@@ -84,8 +84,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
     import torch
 
     from xwp import plots
-    from xwp.attribution import METHODS, make_method, model_device
+    from xwp.attribution import METHODS, make_method
     from xwp.data import image_to_input, load_dataset, load_image
+    from xwp.devices import model_device
 
     out = _out_path(args.out, (".png", ".npy"))
     methods = _methods(args.method)

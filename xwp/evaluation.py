@@ -13,12 +13,14 @@ import torch
 from torch import nn
 
 from xwp import metrics
-from xwp.attribution import METHODS, make_method, model_device, model_dtype
+from xwp.attribution import METHODS, make_method, methods_tagged
 from xwp.config import LIMITS
 from xwp.data import ImageSet
+from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
 
-DEFAULT_METHODS = ("xwp", "xwpc", "occlusion", "shapley", "rise", "ig", "lrp", "random")
+#: the methods :func:`evaluate` and the Compare page use unless told otherwise (registry tag "evaluate")
+DEFAULT_METHODS = methods_tagged("evaluate")
 
 
 @dataclass
@@ -103,7 +105,8 @@ def evaluate(
     device, dtype = model_device(model), model_dtype(model)
     model.eval()
     options = method_options or {}
-    rows, deletion, insertion = [], {}, {}
+    rows: list[pd.DataFrame] = []
+    kept_curves: dict[str, dict[str, np.ndarray]] = {"deletion": {}, "insertion": {}}
     examples: dict[str, Any] = {
         "images": sample.images[:n_examples].numpy(),
         "labels": sample.labels[:n_examples].numpy(),
@@ -121,7 +124,8 @@ def evaluate(
     done = 0
     for name in methods:
         method = make_method(name, model, initial_model, **options.get(name, {}))
-        seconds, ad, dels, ins = 0.0, [], [], []
+        seconds = 0.0
+        scores: dict[str, list[torch.Tensor]] = {m: [] for m in metrics.METRICS}  # per batch; curves for curve metrics
         for start, stop in batches:
             x = sample.images[start:stop].to(device=device, dtype=dtype)
             y = sample.labels[start:stop].to(device)
@@ -134,15 +138,15 @@ def evaluate(
             seconds += time.perf_counter() - t0
             if start == 0:
                 examples["attributions"][name] = attr[:n_examples].detach().cpu().numpy()
-            ad.append(metrics.average_drop(model, x, y, attr, seed=seed, background=background).cpu())
-            dels.append(metrics.curves(model, x, y, attr, "deletion", seed=seed, background=background).cpu())
-            ins.append(metrics.curves(model, x, y, attr, "insertion", seed=seed, background=background).cpu())
+            for m, metric in metrics.METRICS.items():
+                if metric.curve is not None:  # keep the curves; the score is read from them below
+                    out = metrics.curves(model, x, y, attr, metric.curve, seed=seed, background=background)
+                else:
+                    out = metric.score(model, x, y, attr, seed=seed, background=background)
+                scores[m].append(out.cpu())
             done += 1
             if progress is not None:
                 progress(done / total, f"{METHODS[name].label}: {stop}/{n} images")
-        d_curves, i_curves = torch.cat(dels), torch.cat(ins)
-        # kept as float32: 10,000 images x 12 methods x 2 kinds of curves stay under 200 MB
-        deletion[name], insertion[name] = d_curves.float().numpy(), i_curves.float().numpy()
         per = pd.DataFrame(
             {
                 "method": name,
@@ -150,11 +154,15 @@ def evaluate(
                 "label": sample.labels.numpy(),
                 "p_target": torch.cat(p_target).double().numpy(),
                 "correct": torch.cat(correct).numpy(),
-                "average_drop": torch.cat(ad).double().numpy(),
-                "deletion_auc": metrics.auc(d_curves.double()).numpy(),
-                "insertion_auc": metrics.auc(i_curves.double()).numpy(),
             }
         )
+        for m, metric in metrics.METRICS.items():
+            values = torch.cat(scores[m])
+            if metric.curve is not None:
+                # kept as float32: 10,000 images x 12 methods x 2 kinds of curves stay under 200 MB
+                kept_curves[metric.curve][name] = values.float().numpy()
+                values = metric.from_curves(values)
+            per[m] = values.double().numpy()
         per["seconds"] = seconds / n
         rows.append(per)
     per_image = pd.concat(rows, ignore_index=True)
@@ -170,7 +178,7 @@ def evaluate(
         "options": options,
         "background": background,
     }
-    return Evaluation(table, per_image, deletion, insertion, examples, settings)
+    return Evaluation(table, per_image, kept_curves["deletion"], kept_curves["insertion"], examples, settings)
 
 
 def check_request(dataset: ImageSet, methods: Sequence[str], n: int) -> None:

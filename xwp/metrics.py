@@ -21,55 +21,16 @@ the model in one forward pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from xwp.attribution import model_device, model_dtype, run_chunked
+from xwp.devices import model_device, model_dtype, run_chunked
 
 STEPS = 200
 DROP_FRACTION = 0.2
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A metric's name, label and direction (Quantus-style metadata)."""
-
-    name: str
-    label: str
-    higher_is_better: bool
-    description: str
-
-    @property
-    def arrow(self) -> str:
-        """↑ or ↓."""
-        return "↑" if self.higher_is_better else "↓"
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric(
-            "average_drop",
-            "Average Drop @20%",
-            True,
-            "mean relative drop of the target probability after removing the top 20% of features",
-        ),
-        Metric(
-            "deletion_auc",
-            "Deletion AUC",
-            False,
-            "area under the target-probability curve while removing features, most important first",
-        ),
-        Metric(
-            "insertion_auc",
-            "Insertion AUC",
-            True,
-            "area under the target-probability curve while adding features to a blank image",
-        ),
-    )
-}
 
 
 def feature_order(attributions: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -190,3 +151,96 @@ def average_drop(
     p = target_probability(model, x, t)
     p_removed = target_probability(model, removed, t)
     return (p - p_removed).clamp(min=0) / p
+
+
+def auc_from_curves(curve: torch.Tensor) -> torch.Tensor:
+    """Per-image AUC ``(B,)`` of curves ``(B, S)``, computed in float64 (as :func:`xwp.evaluate` reports it)."""
+    return auc(curve.double())
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A faithfulness metric: its computation and its direction (Quantus-style, without the constructors).
+
+    ``compute(model, inputs, target, attributions, seed=, background=)`` gives one score per
+    image ``(B,)``. A curve metric (``curve`` is ``"deletion"`` or ``"insertion"``) is the AUC
+    of that :func:`curves` mode; :func:`xwp.evaluate` keeps its curves and calls
+    :meth:`from_curves`. ``short`` is the table-column abbreviation; ``in_paper_table``
+    marks the columns of the paper's Table 1 (Average Drop, Deletion AUC).
+    """
+
+    name: str
+    label: str
+    higher_is_better: bool
+    description: str
+    compute: Callable[..., torch.Tensor]
+    short: str = ""
+    curve: str | None = None
+    in_paper_table: bool = False
+
+    @property
+    def arrow(self) -> str:
+        """↑ or ↓."""
+        return "↑" if self.higher_is_better else "↓"
+
+    def score(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        target: torch.Tensor,
+        attributions: torch.Tensor,
+        seed: int = 0,
+        background: float = 0.0,
+    ) -> torch.Tensor:
+        """Per-image scores ``(B,)`` of ``attributions`` for ``model`` on ``inputs`` and ``target``."""
+        if self.curve is not None:
+            return self.from_curves(
+                curves(model, inputs, target, attributions, self.curve, seed=seed, background=background)
+            )
+        return self.compute(model, inputs, target, attributions, seed=seed, background=background)
+
+    def from_curves(self, curve: torch.Tensor) -> torch.Tensor:
+        """Per-image scores ``(B,)`` of a curve metric from its curves ``(B, S)``."""
+        if self.curve is None:
+            raise ValueError(f"{self.name} is not a curve metric")
+        return self.compute(curve)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score ``a`` is strictly better than ``b`` in this metric's direction."""
+        return a > b if self.higher_is_better else a < b
+
+
+#: the pinned metrics, in table order
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "average_drop",
+            "Average Drop @20%",
+            True,
+            "mean relative drop of the target probability after removing the top 20% of features",
+            average_drop,
+            short="AD",
+            in_paper_table=True,
+        ),
+        Metric(
+            "deletion_auc",
+            "Deletion AUC",
+            False,
+            "area under the target-probability curve while removing features, most important first",
+            auc_from_curves,
+            short="Del. AUC",
+            curve="deletion",
+            in_paper_table=True,
+        ),
+        Metric(
+            "insertion_auc",
+            "Insertion AUC",
+            True,
+            "area under the target-probability curve while adding features to a blank image",
+            auc_from_curves,
+            short="Ins. AUC",
+            curve="insertion",
+        ),
+    )
+}

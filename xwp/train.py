@@ -12,18 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xwp.attribution import model_device
 from xwp.config import LIMITS
 from xwp.data import ImageSet
+from xwp.devices import default_device, model_device
 from xwp.errors import TrainingDiverged, XWPError
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass

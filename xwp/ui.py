@@ -30,7 +30,7 @@ import torch
 
 import xwp
 from xwp import plots
-from xwp.attribution import METHODS, make_method
+from xwp.attribution import METHODS, make_method, methods_tagged
 from xwp.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint, save_checkpoint
 from xwp.config import LIMITS, atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, image_to_input, load_dataset, load_image
@@ -57,7 +57,7 @@ WANTED_PAGE_KEY = "xwp_wanted_page"  # a page opened before the router ran (see 
 MAX_SESSION_MODELS = 8
 #: less empty space above the page title, so a projected page shows more of its figures
 STYLE = "<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem;}</style>"
-EXPLAIN_DEFAULT = ("xwp", "xwpc", "ig", "occlusion")
+EXPLAIN_DEFAULT = methods_tagged("app-default")
 FIG_DPI = 100
 
 

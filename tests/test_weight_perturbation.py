@@ -1,17 +1,16 @@
-"""XWP / XWPc against slow references that really swap weights; the registry; Captum; RISE."""
+"""XWP / XWPc (xwp/attribution/weight_perturbation.py) against slow references that really swap weights."""
 
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 from conftest import random_trained_mlp
 from torch import nn
 
 import xwp
-from xwp.attribution import METHODS, RISE, XWP, XWPc, make_method, rise_masks, superpixel_mask
+from xwp.attribution import XWP, XWPc
 
 SHAPES = [(12, 7, 5, 4), (20, 9, 3), (16, 6), (30, 11, 8, 6, 5)]
 
@@ -219,189 +218,6 @@ def test_wrong_input_size_is_a_clear_error():
         XWP(model).attribute(torch.rand(3, 11, dtype=torch.float64), target=0)
 
 
-# ----------------------------------------------------------------------------- registry
-
-
-def test_registry_has_the_required_methods():
-    required = {
-        "xwp",
-        "xwpc",
-        "occlusion",
-        "shapley",
-        "kernelshap",
-        "rise",
-        "ig",
-        "lrp",
-        "saliency",
-        "deeplift",
-        "gradientshap",
-        "random",
-    }
-    assert required <= set(METHODS)
-    for spec in METHODS.values():
-        assert spec.label and spec.summary and spec.kind
-
-
-@pytest.mark.parametrize("name", list(METHODS))
-def test_every_method_keeps_shape_and_never_touches_the_model(name, trained, typeface):
-    x = typeface[1].images[:3]
-    y = typeface[1].labels[:3]
-    before = {k: v.clone() for k, v in trained.state_dict().items()}
-    options = {"n_samples": 2} if name in ("shapley",) else {}
-    if name == "kernelshap":
-        options = {"n_samples": 50, "perturbations_per_eval": 50}
-    if name == "rise":
-        options = {"n_masks": 100}
-    attr = make_method(name, trained, **options).attribute(x, target=y)
-    assert attr.shape == x.shape
-    assert torch.isfinite(attr).all()
-    after = trained.state_dict()
-    assert before.keys() == after.keys()
-    for k in before:
-        assert torch.equal(before[k], after[k]), k
-    assert not any(hasattr(m, "rule") for m in trained.modules())  # no LRP state left on a shared model
-    assert all(not m._forward_hooks and not m._backward_hooks for m in trained.modules())
-
-
-def test_unknown_method_and_option_are_clear_errors(trained):
-    with pytest.raises(xwp.XWPError, match="unknown method"):
-        make_method("gradcam", trained)
-    with pytest.raises(xwp.XWPError, match="no option"):
-        make_method("ig", trained, steps=3)
-
-
-def _softmax_model(model):
-    return lambda x: torch.softmax(model(x), 1)
-
-
-def test_captum_methods_equal_direct_captum_calls(trained, typeface):
-    from captum.attr import (
-        LRP,
-        DeepLift,
-        GradientShap,
-        IntegratedGradients,
-        KernelShap,
-        Occlusion,
-        Saliency,
-        ShapleyValueSampling,
-    )
-
-    x = typeface[1].images[:4]
-    y = typeface[1].labels[:4]
-    soft = _softmax_model(trained)
-    ours = {n: make_method(n, trained) for n in ("occlusion", "ig", "saliency", "deeplift", "lrp")}
-    model64 = copy.deepcopy(trained).double()  # our Occlusion computes in float64 (see the next test)
-    torch.testing.assert_close(
-        ours["occlusion"].attribute(x, target=y),
-        Occlusion(_softmax_model(model64))
-        .attribute(
-            x.double(),
-            target=y,
-            sliding_window_shapes=(1, 1, 1),
-            strides=(1, 1, 1),
-            baselines=0.0,
-            perturbations_per_eval=64,
-        )
-        .float(),
-    )
-    direct32 = Occlusion(soft).attribute(x, target=y, sliding_window_shapes=(1, 1, 1), baselines=0.0)
-    torch.testing.assert_close(make_method("occlusion", trained, dtype=None).attribute(x, target=y), direct32)
-    torch.testing.assert_close(
-        ours["ig"].attribute(x, target=y),
-        IntegratedGradients(soft).attribute(x, target=y, n_steps=50, baselines=0.0, internal_batch_size=4096),
-    )
-    torch.testing.assert_close(ours["saliency"].attribute(x, target=y), Saliency(soft).attribute(x, target=y, abs=True))
-    copy1 = copy.deepcopy(trained)
-    torch.testing.assert_close(
-        ours["deeplift"].attribute(x, target=y), DeepLift(copy1).attribute(x, target=y, baselines=0.0)
-    )
-    copy2 = copy.deepcopy(trained)
-    torch.testing.assert_close(ours["lrp"].attribute(x, target=y), LRP(copy2).attribute(x, target=y))
-
-    torch.manual_seed(0)
-    direct = ShapleyValueSampling(soft).attribute(x, target=y, n_samples=3, baselines=0.0, perturbations_per_eval=64)
-    torch.testing.assert_close(make_method("shapley", trained, n_samples=3).attribute(x, target=y), direct)
-    torch.manual_seed(0)
-    mask = superpixel_mask(x, 2)
-    direct = KernelShap(soft).attribute(
-        x[:1], target=y[:1], n_samples=60, baselines=0.0, feature_mask=mask, perturbations_per_eval=60
-    )
-    ours_ks = make_method("kernelshap", trained, n_samples=60, perturbations_per_eval=60).attribute(x[:1], target=y[:1])
-    torch.testing.assert_close(ours_ks, direct)
-    torch.manual_seed(0)
-    np.random.seed(0)
-    direct = GradientShap(soft).attribute(x, target=y, baselines=torch.zeros(1, 1, 28, 28), n_samples=50, stdevs=0.1)
-    torch.testing.assert_close(make_method("gradientshap", trained).attribute(x, target=y), direct)
-
-
-def test_lrp_can_be_called_twice_with_custom_epsilon(trained, typeface):
-    """Captum drops custom rules after each call; ours are set again every time."""
-    x, y = typeface[1].images[:2], typeface[1].labels[:2]
-    lrp = make_method("lrp", trained, epsilon=0.5)
-    first = lrp.attribute(x, target=y)
-    second = lrp.attribute(x, target=y)
-    torch.testing.assert_close(first, second)
-    assert not torch.allclose(first, make_method("lrp", trained).attribute(x, target=y))
-
-
-def test_random_is_seeded():
-    model = xwp.MLP((16, 4, 2))
-    x = torch.rand(2, 16)
-    a = make_method("random", model).attribute(x)
-    torch.testing.assert_close(a, make_method("random", model).attribute(x))
-    assert not torch.equal(a, make_method("random", model, seed=1).attribute(x))
-
-
-# ----------------------------------------------------------------------------- RISE
-
-
-class OnePixel(nn.Module):
-    """A classifier whose class-0 logit is 10 * x[pixel]: only that pixel matters."""
-
-    def __init__(self, pixel, side=12):
-        super().__init__()
-        self.pixel, self.side = pixel, side
-        self.dummy = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        v = x.reshape(x.shape[0], -1)[:, self.pixel]
-        return torch.stack([10 * v, torch.zeros_like(v)], 1) + 0 * self.dummy
-
-
-def test_rise_peaks_at_the_only_pixel_that_matters():
-    side, pixel = 12, 5 * 12 + 7
-    model = OnePixel(pixel, side)
-    x = torch.ones(1, 1, side, side)
-    sal = RISE(model, output="logits").attribute(x, target=0, n_masks=4000, grid_size=4, p_keep=0.5)
-    assert sal.shape == x.shape
-    assert int(sal.reshape(-1).argmax()) == pixel
-    # Monte-Carlo identity: with logit 10 * m_k(pixel), saliency_j = 10 * E[m(pixel) m(j)] / p
-    masks = rise_masks(4000, 4, 0.5, side, side, 0, "cpu").reshape(4000, -1)
-    expected = 10 * (masks[:, pixel : pixel + 1] * masks).sum(0) / (4000 * 0.5)
-    torch.testing.assert_close(sal.reshape(-1), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_rise_batched_equals_per_image_loop():
-    model = random_trained_mlp((64, 9, 3), seed=12, dtype=torch.float32)
-    x = torch.rand(3, 1, 8, 8)
-    target = torch.tensor([0, 2, 1])
-    batched = RISE(model).attribute(x, target=target, n_masks=300, grid_size=3, batch_rows=128)
-    masks = rise_masks(300, 3, 0.5, 8, 8, 0, "cpu")
-    for b in range(3):
-        with torch.no_grad():
-            p = torch.softmax(model(x[b : b + 1] * masks[:, None]), 1)[:, target[b]]  # (N,)
-        expected = (p[:, None, None] * masks).sum(0) / (300 * 0.5)
-        torch.testing.assert_close(batched[b, 0], expected, rtol=1e-5, atol=1e-6)
-
-
-def test_rise_masks_follow_the_recipe():
-    m = rise_masks(500, 7, 0.3, 28, 28, 1, "cpu")
-    assert m.shape == (500, 28, 28)
-    assert float(m.min()) >= 0 and float(m.max()) <= 1
-    assert abs(float(m.mean()) - 0.3) < 0.03
-    assert np.unique(m.numpy().round(3)).size > 10  # upsampled, not binary
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
@@ -414,35 +230,6 @@ def test_cuda_matches_cpu():
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-6)
 
 
-def test_chunks_shrink_on_cuda_out_of_memory():
-    from xwp.attribution import run_chunked
-
-    seen = []
-
-    def work(start, stop):
-        if stop - start > 4:
-            raise torch.cuda.OutOfMemoryError("simulated")
-        seen.append((start, stop))
-
-    run_chunked(23, 16, work)
-    covered = [i for a, b in seen for i in range(a, b)]
-    assert covered == list(range(23)) and max(b - a for a, b in seen) <= 4
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_every_method_runs_on_cuda_like_on_cpu(trained, typeface):
-    x, y = typeface[1].images[:4], typeface[1].labels[:4]
-    gpu = copy.deepcopy(trained).cuda()
-    small = {"shapley": {"n_samples": 2}, "kernelshap": {"n_samples": 50}, "rise": {"n_masks": 200}}
-    for name in METHODS:
-        a_gpu = make_method(name, gpu, **small.get(name, {})).attribute(x.cuda(), target=y.cuda())
-        assert a_gpu.device.type == "cuda" and a_gpu.shape == x.shape and torch.isfinite(a_gpu).all(), name
-        if name in ("xwp", "xwpc", "occlusion", "ig", "saliency", "deeplift", "lrp"):  # deterministic ones
-            a_cpu = make_method(name, trained).attribute(x, target=y)
-            torch.testing.assert_close(a_gpu.cpu(), a_cpu, rtol=1e-3, atol=1e-5, msg=name)
-
-
 @pytest.mark.parametrize("cls", [XWP, XWPc])
 def test_image_chunks_do_not_change_results(cls):
     model = random_trained_mlp((30, 9, 4), seed=22)
@@ -452,23 +239,3 @@ def test_image_chunks_do_not_change_results(cls):
         cls(model, image_chunk=3).attribute(x, target=target), cls(model).attribute(x, target=target)
     )
     torch.testing.assert_close(cls(model, image_chunk=3).attribute(x), cls(model).attribute(x))
-
-
-def test_occlusion_in_float64_keeps_confident_predictions_resolved():
-    """In float32 the occlusion effects of a confident prediction collapse to multiples of 6e-8."""
-    model64 = random_trained_mlp((40, 16, 8, 5), seed=21)
-    with torch.no_grad():
-        model64.linears[-1].weight.mul_(25.0)
-    x = torch.rand(2, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    target = model64(x).argmax(1)
-    from captum.attr import Occlusion
-
-    exact = Occlusion(_softmax_model(model64)).attribute(x, target=target, sliding_window_shapes=(1,), baselines=0.0)
-    model32 = copy.deepcopy(model64).float()
-    ours = make_method("occlusion", model32).attribute(x.float(), target=target).double()
-    plain32 = make_method("occlusion", model32, dtype=None).attribute(x.float(), target=target).double()
-    scale = float(exact.abs().max())
-    assert float((ours - exact).abs().max()) < 1e-3 * scale
-    assert float((plain32 - exact).abs().max()) > 0.1 * scale
-    with pytest.raises(xwp.XWPError, match="dtype"):
-        make_method("occlusion", model32, dtype="float16").attribute(x.float(), target=target)
