@@ -96,7 +96,8 @@ def weight_patterns(
     if image is not None:
         first = model.linears[0]
         with torch.no_grad():
-            activation = unit_outputs(model, first(image.reshape(1, -1).float()))[0].double().numpy()  # (H,)
+            h1 = first(image.reshape(1, -1).to(first.weight.dtype))  # (1, H), in the model's dtype
+            activation = unit_outputs(model, h1)[0].double().numpy()  # (H,)
         w = w * activation[:, None]
         label += " × activation"
     drive = class_drive(model, reference)
