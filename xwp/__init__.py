@@ -17,7 +17,7 @@ from xwp.errors import TrainingDiverged, XWPError  # noqa: E402
 from xwp.evaluation import Evaluation, evaluate  # noqa: E402
 from xwp.metrics import METRICS, average_drop, deletion_auc, insertion_auc  # noqa: E402
 from xwp.models import MLP  # noqa: E402
-from xwp.train import History, train  # noqa: E402
+from xwp.train import History, TrainConfig, fit, train  # noqa: E402
 
 __all__ = [
     "DATASETS",
@@ -30,6 +30,7 @@ __all__ = [
     "Evaluation",
     "History",
     "ImageSet",
+    "TrainConfig",
     "TrainingDiverged",
     "XWPError",
     "XWPc",
@@ -37,6 +38,7 @@ __all__ = [
     "average_drop",
     "deletion_auc",
     "evaluate",
+    "fit",
     "insertion_auc",
     "load_checkpoint",
     "load_dataset",
