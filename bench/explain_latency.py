@@ -1,8 +1,8 @@
 """Server-side latency of one canvas stroke on the Explain page, without Streamlit.
 
 Times what the page runs after each stroke: decode the canvas PNG, preprocess it like
-MNIST (``xwp.ui.canvas_to_input``), predict, attribute and render both figures
-(``xwp.ui.explain``), over simulated drawings of random strokes.
+MNIST (``xwp.images.canvas_to_input``), predict, attribute and render the tiles
+(``xwp.explanation.explain``), over simulated drawings of random strokes.
 
     python bench/explain_latency.py [--n 50] [--methods xwp,xwpc] [--threads 0]
 
@@ -51,19 +51,21 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from xwp import ui
+    from xwp.app.shared import DefaultTrainer, default_model_path
     from xwp.checkpoint import load_checkpoint
+    from xwp.explanation import explain
+    from xwp.images import canvas_to_input
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = ui.default_model_path()
+    path = default_model_path()
     if not path.exists():
         print(f"training the default model into {path} ...")
-        trainer = ui.DefaultTrainer(path)
+        trainer = DefaultTrainer(path)
         trainer.done.wait()
         if trainer.error:
             raise SystemExit(trainer.error)
-    entry = ui.SessionModel.from_checkpoint("default", load_checkpoint(path))
+    ckpt = load_checkpoint(path)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
 
     rng = np.random.default_rng(0)
@@ -72,9 +74,9 @@ def main() -> None:
     for k, png in enumerate(pngs):
         t0 = time.perf_counter()
         rgba = np.asarray(Image.open(io.BytesIO(png)))  # what CanvasResult.image_data does
-        x = ui.canvas_to_input(rgba)
+        x = canvas_to_input(rgba)
         if x is not None:
-            ui.explain(entry, x, None, methods)
+            explain(ckpt.model, x, None, methods, initial_model=ckpt.initial_model, classes=ckpt.meta.get("classes"))
         if k >= 3:  # the first calls warm up torch and matplotlib
             times.append(1000 * (time.perf_counter() - t0))
     times.sort()

@@ -160,7 +160,7 @@ def main():
     sys.path.insert(0, str(ROOT))
     os.environ["XWP_CACHE_DIR"] = cache
     os.environ.pop("XWP_DEFAULT_EPOCHS", None)  # the server trains and serves the real default model
-    from xwp.ui import DefaultTrainer, default_model_path  # noqa: E402
+    from xwp.app.shared import DefaultTrainer, default_model_path  # noqa: E402
 
     t0 = time.perf_counter()
     trainer = DefaultTrainer(default_model_path())  # the default model first: measure the warm app

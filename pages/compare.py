@@ -2,16 +2,18 @@
 
 import streamlit as st
 
-from xwp import ui
+from xwp.app import compare_page as glue
+from xwp.app import frame
 from xwp.attribution import METHODS
+from xwp.comparison import comparison_table
 from xwp.config import LIMITS
 from xwp.evaluation import DEFAULT_METHODS
 from xwp.metrics import METRICS
 
 
 def main() -> None:
-    ui.routed("pages/compare.py")
-    entry = ui.require_model()
+    frame.routed("pages/compare.py")
+    entry = frame.require_model()
     st.title("Compare methods")
     st.caption(
         "Each method explains the true class of every sampled test image; pixels are then removed (set to "
@@ -50,10 +52,10 @@ def main() -> None:
         )
         run = st.form_submit_button("Run comparison", type="primary", icon=":material/play_arrow:")
     if run:
-        with ui.user_errors():
-            ui.run_comparison(entry, methods, int(n), int(seed))
+        with frame.user_errors():
+            glue.run_comparison(entry, methods, int(n), int(seed))
 
-    result = ui.comparison()
+    result = glue.comparison()
     if result is None:
         st.info("Choose methods and the number of test images, then press **Run comparison**.")
         return
@@ -69,7 +71,7 @@ def main() -> None:
         "the curves can then dominate the means.",
     )
     st.dataframe(
-        ui.comparison_table(ev, correct),
+        comparison_table(ev, correct),
         hide_index=True,
         width="stretch",
         column_config={"method": st.column_config.TextColumn("method", width="medium")},
@@ -78,7 +80,7 @@ def main() -> None:
         f"Mean over images, ± the standard deviation; best value per metric in bold (random excluded). "
         f"↑: higher is better, ↓: lower is better. Evaluation took {result['seconds']:.1f} s."
     )
-    figures = ui.comparison_figures(result)
+    figures = glue.comparison_figures(result)
     deletion, insertion = st.tabs(["Deletion curves (Figure 4)", "Insertion curves"])
     deletion.image(figures["deletion"])
     insertion.image(figures["insertion"])

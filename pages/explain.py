@@ -4,9 +4,13 @@ import random
 
 import streamlit as st
 
-from xwp import ui
+from xwp.app import explain_page as glue
+from xwp.app import frame
+from xwp.app.session import SessionModel
 from xwp.attribution import METHODS
 from xwp.config import LIMITS
+from xwp.explanation import EXPLAIN_DEFAULT, Explanation, colorbar_png
+from xwp.images import canvas_to_input, input_preview, upload_to_input
 
 try:
     from streamlit_drawable_canvas import st_canvas
@@ -22,7 +26,7 @@ def pick_random(n_classes: int) -> None:
     st.session_state["explain_k"] = random.randrange(0, 50)
 
 
-def input_widgets(entry: ui.SessionModel, source: str):
+def input_widgets(entry: SessionModel, source: str):
     """The input widgets of ``source``; returns the model input (or None) and a note about it."""
     if source == "draw":
         if st_canvas is None:
@@ -41,9 +45,9 @@ def input_widgets(entry: ui.SessionModel, source: str):
                 return_image_data=True,
                 key="explain_canvas",
             )
-        x = ui.canvas_to_input(result.image_data)
+        x = canvas_to_input(result.image_data)
         if x is not None:
-            preview.image(ui.input_preview(x), caption="what the network sees (28×28)")
+            preview.image(input_preview(x), caption="what the network sees (28×28)")
         else:
             preview.caption("Draw one digit, large and centred. Point at the canvas for its toolbar (undo, clear).")
         return x, "your drawing"
@@ -57,7 +61,7 @@ def input_widgets(entry: ui.SessionModel, source: str):
             key="explain_class",
             help="The true class of the test image.",
         )
-        count = ui.class_count(entry, cls)
+        count = glue.class_count(entry, cls)
         k = c2.number_input(
             "Image of that class",
             0,
@@ -73,9 +77,9 @@ def input_widgets(entry: ui.SessionModel, source: str):
             args=(n_classes,),
             help="A random class and image.",
         )
-        x, index = ui.test_image(entry, cls, int(k))
+        x, index = glue.test_image(entry, cls, int(k))
         preview, _ = st.columns([1, 2.1])
-        preview.image(ui.input_preview(x), caption=f"test image {index}, true class {entry.classes[cls]}")
+        preview.image(input_preview(x), caption=f"test image {index}, true class {entry.classes[cls]}")
         return x, f"test image {index} (true class {entry.classes[cls]})"
     upload = st.file_uploader(
         "An image of one digit or object",
@@ -87,21 +91,21 @@ def input_widgets(entry: ui.SessionModel, source: str):
     )
     if upload is None:
         return None, ""
-    x = ui.upload_to_input(upload.getvalue())
+    x = upload_to_input(upload.getvalue())
     preview, _ = st.columns([1, 2.1])
-    preview.image(ui.input_preview(x), caption="what the network sees (28×28)")
+    preview.image(input_preview(x), caption="what the network sees (28×28)")
     return x, upload.name
 
 
 def main() -> None:
-    ui.routed("pages/explain.py")
-    entry = ui.require_model()
+    frame.routed("pages/explain.py")
+    entry = frame.require_model()
     st.title("Explain a prediction")
     c1, c2, c3 = st.columns([2.2, 1, 1], vertical_alignment="bottom")
     methods = c1.multiselect(
         "Methods",
         list(METHODS),
-        default=list(ui.EXPLAIN_DEFAULT),
+        default=list(EXPLAIN_DEFAULT),
         format_func=lambda m: METHODS[m].label,
         key="explain_methods",
         persist_state="session",
@@ -141,7 +145,7 @@ def main() -> None:
             help="Draw with the mouse, take an image from the test split, or upload one.",
         )
         x, what = None, ""
-        with ui.user_errors():
+        with frame.user_errors():
             x, what = input_widgets(entry, source)
     if x is None:
         with right:
@@ -155,8 +159,8 @@ def main() -> None:
         return
     if not methods:
         st.info("Choose at least one method above.")
-    with ui.user_errors():
-        ex = ui.explain(entry, x, target, methods, shared, overlay)
+    with frame.user_errors():
+        ex = glue.explain(entry, x, target, methods, shared, overlay)
         right.vega_lite_chart(*ex.probability_chart(), width="stretch")
         for reason in ex.skipped.values():
             st.info(reason, icon=":material/info:")
@@ -164,7 +168,7 @@ def main() -> None:
             heatmaps(ex, what)
 
 
-def heatmaps(ex: ui.Explanation, what: str) -> None:
+def heatmaps(ex: Explanation, what: str) -> None:
     """The input and one heatmap per method in rows of six, a colour legend and the downloads."""
     st.markdown(f"#### {ex.title}")
     tiles = [("Input", ex.input_png, "28 × 28")] + [
@@ -178,7 +182,7 @@ def heatmaps(ex: ui.Explanation, what: str) -> None:
             col.image(tile, caption=caption, width="stretch")
     legend, note = st.columns([1, 2], vertical_alignment="center")
     legend.image(
-        ui.colorbar_png(),
+        colorbar_png(),
         width="stretch",
         caption=f"blue: against {ex.classes[ex.target]} · white: 0 · red: for {ex.classes[ex.target]}",
     )

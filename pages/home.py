@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from xwp import ui
+from xwp.app import frame, home_page, session
 
 CITATION = """@unpublished{lympelopoulos2026xwp,
   author = {Thodoris Lympelopoulos and Denia Kanellopoulou},
@@ -14,7 +14,7 @@ CITATION = """@unpublished{lympelopoulos2026xwp,
 
 
 def main() -> None:
-    ui.routed("pages/home.py")
+    frame.routed("pages/home.py")
     st.title("XWP explainer")
     st.markdown(
         "A fully connected network learns by moving its first-layer weights away from their random initial "
@@ -42,9 +42,9 @@ def main() -> None:
             "from the initial first layer and give only pixel *i* its trained weights back."
         )
     with right:
-        entry = ui.active_model()
+        entry = session.active_model()
         if entry is not None:
-            png = ui.home_example(entry)
+            png = home_page.home_example(entry)
             if png:
                 st.image(
                     png,
@@ -56,7 +56,7 @@ def main() -> None:
 
     st.subheader("The pages")
     cols = st.columns(4)
-    for col, p in zip(cols, ui.PAGES[1:], strict=True):
+    for col, p in zip(cols, frame.PAGES[1:], strict=True):
         with col.container(border=True):
             st.page_link(p.path, label=f"**{p.title}**", icon=p.icon)
             st.caption(p.summary)

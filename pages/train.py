@@ -2,12 +2,13 @@
 
 import streamlit as st
 
-from xwp import ui
+from xwp.app import frame, session, shared
+from xwp.app import train_page as glue
 from xwp.config import LIMITS
 from xwp.data import DATASETS
 from xwp.errors import XWPError
 from xwp.models import INITS
-from xwp.train import OPTIMIZERS
+from xwp.train import OPTIMIZERS, TrainConfig
 
 MB = 1024 * 1024
 
@@ -43,15 +44,15 @@ def data_source(name: str) -> tuple[str | None, str | None]:
             help=f"TMNIST_Data.csv (or .csv.gz), at most {LIMITS.max_upload_bytes // MB} MB.",
         )
         if upload is not None:
-            with ui.user_errors():
-                return ui.tmnist_upload(upload.getvalue()), upload.name
+            with frame.user_errors():
+                return shared.tmnist_upload(upload.getvalue()), upload.name
             return None, None
         return path.strip() or None, None
     return None, None
 
 
 def main() -> None:
-    ui.routed("pages/train.py")
+    frame.routed("pages/train.py")
     st.title("Train a network")
     st.caption(
         "A fully connected ReLU network; its initial weights are kept with it, which is what XWP needs. "
@@ -142,34 +143,32 @@ def main() -> None:
         submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
 
     if submitted:
-        settings = ui.TrainSettings(
-            dataset=name,
-            data_dir=data_dir,
-            hidden=hidden,
-            epochs=int(epochs),
-            lr=float(lr),
-            batch_size=int(batch),
-            optimizer=optimizer,
-            init=init,
-            seed=int(seed),
-            name=model_name,
-            upload_name=upload_name,
-        )
         if name == "tmnist" and not data_dir:
             st.error("TMNIST needs the path of TMNIST_Data.csv or an uploaded copy.")
         else:
-            with ui.user_errors():
-                ui.train_model(settings)
-    ui.show_training_result()
+            with frame.user_errors():
+                config = TrainConfig(
+                    dataset=name,
+                    data_dir=data_dir,
+                    hidden=hidden,
+                    epochs=int(epochs),
+                    lr=float(lr),
+                    batch_size=int(batch),
+                    optimizer=optimizer,
+                    init=init,
+                    seed=int(seed),
+                )
+                glue.train_model(config, name=model_name, upload_name=upload_name)
+    glue.show_training_result()
 
     st.divider()
     st.subheader("Checkpoints")
     down, up = st.columns(2, gap="large")
     with down:
-        entry = ui.active_model()
+        entry = session.active_model()
         if entry is not None:
             try:
-                data, file_name = ui.checkpoint_file(entry)
+                data, file_name = glue.checkpoint_file(entry)
                 st.download_button(
                     f"Download “{entry.name}”",
                     data,
@@ -190,7 +189,7 @@ def main() -> None:
             help="A .safetensors file written by xwp (this app or `python -m xwp train`). "
             "Pickled PyTorch files are refused because loading them can run code.",
         )
-        ui.load_uploaded_checkpoint(upload)
+        glue.load_uploaded_checkpoint(upload)
 
 
 main()

@@ -2,15 +2,18 @@
 
 import streamlit as st
 
-from xwp import ui
+from xwp.app import frame, shared
+from xwp.app import weights_page as glue
+from xwp.images import input_preview
+from xwp.patterns import neuron_png
 
 VIEWS = {"trained": "Trained", "initial": "Initial", "change": "Change"}
 ORDERS = {"index": "Neuron index", "norm": "Largest norm first", "drive": "Strongest drive of a class first"}
 
 
 def main() -> None:
-    ui.routed("pages/weights.py")
-    entry = ui.require_model()
+    frame.routed("pages/weights.py")
+    entry = frame.require_model()
     width = entry.model.sizes[1]
     st.title("First-layer weights")
     st.caption(
@@ -71,8 +74,8 @@ def main() -> None:
     )
     image_index = None
     if weigh:
-        with ui.user_errors():
-            data = ui.test_set(entry)
+        with frame.user_errors():
+            data = shared.test_set(entry)
             pick, preview = st.columns([1, 4], vertical_alignment="center")
             idx = pick.number_input(
                 "Test image index",
@@ -83,13 +86,11 @@ def main() -> None:
                 help=f"Index in the test split (0 to {len(data) - 1}).",
             )
             image_index = int(idx)
-            preview.image(
-                ui.input_preview(data.images[idx], 3), caption=f"class {entry.classes[int(data.labels[idx])]}"
-            )
+            preview.image(input_preview(data.images[idx], 3), caption=f"class {entry.classes[int(data.labels[idx])]}")
 
-    with ui.user_errors():
-        wp = ui.weight_patterns(entry, view, sort, cls, image_index)
-        st.image(ui.weights_grid_png(entry, wp, count, sort, cls))
+    with frame.user_errors():
+        wp = glue.weight_patterns(entry, view, sort, cls, image_index)
+        st.image(glue.grid_png(entry, wp, count, sort, cls))
         pick, big, numbers = st.columns([1, 1.6, 1.4], gap="medium")
         j = pick.selectbox(
             "Unit for the large view",
@@ -97,8 +98,8 @@ def main() -> None:
             key=f"weights_unit_{sort}_{cls}",  # a new order starts at its first unit
             help="Any unit of the first layer, in the order of the grid.",
         )
-        big.image(ui.neuron_png(wp, j))
-        numbers.table(ui.neuron_stats(entry, wp, j).set_index("quantity").style.format("{:.4g}"))
+        big.image(neuron_png(wp, j))
+        numbers.table(glue.neuron_stats(entry, wp, j).set_index("quantity").style.format("{:.4g}"))
 
 
 main()

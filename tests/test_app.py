@@ -6,12 +6,9 @@ shared by this module; ``st.cache_resource`` keeps it for every AppTest here.
 
 from __future__ import annotations
 
-import copy
 import io
-import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -93,7 +90,7 @@ def test_home_page(at):
 
 def test_page_opened_before_the_router_goes_through_it():
     """Unpatched, AppTest runs a switched-to page on its own (like a page URL opened first after a
-    restart); ui.routed() sends that run through streamlit_app.py and back to the page."""
+    restart); frame.routed() sends that run through streamlit_app.py and back to the page."""
     from streamlit.testing.v1 import AppTest
 
     app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
@@ -104,9 +101,9 @@ def test_page_opened_before_the_router_goes_through_it():
 
 
 def test_default_model_is_cached_on_disk(at):
-    from xwp import ui
+    from xwp.app import shared
 
-    path = ui.default_model_path()
+    path = shared.default_model_path()
     assert path.exists() and path.name.startswith("default-typeface-784-400-100-10-e1")
     from xwp.checkpoint import load_checkpoint
 
@@ -115,16 +112,23 @@ def test_default_model_is_cached_on_disk(at):
 
 
 def test_train_page_widgets(at):
+    from xwp.data import DATASETS
+    from xwp.models import INITS
+    from xwp.train import OPTIMIZERS
+
     at.switch_page("pages/train.py").run()
     assert_clean(at)
-    for key in ("train_hidden", "train_name"):
-        assert at.text_input(key=key) is not None
-    for key in ("train_epochs", "train_lr", "train_batch", "train_seed"):
-        assert at.number_input(key=key) is not None
-    for key in ("train_dataset", "train_optimizer", "train_init"):
-        assert at.selectbox(key=key) is not None
-    assert at.get("download_button"), "the active model can be downloaded"
-    assert at.get("file_uploader")
+    assert at.text_input(key="train_hidden").value == "400,100"  # the paper's network
+    assert at.text_input(key="train_name").value == ""
+    defaults = {"train_epochs": 10, "train_lr": 1e-3, "train_batch": 128, "train_seed": 0}
+    assert {key: at.number_input(key=key).value for key in defaults} == defaults
+    dataset = at.selectbox(key="train_dataset")
+    assert dataset.value == "typeface" and list(dataset.options) == [d.label for d in DATASETS.values()]
+    assert list(at.selectbox(key="train_optimizer").options) == list(OPTIMIZERS)
+    assert list(at.selectbox(key="train_init").options) == list(INITS)
+    downloads = at.get("download_button")
+    assert [d.proto.label for d in downloads] == ["Download “Default: typeface digits”"]  # the active model
+    assert [u.proto.label for u in at.get("file_uploader")] == ["Upload a checkpoint"]
 
 
 def test_train_then_explain_then_compare(at):
@@ -260,10 +264,10 @@ def test_checkpoint_upload_and_model_without_initial_state(at):
 
 
 def test_upload_size_limit(at, monkeypatch):
-    from xwp import ui
+    from xwp import images
     from xwp.config import Limits
 
-    monkeypatch.setattr(ui, "LIMITS", Limits(max_upload_bytes=1000))
+    monkeypatch.setattr(images, "LIMITS", Limits(max_upload_bytes=1000))
     at.switch_page("pages/train.py").run()
     at.file_uploader(key="checkpoint_upload").set_value(("big.safetensors", b"0" * 2000, "application/octet-stream"))
     at.run()
@@ -297,7 +301,7 @@ def test_train_on_an_uploaded_tmnist_csv(at):
 
 
 def test_stopped_training_keeps_last_complete_epoch(at):
-    from xwp import ui
+    from xwp.app.session import PARTIAL_KEY
     from xwp.checkpoint import checkpoint_bytes
     from xwp.models import MLP
 
@@ -309,13 +313,13 @@ def test_stopped_training_keeps_last_complete_epoch(at):
             "history": {"loss": [1.0], "train_accuracy": [0.4], "test_accuracy": [0.5], "seconds": [0.1]},
         },
     )
-    at.session_state[ui.PARTIAL_KEY] = {"name": "stopped run", "epochs": 5, "checkpoint": snapshot, "epochs_done": 1}
+    at.session_state[PARTIAL_KEY] = {"name": "stopped run", "epochs": 5, "checkpoint": snapshot, "epochs_done": 1}
     at.switch_page("pages/train.py").run()
     assert_clean(at)
     assert at.selectbox(key="xwp_active_model").value == "stopped run"
     assert any("stopped after epoch 1 of 5" in w.value for w in at.warning)
 
-    at.session_state[ui.PARTIAL_KEY] = {"name": "too early", "epochs": 5, "checkpoint": None, "epochs_done": 0}
+    at.session_state[PARTIAL_KEY] = {"name": "too early", "epochs": 5, "checkpoint": None, "epochs_done": 0}
     at.run()
     assert any("no model was kept" in w.value for w in at.warning)
     assert "too early" not in models(at)
@@ -339,85 +343,22 @@ def test_explain_upload_good_and_bad_images(at):
     assert any("not a readable image" in e.value for e in at.error)
 
 
-# --------------------------------------------------------------------------- canvas -> input (AppTest has no canvas)
-
-
-def _stroke_canvas(points, width=18, alpha_background=255) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
-    im = Image.new("RGBA", (280, 280), (0, 0, 0, alpha_background))
-    ImageDraw.Draw(im).line(points, fill=(255, 255, 255, 255), width=width, joint="curve")
-    return np.asarray(im)
-
-
-def test_canvas_blank_is_none():
-    from xwp import ui
-
-    assert ui.canvas_to_input(None) is None
-    assert ui.canvas_to_input(np.zeros((280, 280, 4), np.uint8)) is None
-    transparent = np.zeros((280, 280, 4), np.uint8)
-    transparent[..., :3] = 255  # white but fully transparent: nothing drawn
-    assert ui.canvas_to_input(transparent) is None
-
-
-def test_canvas_drawing_becomes_mnist_layout():
-    from xwp import ui
-    from xwp.data import to_mnist_layout
-
-    rgba = _stroke_canvas([(60, 40), (200, 40), (120, 250)])
-    x = ui.canvas_to_input(rgba)
-    assert x.shape == (1, 1, 28, 28) and x.dtype == torch.float32
-    img = x[0, 0].numpy()
-    assert img.max() == pytest.approx(1.0) and img.min() >= 0
-    ys, xs = np.nonzero(img > 0.05)
-    assert ys.max() - ys.min() + 1 <= 21 and xs.max() - xs.min() + 1 <= 21  # fits the 20x20 box
-    cy, cx = (np.mgrid[0:28, 0:28] * img).reshape(2, -1).sum(1) / img.sum()
-    assert abs(cy - 13.5) < 1 and abs(cx - 13.5) < 1  # centre of mass in the middle
-    gray = rgba[..., :3].mean(-1) / 255.0  # the same drawing as plain grey gives the same input
-    np.testing.assert_allclose(img, to_mnist_layout(gray), atol=1e-5)
-    # a transparent background (alpha 0) with the same strokes gives the same input
-    np.testing.assert_allclose(
-        ui.canvas_to_input(_stroke_canvas([(60, 40), (200, 40), (120, 250)], alpha_background=0))[0, 0].numpy(),
-        img,
-        atol=1e-5,
-    )
-
-
-def test_explain_function_matches_direct_calls():
-    """ui.explain (the per-stroke path) gives the registry's maps and the model's probabilities."""
-    from xwp import ui
-    from xwp.attribution import make_method
-    from xwp.models import MLP
-
-    model = MLP((784, 32, 10), seed=3)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    entry = ui.SessionModel("m", model, model.initial_model(), {"classes": list("0123456789")})
-    x = ui.canvas_to_input(_stroke_canvas([(140, 40), (140, 240)]))
-    ex = ui.explain(entry, x, target=None, methods=("xwp", "xwpc", "random"))
-    with torch.no_grad():
-        probs = torch.softmax(model(x), 1)[0].double().numpy()
-    np.testing.assert_allclose(ex.probs, probs, rtol=1e-6)
-    assert ex.target == ex.predicted == int(probs.argmax())
-    model64 = copy.deepcopy(model).double()  # the app attributes in float64
-    ref = make_method("xwp", model64, model64.initial_model()).attribute(x.double(), target=ex.target)
-    np.testing.assert_allclose(ex.maps["xwp"], ref.reshape(28, 28).numpy(), rtol=1e-9, atol=1e-15)
-    assert next(model.parameters()).dtype == torch.float32  # the session's model is left as it was
-    assert set(ex.tiles) == {"xwp", "xwpc", "random"} and all(t[:4] == b"\x89PNG" for t in ex.tiles.values())
-    assert ex.download_png()[:8] == b"\x89PNG\r\n\x1a\n"
-    frame, spec = ex.probability_chart()
-    assert list(frame["explained"]).count(True) == 1 and spec["encoding"]["y"]["sort"] is None
-    assert np.load(io.BytesIO(ex.npy_bytes())).shape == (3, 28, 28)
-    csv = ex.csv_bytes().decode().splitlines()
-    assert csv[0] == "row,col,input,xwp,xwpc,random" and len(csv) == 785
-
-
 def test_pages_never_import_torch():
     for page in (ROOT / "pages").glob("*.py"):
         for line in page.read_text().splitlines():
             assert not line.strip().startswith(("import torch", "from torch")), f"{page.name}: {line}"
-    assert os.path.exists(APP)
+    from xwp.app.frame import PAGES
+
+    assert sorted(f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py")) == sorted(p.path for p in PAGES)
+
+
+def test_only_the_app_package_imports_streamlit():
+    core = [p for p in (ROOT / "xwp").rglob("*.py") if "app" not in p.relative_to(ROOT / "xwp").parts[:-1]]
+    assert len(core) > 10
+    for path in core:
+        for line in path.read_text().splitlines():
+            assert not line.strip().startswith(("import streamlit", "from streamlit")), f"{path.name}: {line}"
+    assert any("import streamlit" in p.read_text() for p in (ROOT / "xwp" / "app").glob("*.py"))
 
 
 # --------------------------------------------------------------------------- the bad-input corpus in the app
@@ -470,22 +411,6 @@ def test_corpus_uploads_give_clear_errors_and_lose_nothing(case, at, tmp_path):
     assert not (tmp_path / MARKER).exists()
 
 
-def test_corpus_canvas_cases():
-    from corpus import CASES
-
-    from xwp import ui
-    from xwp.errors import XWPError
-
-    for case in (c for c in CASES if c.kind == "canvas"):
-        rgba = np.repeat((case.make(None) * 255).astype(np.uint8)[..., None], 4, axis=2)
-        rgba[..., 3] = 255
-        if case.id == "blank-canvas":
-            assert ui.canvas_to_input(rgba) is None  # shown as "draw a digit", not as an error
-        else:
-            with pytest.raises(XWPError, match=case.expect):
-                ui.canvas_to_input(rgba)
-
-
 def test_results_survive_errors(at):
     """A finished comparison and a trained model are still there after a run of bad inputs."""
     train_small(at, "digits", epochs=1, name="keep me")
@@ -509,11 +434,11 @@ def test_shared_model_and_data_are_never_modified_by_sessions(at):
     """Several sessions attribute with every method on the cached default model: its tensors stay bit-identical."""
     from streamlit.testing.v1 import AppTest
 
-    from xwp import ui
+    from xwp.app import shared as app_shared
     from xwp.attribution import METHODS
 
-    shared = ui._load_default(ui.default_model_path())
-    data = ui._shared_dataset("typeface", "test", None)
+    shared = app_shared._load_default(app_shared.default_model_path())
+    data = app_shared._shared_dataset("typeface", "test", None)
 
     def fingerprint():
         tensors = [*shared.model.state_dict().values(), *shared.initial_model.state_dict().values(), data.images]

@@ -12,9 +12,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "xwp"
 MAX_LINES = 500
-#: xwp/ui.py is being split into xwp/app/ on another branch; until it is gone it is the one
-#: module allowed to import streamlit and to exceed the length limit
-LEGACY_UI = PACKAGE / "ui.py"
 #: files being split on other branches (issue 10): exempt from the length limit while they are long
 BEING_SPLIT = {"xwp/data.py"}
 
@@ -29,8 +26,8 @@ def modules() -> list[str]:
 
 
 def own_files() -> list[Path]:
-    """Python files under xwp/ that the rules apply to (all but the legacy ui.py while it exists)."""
-    return [p for p in sorted(PACKAGE.rglob("*.py")) if p != LEGACY_UI]
+    """Python files under xwp/ that the rules apply to."""
+    return sorted(PACKAGE.rglob("*.py"))
 
 
 def imported_xwp_modules(path: Path) -> set[str]:
@@ -52,7 +49,7 @@ def test_every_module_imports_in_a_fresh_interpreter():
     Importing any ``xwp.x`` runs ``xwp/__init__`` first, so per-module interpreters would not
     catch more cycles than this; :func:`test_module_import_graph_has_no_cycles` checks the graph.
     """
-    names = [n for n in modules() if n not in ("xwp.ui", "xwp.__main__") and not n.startswith("xwp.app")]
+    names = [n for n in modules() if n != "xwp.__main__" and not n.startswith("xwp.app")]
     code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
     result = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

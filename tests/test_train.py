@@ -108,3 +108,76 @@ def test_bad_settings_are_clear_errors(kwargs, typeface):
     with pytest.raises(xwp.XWPError):
         train(model, typeface[0].sample(64), device="cpu", **kwargs)
     assert torch.equal(model.net[0].weight, before)
+
+
+# --------------------------------------------------------------------------- TrainConfig + fit
+
+
+def test_fit_is_build_then_train(typeface):
+    """fit() gives bit-identical weights, history and metadata to building the MLP and calling train() by hand."""
+    from xwp.train import TrainConfig, fit, training_meta
+
+    small_train, small_test = typeface[0].sample(512, seed=0), typeface[1].sample(128, seed=0)
+    config = TrainConfig(hidden="32, 16", epochs=2, seed=5, lr=2e-3, batch_size=64, optimizer="adamw", init="kaiming")
+    assert config.hidden == (32, 16)
+    fitted = fit(config, small_train, small_test, device="cpu")
+
+    model = xwp.MLP((784, 32, 16, 10), seed=5, init="kaiming")
+    kwargs = {"epochs": 2, "lr": 2e-3, "batch_size": 64, "optimizer": "adamw", "seed": 5}
+    history = train(model, small_train, small_test, device="cpu", **kwargs)
+    assert fitted.model.describe() == "784-32-16-10" and fitted.model.init == "kaiming"
+    for a, b in zip(fitted.model.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert fitted.history.loss == history.loss and fitted.history.test_accuracy == history.test_accuracy
+    expected = training_meta("typeface", None, small_train.classes, history, **kwargs)
+    expected["history"]["seconds"] = fitted.meta["history"]["seconds"]  # wall time differs run to run
+    assert fitted.meta == expected
+
+
+def test_fit_loads_the_data_it_names(tmp_path):
+    from xwp.train import TrainConfig, fit
+
+    fitted = fit(TrainConfig(dataset="digits", hidden=(16,), epochs=1), device="cpu")
+    assert fitted.meta["dataset"] == "digits" and fitted.model.sizes == (784, 16, 10)
+    assert 0.0 <= fitted.meta["test_accuracy"] <= 1.0 and fitted.history.epochs == 1
+
+
+def test_fit_stop_callback_ends_training(typeface):
+    from xwp.train import TrainConfig, fit
+
+    polls = []
+
+    def stop() -> bool:
+        polls.append(1)
+        return len(polls) >= 2
+
+    small = typeface[0].sample(1024, seed=0)
+    fitted = fit(TrainConfig(hidden=(8,), epochs=5, batch_size=64), small, small, stop=stop, report_every=4)
+    assert len(polls) == 2 and "stopped" in fitted.history.stopped and fitted.history.epochs == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"hidden": "400,abc"}, "whole numbers"),
+        ({"hidden": (0,)}, "at least 1"),
+        ({"hidden": (100_000,)}, "limited to"),
+        ({"epochs": 0}, "epochs"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"schedule": "step"}, "schedule"),
+        ({"arch": "cnn"}, "arch"),
+    ],
+)
+def test_bad_config_is_refused_before_any_data_is_loaded(fields, message, monkeypatch):
+    import importlib
+
+    from xwp.train import TrainConfig, fit
+
+    train_module = importlib.import_module("xwp.train")  # xwp.train is also the function
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data loaded before the settings were checked")
+
+    monkeypatch.setattr(train_module, "load_dataset", no_data)
+    with pytest.raises(xwp.XWPError, match=message):
+        fit(TrainConfig(**fields))

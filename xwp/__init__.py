@@ -16,7 +16,7 @@ from xwp.errors import TrainingDiverged, XWPError
 from xwp.evaluation import Evaluation, evaluate
 from xwp.metrics import METRICS, average_drop, deletion_auc, insertion_auc
 from xwp.models import MLP
-from xwp.train import History, train
+from xwp.train import History, TrainConfig, fit, train
 
 __all__ = [
     "DATASETS",
@@ -29,6 +29,7 @@ __all__ = [
     "Evaluation",
     "History",
     "ImageSet",
+    "TrainConfig",
     "TrainingDiverged",
     "XWPError",
     "XWPc",
@@ -37,6 +38,7 @@ __all__ = [
     "average_drop",
     "deletion_auc",
     "evaluate",
+    "fit",
     "insertion_auc",
     "load_checkpoint",
     "load_dataset",

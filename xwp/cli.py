@@ -43,16 +43,23 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from xwp.checkpoint import save_checkpoint
     from xwp.data import load_dataset
-    from xwp.models import MLP, check_sizes, parse_hidden
-    from xwp.train import check_settings, train, training_meta
+    from xwp.train import TrainConfig, build_model, fit
 
     out = _out_path(args.out, (".safetensors",))
-    hidden = parse_hidden(args.hidden)
-    check_sizes((784, *hidden, 10))
-    check_settings(args.epochs, args.lr, args.batch_size, args.optimizer)
+    config = TrainConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        seed=args.seed,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        init=args.init,
+    ).check()
     train_set = load_dataset(args.dataset, "train", args.data_dir)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
-    model = MLP((784, *hidden, len(train_set.classes)), seed=args.seed, init=args.init)
+    model = build_model(config, train_set.images[0].numel(), len(train_set.classes))
     bar = tqdm(total=args.epochs, desc=f"training {model.describe()} on {args.dataset}", unit="epoch")
 
     def progress(p):
@@ -60,14 +67,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{p.loss:.4f}", test_acc=f"{p.history.test_accuracy[-1]:.4f}")
 
-    fit = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "optimizer": args.optimizer}
-    fit["seed"] = args.seed
     try:
-        history = train(model, train_set, test_set, progress=progress, **fit)
+        fitted = fit(config, train_set, test_set, model=model, progress=progress)
     finally:
         bar.close()
-    save_checkpoint(out, model, training_meta(args.dataset, args.data_dir, train_set.classes, history, **fit))
-    print(f"test accuracy {history.test_accuracy[-1]:.4f}; wrote {out}")
+    save_checkpoint(out, fitted.model, fitted.meta)
+    print(f"test accuracy {fitted.history.test_accuracy[-1]:.4f}; wrote {out}")
 
 
 def _load(args: argparse.Namespace):

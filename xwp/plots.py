@@ -279,6 +279,10 @@ def confusion_figure(matrix, classes: Sequence[str], title: str = "Confusion mat
     return fig
 
 
+#: resolution of the figures the app shows (downloads of the Explain page use png_bytes' default)
+FIG_DPI = 100
+
+
 def png_bytes(fig: Figure, dpi: int = 120) -> bytes:
     """The figure as PNG bytes (the figure is closed)."""
     buf = io.BytesIO()

@@ -25,8 +25,7 @@ from xwp.data import DATASETS, load_dataset
 from xwp.devices import default_device
 from xwp.evaluation import evaluate
 from xwp.metrics import METRICS
-from xwp.models import MLP
-from xwp.train import train
+from xwp.train import TrainConfig, fit
 
 #: registry tags: every method for the study, the paper's seven for the figures
 STUDY_METHODS = methods_tagged("study")
@@ -88,8 +87,9 @@ def run_study(
         train_set, test_set = load_dataset(name, "train", ddir), load_dataset(name, "test", ddir)
         for seed in seeds:
             t0 = time.perf_counter()
-            model = MLP((784, 400, 100, len(train_set.classes)), seed=seed)
-            history = train(model, train_set, test_set, epochs=epochs, seed=seed, device=device)
+            config = TrainConfig(dataset=name, data_dir=ddir, hidden=(400, 100), epochs=epochs, seed=seed)
+            fitted = fit(config, train_set, test_set, device=device)
+            model, history = fitted.model, fitted.history
             t1 = time.perf_counter()
             ev = evaluate(model, test_set, methods, n=n, seed=seed)
             t2 = time.perf_counter()

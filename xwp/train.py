@@ -1,4 +1,10 @@
-"""Training loop with progress callbacks, early stop on request and a guard against divergence."""
+"""Training: :class:`TrainConfig` + :func:`fit`, the one way to build and train a model from settings.
+
+:func:`train` is the loop itself (progress callbacks, early stop on request, a guard
+against divergence); :func:`fit` builds the network a :class:`TrainConfig` describes,
+trains it with :func:`train` and returns it with its history and checkpoint metadata.
+The CLI, the app (Train page and default model) and the study all go through :func:`fit`.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from xwp.config import LIMITS
-from xwp.data import ImageSet
+from xwp.data import ImageSet, load_dataset
 from xwp.devices import default_device, model_device
 from xwp.errors import TrainingDiverged, XWPError
+from xwp.models import MLP, check_sizes, parse_hidden
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
+#: network families :func:`build_model` can make (a CNN family goes here later)
+ARCHS = ("mlp",)
 
 
 @dataclass
@@ -83,6 +93,13 @@ def predict(
     device = device or model_device(model)
     out = [model(images[i : i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def confusion_matrix(model: nn.Module, data: ImageSet) -> np.ndarray:
+    """Counts ``(C, C)`` of true (rows) against predicted (columns) classes."""
+    c = len(data.classes)
+    pred = predict(model, data.images).numpy()
+    return np.bincount(data.labels.numpy() * c + pred, minlength=c * c).reshape(c, c)
 
 
 def training_meta(
@@ -237,3 +254,119 @@ def train(
             break
     model.eval()
     return history
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a trained model: data, architecture, optimisation, seed.
+
+    ``hidden``: hidden layer sizes (a tuple, or text such as ``"400,100"``; empty: none).
+    ``seed`` draws the initial weights and the shuffling. ``arch`` names the network
+    family (only ``"mlp"`` so far).
+    """
+
+    dataset: str = "typeface"
+    data_dir: str | None = None
+    hidden: tuple[int, ...] = (400, 100)
+    epochs: int = 10
+    seed: int = 0
+    lr: float = 1e-3
+    batch_size: int = 128
+    optimizer: str = "adam"
+    init: str = "torch"
+    schedule: str = "cosine"
+    arch: str = "mlp"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", parse_hidden(self.hidden))
+
+    @property
+    def fit_kwargs(self) -> dict[str, Any]:
+        """The settings :func:`training_meta` records (keyword arguments of :func:`train`)."""
+        return {
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "seed": self.seed,
+        }
+
+    def check(self) -> TrainConfig:
+        """Refuse settings that cannot train (sizes within limits, then the optimisation); return self."""
+        if self.arch not in ARCHS:
+            raise XWPError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        check_sizes((1, *self.hidden, 1))
+        check_settings(self.epochs, self.lr, self.batch_size, self.optimizer, self.schedule)
+        return self
+
+    def meta(self, classes: Sequence[str], history: History | None = None) -> dict[str, Any]:
+        """What a checkpoint of this training records (see :func:`training_meta`)."""
+        return training_meta(self.dataset, self.data_dir, classes, history, **self.fit_kwargs)
+
+
+@dataclass
+class Fitted:
+    """A model trained by :func:`fit`, its history and the metadata its checkpoint keeps."""
+
+    model: MLP
+    history: History
+    meta: dict[str, Any]
+
+
+def build_model(config: TrainConfig, n_inputs: int, n_classes: int) -> MLP:
+    """The untrained network ``config`` describes for ``n_inputs`` inputs and ``n_classes`` classes."""
+    config.check()
+    return MLP((n_inputs, *config.hidden, n_classes), seed=config.seed, init=config.init)
+
+
+def fit(
+    config: TrainConfig,
+    train_set: ImageSet | None = None,
+    test_set: ImageSet | None = None,
+    *,
+    model: MLP | None = None,
+    progress: Callable[[Progress], bool | None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    device: str | torch.device | None = None,
+    report_every: int = 50,
+) -> Fitted:
+    """Build the network of ``config`` and train it; return it (on ``device``) with history and metadata.
+
+    Args:
+        config: the settings; checked before any data is loaded.
+        train_set, test_set: the splits (default: loaded from ``config.dataset`` and
+            ``config.data_dir``).
+        model: a network already made by :func:`build_model` for these settings (e.g. to
+            describe it before training starts); trained in place.
+        progress: as in :func:`train`; returning ``False`` stops training.
+        stop: polled at every progress report; returning ``True`` stops training.
+        device: as in :func:`train` (default: CUDA when available).
+
+    Raises :class:`~xwp.errors.TrainingDiverged` like :func:`train`.
+    """
+    config.check()
+    if train_set is None:
+        train_set = load_dataset(config.dataset, "train", config.data_dir)
+    if test_set is None:
+        test_set = load_dataset(config.dataset, "test", config.data_dir)
+    if model is None:
+        model = build_model(config, train_set.images[0].numel(), len(train_set.classes))
+    report = progress
+    if stop is not None:
+
+        def report(p: Progress) -> bool | None:
+            if stop():
+                return False
+            return progress(p) if progress is not None else None
+
+    history = train(
+        model,
+        train_set,
+        test_set,
+        progress=report,
+        device=device,
+        report_every=report_every,
+        schedule=config.schedule,
+        **config.fit_kwargs,
+    )
+    return Fitted(model, history, config.meta(train_set.classes, history))

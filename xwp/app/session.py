@@ -1,0 +1,127 @@
+"""Per-session state: the names of the session keys, the session's models and one-off messages.
+
+Every user's models live in ``st.session_state`` (one dict per browser session, switched
+in the sidebar); nothing here is shared between sessions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from xwp.checkpoint import Checkpoint
+from xwp.data import DATASETS
+from xwp.models import MLP
+
+MODELS_KEY = "xwp_models"  # dict name -> SessionModel, in the order they were added
+ACTIVE_KEY = "xwp_active_model"  # the sidebar's selectbox: name of the active model
+PENDING_KEY = "xwp_pending_active"  # a model to activate on the next run (set after the sidebar is drawn)
+FLASH_KEY = "xwp_flash"  # messages shown once as toasts on the next run
+PARTIAL_KEY = "xwp_training_in_progress"  # snapshot of a running training (last complete epoch)
+RESULT_KEY = "xwp_training_result"  # the last training's outcome, shown on the Train page
+STOP_KEY = "xwp_stop_training"
+UPLOADS_KEY = "xwp_uploads"  # file_id -> error message (None: loaded) for uploaded checkpoints
+COMPARE_KEY = "xwp_comparison"  # the last evaluation, kept across page switches
+MEMO_KEY = "xwp_memo"  # attributions and figures already computed in this session
+WANTED_PAGE_KEY = "xwp_wanted_page"  # a page opened before the router ran (see frame.routed())
+
+MAX_SESSION_MODELS = 8
+
+
+@dataclass(eq=False)
+class SessionModel:
+    """A model of this session: the network, its initial state (None if unknown) and metadata."""
+
+    name: str
+    model: MLP
+    initial_model: MLP | None
+    meta: dict[str, Any]
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @classmethod
+    def from_checkpoint(cls, name: str, ckpt: Checkpoint) -> SessionModel:
+        """Wrap a loaded :class:`~xwp.checkpoint.Checkpoint`."""
+        return cls(name, ckpt.model, ckpt.initial_model, dict(ckpt.meta))
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names (from the metadata, else 0..C-1)."""
+        names = self.meta.get("classes")
+        if isinstance(names, list) and len(names) == self.model.sizes[-1]:
+            return [str(c) for c in names]
+        return [str(i) for i in range(self.model.sizes[-1])]
+
+    @property
+    def has_initial(self) -> bool:
+        """Whether the initial weights are known (XWP and XWPc need them)."""
+        return self.initial_model is not None
+
+    @property
+    def test_accuracy(self) -> float | None:
+        """Test accuracy recorded when the model was trained, if any."""
+        acc = self.meta.get("test_accuracy")
+        return float(acc) if isinstance(acc, int | float) else None
+
+    def dataset_label(self) -> str:
+        """Human name of the training dataset."""
+        name = self.meta.get("dataset")
+        if name in DATASETS:
+            label = DATASETS[name].label
+            if self.meta.get("upload_name"):
+                label += f" ({self.meta['upload_name']})"
+            return label
+        return str(name) if name else "unknown"
+
+
+def session_models() -> dict[str, SessionModel]:
+    """The models of this session, by name."""
+    return st.session_state.setdefault(MODELS_KEY, {})
+
+
+def active_model() -> SessionModel | None:
+    """The model chosen in the sidebar (None before the first one exists)."""
+    models = session_models()
+    name = st.session_state.get(ACTIVE_KEY)
+    if name in models:
+        return models[name]
+    return next(reversed(models.values()), None)
+
+
+def unique_name(base: str) -> str:
+    """``base``, or ``base (2)``, ``base (3)``... if a model of this session already has that name."""
+    models = session_models()
+    name, k = base.strip() or "model", 2
+    while name in models:
+        name = f"{base} ({k})"
+        k += 1
+    return name
+
+
+def add_model(entry: SessionModel, rerun: bool = False) -> None:
+    """Keep ``entry`` in this session, make it the active model and optionally rerun to show it."""
+    models = session_models()
+    models[entry.name] = entry
+    while len(models) > MAX_SESSION_MODELS:
+        oldest = next(iter(models))
+        del models[oldest]
+        flash(f"Removed the oldest model “{oldest}” (a session keeps at most {MAX_SESSION_MODELS}).")
+    st.session_state[PENDING_KEY] = entry.name
+    if rerun:
+        st.rerun()
+
+
+def flash(message: str) -> None:
+    """Show ``message`` as a toast on the next run (survives ``st.rerun``)."""
+    st.session_state.setdefault(FLASH_KEY, []).append(message)
+
+
+def memo() -> dict:
+    """Per-session store for results already computed (a throwaway dict outside Streamlit)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return {}
+    return st.session_state.setdefault(MEMO_KEY, {})

@@ -1,0 +1,190 @@
+"""The Train page's glue: train with live progress and a Stop button, keep the result, checkpoints in and out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from xwp import plots
+from xwp.app.session import (
+    PARTIAL_KEY,
+    RESULT_KEY,
+    STOP_KEY,
+    UPLOADS_KEY,
+    SessionModel,
+    add_model,
+    flash,
+    memo,
+    unique_name,
+)
+from xwp.app.shared import dataset, test_set
+from xwp.checkpoint import checkpoint_bytes, load_checkpoint
+from xwp.data import ImageSet
+from xwp.errors import TrainingDiverged, XWPError
+from xwp.images import check_upload
+from xwp.train import Progress, TrainConfig, build_model, confusion_matrix, fit
+
+
+def train_model(config: TrainConfig, name: str = "", upload_name: str | None = None) -> None:
+    """Train a new model with live progress; keep it, make it active and rerun to show the result.
+
+    ``name``: how the sidebar lists it (default: dataset and architecture); ``upload_name``:
+    the uploaded file it was trained from, if any. A Stop click (or any other interruption)
+    ends this run; the next run keeps the model of the last complete epoch (see
+    :func:`finish_interrupted_training`).
+    """
+    config.check()  # before the data is loaded
+    train_set = dataset(config.dataset, "train", config.data_dir)
+    test = dataset(config.dataset, "test", config.data_dir)
+    model = build_model(config, train_set.images[0].numel(), len(train_set.classes))
+    name = unique_name(name.strip() or f"{config.dataset} {model.describe()}")
+    meta = {"name": name, "upload_name": upload_name, **config.meta(train_set.classes)}
+    partial = {"name": name, "epochs": config.epochs, "checkpoint": None, "epochs_done": 0}
+    st.session_state[PARTIAL_KEY] = partial
+    top = st.columns([1, 3], vertical_alignment="center")
+    top[0].button(
+        "Stop training",
+        key=STOP_KEY,
+        icon=":material/stop_circle:",
+        type="primary",
+        help="Stop now and keep the model from the last complete epoch.",
+    )
+    top[1].caption(
+        f"Training **{name}** ({model.describe()}, {len(train_set):,} images). "
+        "**Stop** keeps the model of the last complete epoch; before the first epoch ends nothing is kept."
+    )
+    bar = st.progress(0.0, text="Starting…")
+    chart = st.empty()
+
+    def progress(p: Progress) -> bool:
+        bar.progress(p.fraction, text=f"Epoch {p.epoch}/{p.epochs} · step {p.step}/{p.steps} · loss {p.loss:.4g}")
+        if p.epoch_done and p.history.diverging:
+            return False  # no point in more epochs; reported below
+        if p.epoch_done:
+            info = {**meta, "test_accuracy": p.history.test_accuracy[-1], "history": p.history.as_dict()}
+            partial.update(checkpoint=checkpoint_bytes(model, info), epochs_done=p.epoch)
+            chart.image(plots.png_bytes(plots.training_figure(p.history.as_dict(), f"Training {name}"), dpi=80))
+        return True
+
+    try:
+        history = fit(config, train_set, test, model=model, progress=progress).history
+    except TrainingDiverged as e:
+        st.session_state.pop(PARTIAL_KEY, None)
+        raise XWPError(f"{e} The diverged model was discarded; nothing was added to your models.") from None
+    except XWPError:
+        st.session_state.pop(PARTIAL_KEY, None)
+        raise
+    st.session_state.pop(PARTIAL_KEY, None)
+    if history.diverging:
+        raise XWPError(
+            f"training diverged: after epoch {history.epochs} the loss was {history.loss[-1]:.3g}, more "
+            f"than twice the chance level {history.chance_loss:.2f}. The model was discarded; lower the "
+            f"learning rate (now {config.lr:g}) and train again."
+        )
+    model.cpu()
+    meta.update(test_accuracy=history.test_accuracy[-1], history=history.as_dict())
+    entry = SessionModel(name, model, model.initial_model(), meta)
+    _store_result(entry, test, f"Trained **{name}** for {history.epochs} epochs.", "success")
+    add_model(entry, rerun=True)
+
+
+def finish_interrupted_training() -> None:
+    """If a training run was interrupted (Stop, a page switch), keep its last complete epoch."""
+    partial = st.session_state.pop(PARTIAL_KEY, None)
+    if partial is None:
+        return
+    if partial["checkpoint"] is None:
+        st.session_state[RESULT_KEY] = {
+            "level": "warning",
+            "note": f"Training of “{partial['name']}” was stopped before its first epoch finished; no model was kept.",
+        }
+        return
+    ckpt = load_checkpoint(partial["checkpoint"])
+    entry = SessionModel.from_checkpoint(partial["name"], ckpt)
+    entry.meta["epochs_done"] = partial["epochs_done"]
+    note = (
+        f"Training was stopped after epoch {partial['epochs_done']} of {partial['epochs']}; "
+        f"the model from that epoch was kept as **{entry.name}**."
+    )
+    try:
+        test = test_set(entry)
+    except XWPError:
+        test = None
+    _store_result(entry, test, note, "warning")
+    add_model(entry)
+    flash(f"Kept “{entry.name}” from its last complete epoch.")
+
+
+def _store_result(entry: SessionModel, test: ImageSet | None, note: str, level: str) -> None:
+    """Remember a training outcome (figures as PNG) for the Train page."""
+    history = entry.meta.get("history") or {}
+    result = {
+        "level": level,
+        "note": note,
+        "name": entry.name,
+        "accuracy": entry.test_accuracy,
+        "epochs": len(history.get("loss", [])),
+        "seconds": sum(history.get("seconds", [])),
+    }
+    if history.get("loss"):
+        fig = plots.training_figure(history, f"Training {entry.name}")
+        result["history_png"] = plots.png_bytes(fig, plots.FIG_DPI)
+    if test is not None:
+        matrix = confusion_matrix(entry.model, test)
+        fig = plots.confusion_figure(matrix, test.classes, f"Confusion matrix, {len(test):,} test images")
+        result["confusion_png"] = plots.png_bytes(fig, plots.FIG_DPI)
+    st.session_state[RESULT_KEY] = result
+
+
+def show_training_result() -> None:
+    """The outcome of the last training of this session: message, accuracy, curves and confusion matrix."""
+    result = st.session_state.get(RESULT_KEY)
+    if not result:
+        return
+    getattr(st, result["level"])(result["note"])
+    if "name" not in result:
+        return
+    cols = st.columns(3)
+    acc = result.get("accuracy")
+    cols[0].metric("Test accuracy", f"{acc:.2%}" if acc is not None else "—")
+    cols[1].metric("Epochs", result["epochs"])
+    cols[2].metric("Training time", f"{result['seconds']:.1f} s")
+    left, right = st.columns([3, 2])
+    if "history_png" in result:
+        left.image(result["history_png"])
+    if "confusion_png" in result:
+        right.image(result["confusion_png"])
+
+
+def checkpoint_file(entry: SessionModel) -> tuple[bytes, str]:
+    """The model as checkpoint bytes and a file name (computed once per model)."""
+    store = memo()
+    key = ("checkpoint", entry.uid)
+    if key not in store:
+        store[key] = checkpoint_bytes(entry.model, entry.meta)  # sizes, init, seed, versions: from the model
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in entry.name).strip("-") or "model"
+    return store[key], f"{stem}.safetensors"
+
+
+def load_uploaded_checkpoint(upload) -> None:
+    """Add an uploaded checkpoint to this session once; a bad file shows why and changes nothing."""
+    if upload is None:
+        return
+    seen = st.session_state.setdefault(UPLOADS_KEY, {})
+    if upload.file_id in seen:
+        if seen[upload.file_id]:
+            st.error(seen[upload.file_id], icon=":material/error:")
+        return
+    try:
+        ckpt = load_checkpoint(check_upload(upload.getvalue()), require_initial=False)
+    except XWPError as e:
+        seen[upload.file_id] = f"{upload.name}: {e}. Your other models are unchanged."
+        st.error(seen[upload.file_id], icon=":material/error:")
+        return
+    seen[upload.file_id] = None
+    entry = SessionModel.from_checkpoint(unique_name(Path(upload.name).stem), ckpt)
+    if not entry.has_initial:
+        flash(f"“{entry.name}” has no initial state: XWP and XWPᶜ are unavailable for it.")
+    flash(f"Loaded “{entry.name}” ({entry.model.describe()}).")
+    add_model(entry, rerun=True)
