@@ -36,14 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
-import json
-import math
 import os
 import re
 import secrets
-import shutil
-import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -58,15 +53,32 @@ import torch
 from xwp.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint
 from xwp.config import atomic_write, cache_dir, env_int
 from xwp.errors import XWPError
+from xwp.storage import (  # noqa: F401 (the entry types are part of this module's API)
+    MAX_CSV,
+    MAX_JSON,
+    Comparison,
+    ComparisonEntry,
+    ModelEntry,
+    clean_name,
+    created_time,
+    decode_arrays,
+    decode_table,
+    encode_comparison,
+    file_size,
+    json_bytes,
+    parse_history,
+    read_json,
+    read_regular,
+    remove_tree,
+    snapshot_bytes,
+    snapshots_from_bytes,
+    table_names,
+)
 
 #: a workspace id: what ``secrets.token_urlsafe(16)`` returns (22 characters of [A-Za-z0-9_-])
 ID_RE = re.compile(r"\A[A-Za-z0-9_-]{22}\Z")
 #: a model or comparison id inside a workspace (``secrets.token_hex(8)``)
 ITEM_RE = re.compile(r"\A[0-9a-f]{16}\Z")
-MAX_JSON = 512 * 1024  # one entry file (history included)
-MAX_CSV = 32 * 1024 * 1024
-MAX_NAME = 120
-MAX_SNAPSHOTS = 20
 TOUCH_EVERY_S = 3600.0  # the stamp is refreshed at most hourly (expiry has day resolution)
 CLEAN_EVERY_S = 600.0
 ORPHAN_AGE_S = 3600.0  # files without a committed .json entry older than this are removed
@@ -84,41 +96,6 @@ class WorkspaceLimits:
 
 class WorkspaceFull(XWPError):
     """A save would pass the workspace's size or count limit; nothing was written."""
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One saved model as listed (from its ``.json`` entry, never from the checkpoint)."""
-
-    id: str
-    name: str
-    dataset: str
-    arch: str
-    accuracy: float | None
-    created: float
-    bytes: int
-    epochs: int
-    has_snapshots: bool
-
-
-@dataclass(frozen=True)
-class ComparisonEntry:
-    """One saved comparison as listed."""
-
-    id: str
-    name: str
-    model: str
-    created: float
-    bytes: int
-
-
-@dataclass
-class Comparison:
-    """A comparison read back: tables (DataFrames), arrays (numpy) and its JSON facts."""
-
-    tables: dict[str, pd.DataFrame]
-    arrays: dict[str, np.ndarray]
-    info: dict[str, Any]
 
 
 # --------------------------------------------------------------------------- ids and paths
@@ -144,71 +121,6 @@ def _item_id(item: object, what: str) -> str:
     if not (isinstance(item, str) and ITEM_RE.match(item)):
         raise XWPError(f"no such {what} in this workspace")
     return item
-
-
-def _read_regular(path: Path, cap: int) -> bytes:
-    """The bytes of ``path`` if it is a regular file (not a link, FIFO or device) of at most ``cap`` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise XWPError(f"{path.name} is no longer in the workspace (deleted in another tab?)") from None
-    except OSError:
-        raise XWPError(f"{path.name} in the workspace cannot be read") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise XWPError(f"{path.name} in the workspace is not a regular file")
-        if st.st_size > cap:
-            raise XWPError(f"{path.name} in the workspace is larger than {cap:,} bytes")
-        data = fh.read(cap + 1)
-    if len(data) > cap:
-        raise XWPError(f"{path.name} in the workspace is larger than {cap:,} bytes")
-    return data
-
-
-def _read_json(path: Path, cap: int = MAX_JSON) -> dict[str, Any]:
-    """A JSON object from a regular file of at most ``cap`` bytes, else :class:`XWPError`."""
-    data = _read_regular(path, cap)
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise XWPError(f"{path.name} in the workspace is damaged (not JSON)") from None
-    if not isinstance(obj, dict):
-        raise XWPError(f"{path.name} in the workspace is damaged (not a JSON object)")
-    return obj
-
-
-def _json_bytes(obj: Any) -> bytes:
-    """Strict JSON (no NaN) as UTF-8 bytes; non-finite floats become null."""
-    return json.dumps(_finite(obj), allow_nan=False).encode()
-
-
-def _finite(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats replaced by None and numpy scalars by Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, str | bytes):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def clean_name(name: object) -> str:
-    """A display name: a string without control characters, at most :data:`MAX_NAME` characters."""
-    text = "".join(ch for ch in str(name) if ch.isprintable()).strip()
-    return text[:MAX_NAME] or "model"
-
-
-def _size(path: Path) -> int:
-    """Size of a regular file (0 when it vanished or is not one)."""
-    try:
-        st = path.lstat()
-    except OSError:
-        return 0
-    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -282,7 +194,7 @@ class Workspace:
         for sub in ("models", "comparisons"):
             d = self.path / sub
             if d.is_dir() and not d.is_symlink():
-                total += sum(_size(p) for p in d.iterdir())
+                total += sum(file_size(p) for p in d.iterdir())
         return total
 
     def _check_room(self, new_bytes: int, kind: str, count: int) -> None:
@@ -322,7 +234,7 @@ class Workspace:
         """
         name = clean_name(name)
         data = checkpoint_bytes(model, {**meta, "name": name})
-        snap = _snapshot_bytes(snapshots) if snapshots else None
+        snap = snapshot_bytes(snapshots) if snapshots else None
         history = meta.get("history") if isinstance(meta.get("history"), dict) else None
         acc = meta.get("test_accuracy")
         sizes = getattr(model, "sizes", None)
@@ -334,10 +246,10 @@ class Workspace:
             "created": time.time(),
             "history": history,
         }
-        text = _json_bytes(entry)
+        text = json_bytes(entry)
         if len(text) > MAX_JSON:
             entry["history"] = None  # a pathological history: keep the model, drop its curves
-            text = _json_bytes(entry)
+            text = json_bytes(entry)
         with self._locked():
             self._check_room(len(data) + len(text) + (len(snap) if snap else 0), "model", len(self._ids("models")))
             d = self._dir("models")
@@ -364,27 +276,20 @@ class Workspace:
     def _model_entry(self, mid: str) -> ModelEntry:
         """The validated listing of model ``mid``."""
         d = self.path / "models"
-        e = _read_json(d / f"{mid}.json")
+        e = read_json(d / f"{mid}.json")
         ckpt = d / f"{mid}.safetensors"
         if not ckpt.is_file() or ckpt.is_symlink():
             raise XWPError(f"model {mid} has no checkpoint")
         acc = e.get("accuracy")
-        created = e.get("created")
-        history = e.get("history")
-        epochs = (
-            len(history.get("loss", [])) if isinstance(history, dict) and isinstance(history.get("loss"), list) else 0
-        )
-        if not (isinstance(created, int | float) and math.isfinite(created)):
-            raise XWPError(f"model {mid}'s entry is damaged")
         return ModelEntry(
             id=mid,
             name=clean_name(e.get("name", "model")),
             dataset=clean_name(e.get("dataset", "unknown")),
             arch=clean_name(e.get("arch", "?")),
             accuracy=float(acc) if isinstance(acc, int | float) and 0.0 <= acc <= 1.0 else None,
-            created=float(created),
-            bytes=_size(ckpt) + _size(d / f"{mid}.json") + _size(d / f"{mid}.snapshots.safetensors"),
-            epochs=epochs,
+            created=created_time(e),
+            bytes=file_size(ckpt) + file_size(d / f"{mid}.json") + file_size(d / f"{mid}.snapshots.safetensors"),
+            epochs=len((parse_history(e.get("history")) or {}).get("loss", [])),
             has_snapshots=(d / f"{mid}.snapshots.safetensors").is_file(),
         )
 
@@ -399,21 +304,14 @@ class Workspace:
     def load_model(self, mid: str) -> Checkpoint:
         """Load model ``mid`` through :func:`~xwp.checkpoint.load_checkpoint` (no pickle, checked shapes)."""
         mid = _item_id(mid, "model")
-        data = _read_regular(self.path / "models" / f"{mid}.safetensors", self.limits.max_bytes)
+        data = read_regular(self.path / "models" / f"{mid}.safetensors", self.limits.max_bytes)
         self.touch()
         return load_checkpoint(data, require_initial=False)
 
     def history(self, mid: str) -> dict[str, list[float]] | None:
         """The training history of model ``mid`` (lists of finite numbers per key), or None."""
         mid = _item_id(mid, "model")
-        h = _read_json(self.path / "models" / f"{mid}.json").get("history")
-        if not isinstance(h, dict):
-            return None
-        out: dict[str, list[float]] = {}
-        for k, v in h.items():
-            if isinstance(v, list) and len(v) <= 10_000:
-                out[str(k)[:64]] = [float(x) if isinstance(x, int | float) else float("nan") for x in v]
-        return out
+        return parse_history(read_json(self.path / "models" / f"{mid}.json").get("history"))
 
     def snapshots(self, mid: str) -> dict[int, np.ndarray]:
         """First-layer weights per epoch of model ``mid`` (float32), empty if none were kept."""
@@ -421,7 +319,7 @@ class Workspace:
         path = self.path / "models" / f"{mid}.snapshots.safetensors"
         if not path.exists():
             return {}
-        return _snapshots_from_bytes(_read_regular(path, self.limits.max_bytes))
+        return snapshots_from_bytes(read_regular(path, self.limits.max_bytes))
 
     def delete_model(self, mid: str) -> None:
         """Remove model ``mid`` (its entry first, so it vanishes from every listing at once)."""
@@ -441,28 +339,14 @@ class Workspace:
         info: dict[str, Any] | None = None,
     ) -> ComparisonEntry:
         """Store a comparison: ``tables`` as CSV, ``arrays`` as safetensors, ``info`` as JSON (no pickle)."""
-        from safetensors.numpy import save
-
-        name = clean_name(name)
-        for key in [*tables, *(arrays or {})]:
-            if not re.fullmatch(r"[a-z0-9_]{1,40}", key):
-                raise XWPError(f"table/array names are lowercase words, got {key!r}")
-        csvs = {k: t.to_csv(index=True).encode() for k, t in tables.items()}
-        arr = save({k: np.ascontiguousarray(v) for k, v in arrays.items()}) if arrays else None
-        meta = {"name": name, "created": time.time(), "tables": sorted(csvs), "info": info or {}}
-        text = _json_bytes(meta)
-        if len(text) > MAX_JSON:
-            raise XWPError("the comparison's settings are too large to store")
-        new_bytes = len(text) + sum(map(len, csvs.values())) + (len(arr) if arr else 0)
+        files, text = encode_comparison(clean_name(name), tables, arrays, info)
         with self._locked():
-            self._check_room(new_bytes, "comparison", len(self._ids("comparisons")))
+            self._check_room(len(text) + sum(map(len, files.values())), "comparison", len(self._ids("comparisons")))
             d = self._dir("comparisons")
             cid = self._new_item("comparisons")
-            for k, data in csvs.items():
-                atomic_write(d / f"{cid}.{k}.csv", data)
-            if arr:
-                atomic_write(d / f"{cid}.arrays.safetensors", arr)
-            atomic_write(d / f"{cid}.json", text)
+            for suffix, data in files.items():
+                atomic_write(d / f"{cid}.{suffix}", data)
+            atomic_write(d / f"{cid}.json", text)  # last: its presence commits the comparison
         self.touch(force=True)
         return self._comparison_entry(cid)
 
@@ -473,17 +357,14 @@ class Workspace:
 
     def _comparison_entry(self, cid: str) -> ComparisonEntry:
         """The validated listing of comparison ``cid``."""
-        e = _read_json(self.path / "comparisons" / f"{cid}.json")
-        created = e.get("created")
-        if not (isinstance(created, int | float) and math.isfinite(created)):
-            raise XWPError(f"comparison {cid}'s entry is damaged")
+        e = read_json(self.path / "comparisons" / f"{cid}.json")
         info = e.get("info") if isinstance(e.get("info"), dict) else {}
         return ComparisonEntry(
             id=cid,
             name=clean_name(e.get("name", "comparison")),
             model=clean_name(info.get("model", "")) if info.get("model") else "",
-            created=float(created),
-            bytes=sum(_size(p) for p in self._comparison_files(cid)),
+            created=created_time(e),
+            bytes=sum(file_size(p) for p in self._comparison_files(cid)),
         )
 
     def comparisons(self) -> list[ComparisonEntry]:
@@ -496,32 +377,12 @@ class Workspace:
 
     def load_comparison(self, cid: str) -> Comparison:
         """Read comparison ``cid`` back (CSV through pandas, arrays through safetensors; sizes capped)."""
-        from safetensors.numpy import load
-
         cid = _item_id(cid, "comparison")
         d = self.path / "comparisons"
-        e = _read_json(d / f"{cid}.json")
-        names = e.get("tables")
-        if not (
-            isinstance(names, list) and all(isinstance(n, str) and re.fullmatch(r"[a-z0-9_]{1,40}", n) for n in names)
-        ):
-            raise XWPError("the stored comparison is damaged (its table list)")
-        tables = {}
-        for k in names:
-            data = _read_regular(d / f"{cid}.{k}.csv", MAX_CSV)
-            try:
-                tables[k] = pd.read_csv(io.BytesIO(data), index_col=0)
-            except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
-                raise XWPError(f"the stored comparison's table {k} is damaged") from None
-        arrays: dict[str, np.ndarray] = {}
+        e = read_json(d / f"{cid}.json")
+        tables = {k: decode_table(read_regular(d / f"{cid}.{k}.csv", MAX_CSV), k) for k in table_names(e)}
         path = d / f"{cid}.arrays.safetensors"
-        if path.exists():
-            try:
-                arrays = load(_read_regular(path, self.limits.max_bytes))
-            except XWPError:
-                raise
-            except Exception:  # safetensors raises its own error types
-                raise XWPError("the stored comparison's arrays are damaged") from None
+        arrays = decode_arrays(read_regular(path, self.limits.max_bytes)) if path.exists() else {}
         self.touch()
         return Comparison(tables, arrays, e.get("info") if isinstance(e.get("info"), dict) else {})
 
@@ -556,54 +417,7 @@ class Workspace:
 
     def delete(self) -> None:
         """Remove the whole workspace."""
-        _remove_tree(self.path)
-
-
-def _remove_tree(path: Path) -> None:
-    """Delete ``path`` (a link is unlinked, never followed)."""
-    if path.is_symlink():
-        path.unlink(missing_ok=True)
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- snapshots on disk
-
-
-def _snapshot_bytes(snapshots: dict[int, np.ndarray]) -> bytes:
-    """Snapshots (epoch -> ``(H, D)`` weights) as float16 safetensors; at most :data:`MAX_SNAPSHOTS`."""
-    from safetensors.numpy import save
-
-    if len(snapshots) > MAX_SNAPSHOTS:
-        raise XWPError(f"at most {MAX_SNAPSHOTS} snapshots are kept per model, got {len(snapshots)}")
-    arrays = {}
-    for epoch, w in snapshots.items():
-        a = np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float32)
-        if a.ndim != 2 or not np.isfinite(a).all():
-            raise XWPError("a snapshot must be a finite 2-D weight matrix")
-        arrays[f"epoch.{int(epoch)}"] = np.clip(a, -65000, 65000).astype(np.float16)
-    return save(arrays, metadata={"format": "xwp-snapshots"})
-
-
-def _snapshots_from_bytes(data: bytes) -> dict[int, np.ndarray]:
-    """Snapshots read back and checked (keys, count, one shape for all)."""
-    from safetensors.numpy import load
-
-    try:
-        raw = load(data)
-    except Exception:  # safetensors raises its own error types
-        raise XWPError("the stored weight snapshots are damaged") from None
-    out: dict[int, np.ndarray] = {}
-    shapes = set()
-    for k, v in raw.items():
-        m = re.fullmatch(r"epoch\.(\d{1,4})", k)
-        if m is None or v.ndim != 2:
-            raise XWPError("the stored weight snapshots are damaged")
-        out[int(m.group(1))] = v.astype(np.float32)
-        shapes.add(v.shape)
-    if len(out) > MAX_SNAPSHOTS or len(shapes) > 1:
-        raise XWPError("the stored weight snapshots are damaged")
-    return dict(sorted(out.items()))
+        remove_tree(self.path)
 
 
 # --------------------------------------------------------------------------- opening and expiry
@@ -629,7 +443,7 @@ def cleanup_expired(root: str | os.PathLike | None = None, days: float | None = 
             continue
         ws = Workspace(p.name, root)
         if p.is_symlink() or ws.last_used() < cutoff:
-            _remove_tree(p)
+            remove_tree(p)
             gone.append(p.name)
     return gone
 
