@@ -6,10 +6,13 @@ plain layout (:func:`xwp.data.image_to_input`) keeps all of it as a grey box. Th
 1. shrink the photo to at most 256 pixels a side (bounded time; a digit needs no more);
 2. estimate the background with a large median filter (window a quarter of the image, on a
    64-pixel copy) and subtract it, which removes gradients and shadows;
-3. decide the polarity (dark ink on light paper, or light on dark) from which tail of the
-   residual holds more pixels beyond 4 robust standard deviations of the noise;
+3. decide the polarity (dark ink on light paper, or light on dark): from the border when at
+   least 3/4 of it lies on one side of the global Otsu threshold, else from which tail of the
+   residual holds more pixels beyond 4 standard deviations of the noise (estimated from
+   differences of neighbouring pixels);
 4. threshold with Otsu's method (Otsu 1979), never below 3 noise standard deviations;
-5. drop connected components smaller than 10 % of the largest (specks, texture);
+5. drop pieces lying along the border (a table edge, a shadow) when a sizeable piece lies
+   away from it, then connected components smaller than 10 % of the largest (specks);
 6. crop to the ink and hand it to :func:`xwp.data.image_to_input` (MNIST layout).
 
 :func:`unlike_training` then says, in one line, when an input looks like nothing the model
@@ -33,6 +36,8 @@ from xwp.errors import XWPError
 MAX_SIDE = 256
 BACKGROUND_SIDE = 64
 MIN_COMPONENT_SHARE = 0.10
+FRAME_CONTACT = 0.05  # a piece touching more than this share of the border's pixels is a frame
+MIN_INNER_AREA = 0.002  # a piece away from the border this large (share of the image) is a candidate digit
 #: median ink signal over the noise below which strokes "barely stand out": thresholded pure noise
 #: gives about 3.3, a photo whose digit a person reads easily (noise 0.12 on 0.6 contrast) about 5
 MIN_CONTRAST = 4.0
@@ -54,6 +59,7 @@ class Cleaned:
     components: int  # kept connected components
     removed: int  # components dropped as specks
     ink_fraction: float  # kept ink pixels / all pixels
+    frame_removed: bool = False  # a table edge, shadow or frame along the border was dropped
 
     @property
     def polarity(self) -> str:
@@ -118,6 +124,52 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[1:][best].mean())
 
 
+def noise_level(gray: np.ndarray) -> float:
+    """The noise's standard deviation from differences of neighbouring pixels (robust: edges are few)."""
+    dx = np.diff(gray, axis=1).ravel()
+    dy = np.diff(gray, axis=0).ravel()
+    mad = float(np.median(np.abs(np.concatenate([dx, dy]))))
+    return max(1.4826 * mad / np.sqrt(2.0), 1e-3)
+
+
+def _polarity(gray: np.ndarray, noise: float) -> tuple[bool, np.ndarray | None]:
+    """Dark ink on light paper (True) or not, and a first ink mask when the border decided it.
+
+    The border is mostly paper: if at least 3/4 of it falls on one side of the global Otsu
+    threshold, that side is the background (this holds for tight crops, where the ink covers
+    half the image). Otherwise (a table along two edges, a shadow) the residual from a median
+    background decides: the ink is the side with more pixels beyond 4 noise standard deviations.
+    """
+    t0 = otsu_threshold(gray)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    light = float((border > t0).mean())
+    if light >= 0.75:
+        return True, gray < t0
+    if light <= 0.25:
+        return False, gray > t0
+    d = gray - estimate_background(gray)
+    return int((d < -4 * noise).sum()) >= int((d > 4 * noise).sum()), None
+
+
+def _pieces(labels: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
+    """Labels of the connected pieces to keep, and whether a frame along the border was dropped.
+
+    A piece that lies along the border (more than :data:`FRAME_CONTACT` of the border's
+    pixels: a table edge or a shadow around the page) is dropped when there is a sizeable
+    piece away from it (at least :data:`MIN_INNER_AREA` of the image). Then pieces smaller
+    than :data:`MIN_COMPONENT_SHARE` of the largest remaining one are dropped as specks.
+    """
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]  # (n,)
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    contact = np.bincount(edge, minlength=n + 1)[1:] / edge.size  # (n,) share of the border
+    frame = contact > FRAME_CONTACT
+    inner = ~frame & (contact == 0) & (areas >= MIN_INNER_AREA * labels.size)
+    drop_frame = bool(frame.any() and inner.any())
+    candidates = ~frame if drop_frame else np.ones(n, dtype=bool)
+    biggest = areas[candidates].max()
+    return np.flatnonzero(candidates & (areas >= MIN_COMPONENT_SHARE * biggest)) + 1, drop_frame
+
+
 def clean_photo(gray: np.ndarray) -> Cleaned:
     """Separate the ink of a photographed digit from its background (see the module docstring).
 
@@ -130,18 +182,12 @@ def clean_photo(gray: np.ndarray) -> Cleaned:
     if gray.ndim != 2 or min(gray.shape) < 8 or not np.isfinite(gray).all():
         raise XWPError(f"expected a finite grayscale image of at least 8x8 pixels, got shape {gray.shape}")
     gray = _shrink(gray, MAX_SIDE)
-    d = gray - estimate_background(gray)
-    noise = max(1.4826 * float(np.median(np.abs(d - np.median(d)))), 1e-3)
-    dark = int((d < -4 * noise).sum()) >= int((d > 4 * noise).sum())
-    for _ in range(2):  # the second pass estimates the background without the ink found by the first
+    noise = noise_level(gray)
+    dark, mask = _polarity(gray, noise)
+    for _ in range(2):  # each pass estimates the background without the ink found so far
+        d = gray - estimate_background(gray, mask if mask is not None and mask.any() else None)
         s = -d if dark else d
-        threshold = max(otsu_threshold(s), 3 * noise)
-        mask = s > threshold
-        if not mask.any():
-            break
-        d = gray - estimate_background(gray, mask)
-        noise = max(1.4826 * float(np.median(np.abs(d[~mask]) if (~mask).any() else 0.0)), 1e-3)
-    s = -d if dark else d
+        mask = s > max(otsu_threshold(s), 3 * noise)
     threshold = max(otsu_threshold(s), 3 * noise)
     mask = s > threshold
     if not mask.any():
@@ -150,8 +196,7 @@ def clean_photo(gray: np.ndarray) -> Cleaned:
             "upload a photo of a digit with clear strokes"
         )
     labels, n = label(mask, structure=np.ones((3, 3), dtype=bool))
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    keep_ids = np.flatnonzero(areas >= MIN_COMPONENT_SHARE * areas.max()) + 1
+    keep_ids, framed = _pieces(labels, n)
     keep = np.isin(labels, keep_ids)
     ink = np.where(keep, np.clip(s / max(float(np.percentile(s[keep], 95)), 1e-6), 0, 1), 0).astype(np.float32)
     rows, cols = np.flatnonzero(keep.any(1)), np.flatnonzero(keep.any(0))
@@ -167,6 +212,7 @@ def clean_photo(gray: np.ndarray) -> Cleaned:
         contrast=float(np.median(s[keep])) / noise,
         components=len(keep_ids),
         removed=int(n - len(keep_ids)),
+        frame_removed=framed,
         ink_fraction=float(keep.mean()),
     )
 
