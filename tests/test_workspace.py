@@ -263,3 +263,35 @@ def test_orphans_of_a_killed_save_are_removed(root):
     past = time.time() - 7200
     os.utime(orphan, (past, past))
     assert ws.remove_orphans() == 1 and not orphan.exists() and len(ws.models()) == 1
+
+
+def test_total_size_over_all_workspaces_is_bounded(root):
+    from xwp.checkpoint import checkpoint_bytes
+
+    one = len(checkpoint_bytes(small_model(), meta()))
+    lim = WorkspaceLimits(max_total_bytes=int(2.5 * one))
+    a, _ = open_workspace(None, root, lim)
+    b, _ = open_workspace(None, root, lim)
+    a.save_model(small_model(), meta(), "a1")
+    b.save_model(small_model(), meta(), "b1")
+    with pytest.raises(WorkspaceFull, match="server's workspaces are full"):
+        open_workspace(None, root, lim)[0].save_model(small_model(), meta(), "c1")
+    assert len(a.models()) == len(b.models()) == 1
+
+
+def test_recorded_snapshots_roundtrip_into_the_replay(root):
+    from xwp import train
+    from xwp.data import ImageSet
+    from xwp.replay import SnapshotRecorder, replay_png
+
+    model = small_model()
+    data = ImageSet(torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,)), [str(i) for i in range(10)], "t", "train")
+    rec = SnapshotRecorder(model)
+    history = train(model, data, epochs=2, batch_size=16, device="cpu", progress=rec)
+    ws, _ = open_workspace(None, root)
+    e = ws.save_model(model, {"dataset": "t", "history": history.as_dict()}, "replayed", snapshots=rec.snapshots)
+    snaps = Workspace(ws.id, root).snapshots(e.id)
+    assert list(snaps) == [0, 1, 2] and e.epochs == 2
+    np.testing.assert_allclose(snaps[2], rec.snapshots[2], atol=1e-3)
+    png, epoch = replay_png(snaps, 2, unit=0)
+    assert epoch == 2 and png[:4] == b"\x89PNG"

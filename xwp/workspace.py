@@ -29,7 +29,8 @@ either is **refused** with :class:`WorkspaceFull` (nothing is evicted behind the
 back; the message says what to delete). ``XWP_WORKSPACE_DAYS`` (7): a workspace not used
 for that long is deleted by :func:`cleanup_expired`, which :func:`open_workspace` runs at
 most every 10 minutes. ``XWP_WORKSPACES_MAX`` (1000): new workspaces beyond this many are
-refused (the disk stays bounded however many ids visitors invent).
+refused; ``XWP_WORKSPACES_TOTAL_MB`` (2048): saves that would pass this total over all
+workspaces are refused (the disk stays bounded however many ids visitors invent).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class WorkspaceLimits:
     max_items: int = field(default_factory=lambda: env_int("XWP_WORKSPACE_MODELS", 20))
     days: float = field(default_factory=lambda: float(env_int("XWP_WORKSPACE_DAYS", 7)))
     max_workspaces: int = field(default_factory=lambda: env_int("XWP_WORKSPACES_MAX", 1000))
+    max_total_bytes: int = field(default_factory=lambda: env_int("XWP_WORKSPACES_TOTAL_MB", 2048) * 1024 * 1024)
 
 
 class WorkspaceFull(XWPError):
@@ -210,6 +212,12 @@ class Workspace:
             raise WorkspaceFull(
                 f"this workspace would need {(used + new_bytes) / 2**20:.1f} MB, more than its limit of "
                 f"{lim.max_bytes / 2**20:.0f} MB (XWP_WORKSPACE_MB); delete a model or comparison to save this one"
+            )
+        total = total_usage(self.root)
+        if total + new_bytes > lim.max_total_bytes:
+            raise WorkspaceFull(
+                f"the server's workspaces are full ({total / 2**20:.0f} MB of {lim.max_total_bytes / 2**20:.0f} MB, "
+                "XWP_WORKSPACES_TOTAL_MB); this model stays in this browser tab only. Delete saved work or try later"
             )
 
     def _new_item(self, sub: str) -> str:
@@ -423,6 +431,16 @@ class Workspace:
 # --------------------------------------------------------------------------- opening and expiry
 
 _last_clean: dict[str, float] = {}
+
+
+def total_usage(root: str | os.PathLike | None = None) -> int:
+    """Bytes all workspaces under ``root`` take (only folders named like workspace ids count)."""
+    base = Path(root) if root is not None else root_dir()
+    if not base.is_dir() or base.is_symlink():
+        return 0
+    return sum(Workspace(p.name, base).usage() for p in base.iterdir() if valid_id(p.name) and not p.is_symlink())
+
+
 _clean_lock = threading.Lock()
 
 
