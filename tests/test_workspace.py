@@ -295,3 +295,26 @@ def test_recorded_snapshots_roundtrip_into_the_replay(root):
     np.testing.assert_allclose(snaps[2], rec.snapshots[2], atol=1e-3)
     png, epoch = replay_png(snaps, 2, unit=0)
     assert epoch == 2 and png[:4] == b"\x89PNG"
+
+
+def test_an_evaluation_roundtrips_through_a_workspace(root):
+    from xwp.data import load_dataset
+    from xwp.evaluation import evaluate
+    from xwp.storage import evaluation_from, evaluation_parts
+
+    model = small_model()
+    data = load_dataset("digits", "test")
+    ev = evaluate(model, data, ["xwp", "random"], n=6, seed=0, n_examples=3)
+    tables, arrays, info = evaluation_parts(ev, predictions=np.arange(3), model="m1", seconds=1.5)
+    ws, _ = open_workspace(None, root)
+    c = ws.save_comparison("xwp vs random", tables, arrays, info)
+    assert ws.comparisons()[0].model == "m1"
+    back, predictions = evaluation_from(Workspace(ws.id, root).load_comparison(c.id))
+    pd.testing.assert_frame_equal(back.table, ev.table, check_dtype=False)
+    pd.testing.assert_frame_equal(back.per_image, ev.per_image, check_dtype=False)
+    pd.testing.assert_frame_equal(back.table_correct(), ev.table_correct(), check_dtype=False)
+    for m in ("xwp", "random"):
+        np.testing.assert_array_equal(back.deletion[m], ev.deletion[m])
+        np.testing.assert_array_equal(back.examples["attributions"][m], ev.examples["attributions"][m])
+    assert back.settings["n"] == 6 and back.examples["classes"] == ev.examples["classes"]
+    np.testing.assert_array_equal(predictions, np.arange(3))

@@ -108,11 +108,15 @@ def finite(obj: Any) -> Any:
         return {str(k): finite(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [finite(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, str | bytes):
+    if isinstance(obj, np.ndarray):
+        return finite(obj.tolist())
+    if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
-    return obj
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)  # anything else (a function given as an option, ...) is kept as its description
 
 
 def clean_name(name: object) -> str:
@@ -244,3 +248,66 @@ def decode_arrays(data: bytes) -> dict[str, np.ndarray]:
         return load(data)
     except Exception:  # safetensors raises its own error types
         raise XWPError("the stored comparison's arrays are damaged") from None
+
+
+# --------------------------------------------------------------------------- evaluations
+
+
+def evaluation_parts(
+    ev: Any, predictions: np.ndarray | None = None, **info: Any
+) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray], dict[str, Any]]:
+    """An :class:`xwp.evaluation.Evaluation` as (tables, arrays, info) for ``Workspace.save_comparison``.
+
+    Method names go into ``info`` and arrays are keyed by position (``deletion_0``, ...), so
+    no method name becomes a file or key name. ``info`` may carry the app's facts (model name,
+    dataset label, seconds).
+    """
+    methods = list(ev.deletion)
+    arrays: dict[str, np.ndarray] = {}
+    for k, m in enumerate(methods):
+        arrays[f"deletion_{k}"] = np.asarray(ev.deletion[m], dtype=np.float32)
+        arrays[f"insertion_{k}"] = np.asarray(ev.insertion[m], dtype=np.float32)
+    ex = ev.examples or {}
+    example_methods = list(ex.get("attributions", {}))
+    for k, m in enumerate(example_methods):
+        arrays[f"example_{k}"] = np.asarray(ex["attributions"][m], dtype=np.float32)
+    if "images" in ex:
+        arrays["example_images"] = np.asarray(ex["images"], dtype=np.float32)
+        arrays["example_labels"] = np.asarray(ex["labels"], dtype=np.int64)
+    if predictions is not None:
+        arrays["predictions"] = np.asarray(predictions, dtype=np.int64)
+    meta = {
+        **info,
+        "methods": methods,
+        "example_methods": example_methods,
+        "classes": [str(c) for c in ex.get("classes", [])],
+        "settings": ev.settings,
+    }
+    return {"table": ev.table, "per_image": ev.per_image}, arrays, meta
+
+
+def evaluation_from(comparison: Comparison) -> tuple[Any, np.ndarray | None]:
+    """The :class:`xwp.evaluation.Evaluation` (and predictions, if saved) of a stored comparison."""
+    from xwp.evaluation import Evaluation
+
+    info, arrays = comparison.info, comparison.arrays
+    try:
+        methods = [str(m) for m in info["methods"]]
+        example_methods = [str(m) for m in info.get("example_methods", [])]
+        deletion = {m: arrays[f"deletion_{k}"] for k, m in enumerate(methods)}
+        insertion = {m: arrays[f"insertion_{k}"] for k, m in enumerate(methods)}
+        examples: dict[str, Any] = {
+            "attributions": {m: arrays[f"example_{k}"] for k, m in enumerate(example_methods)},
+            "classes": [str(c) for c in info.get("classes", [])],
+        }
+        if "example_images" in arrays:
+            examples.update(images=arrays["example_images"], labels=arrays["example_labels"])
+        per_image = comparison.tables["per_image"]
+        if "correct" in per_image:
+            per_image["correct"] = per_image["correct"].astype(bool)
+        ev = Evaluation(
+            comparison.tables["table"], per_image, deletion, insertion, examples, dict(info.get("settings") or {})
+        )
+    except (KeyError, TypeError, ValueError):
+        raise XWPError("the stored comparison is damaged (its methods and arrays disagree)") from None
+    return ev, arrays.get("predictions")
