@@ -266,7 +266,7 @@ def build_reference(
     train_images: torch.Tensor,
     test_images: torch.Tensor,
     model: nn.Module | None = None,
-    n_train: int = 5000,
+    n_train: int = 2000,
     n_test: int = 500,
     q: float = 0.995,
     seed: int = 0,
