@@ -85,13 +85,14 @@ def run(k, variant, methods, images, seconds, rate, threads):
     """One measurement: k sessions for ``seconds``; returns a result row."""
     executor = None
     if variant == "before":
+        torch.set_num_threads(threads)
 
         def ask(x, y):
             for m in methods:
                 m.attribute(x, target=y)
 
     else:
-        executor = ComputeExecutor(workers=1, threads=threads, max_pending=4096)
+        executor = ComputeExecutor(workers=1, threads=1 if variant == "after-1t" else threads, max_pending=4096)
 
         def ask(x, y):
             futures = [executor.attribute(m, x, y) for m in methods]
@@ -106,12 +107,12 @@ def run(k, variant, methods, images, seconds, rate, threads):
         )
         for j in range(k)
     ]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for t in sessions:
         t.start()
     for t in sessions:
         t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     row = {
         "sessions": k,
         "pattern": f"paced {rate}/s" if rate else "closed",
@@ -119,6 +120,7 @@ def run(k, variant, methods, images, seconds, rate, threads):
         "requests/s": len(latencies) / elapsed,
         "p50 ms": 1e3 * float(np.percentile(latencies, 50)) if latencies else float("nan"),
         "p95 ms": 1e3 * float(np.percentile(latencies, 95)) if latencies else float("nan"),
+        "CPU ms/req": 1e3 * cpu / max(1, len(latencies)),
         "errors": len(errors),
         "images/call": float("nan"),
     }
@@ -128,11 +130,36 @@ def run(k, variant, methods, images, seconds, rate, threads):
         executor.shutdown()
     print(
         f"  k={k:2d} {row['pattern']:10s} {variant:6s} {row['requests/s']:7.1f} req/s  "
-        f"p50 {row['p50 ms']:7.1f} ms  p95 {row['p95 ms']:7.1f} ms  errors {row['errors']}  "
+        f"p50 {row['p50 ms']:7.1f} ms  p95 {row['p95 ms']:7.1f} ms  CPU {row['CPU ms/req']:6.1f} ms/req  "
+        f"errors {row['errors']}  "
         f"images/call {row['images/call']:.1f}",
         flush=True,
     )
     return row
+
+
+def batch_gain(methods, images, n=16):
+    """Time of ``n`` one-image calls against one call on the ``n`` images (XWP + XWPc), best of 5."""
+    xs = torch.cat([x for x, _ in images[:n]])
+    ys = torch.tensor([y for _, y in images[:n]])
+
+    def best(fn):
+        fn()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    single = best(lambda: [m.attribute(x, target=y) for x, y in images[:n] for m in methods])
+    batched = best(lambda: [m.attribute(xs, target=ys) for m in methods])
+    text = (
+        f"{n} one-image calls {1e3 * single:.1f} ms, one call on {n} images {1e3 * batched:.1f} ms "
+        f"(x{single / batched:.2f})."
+    )
+    print("  batching: " + text, flush=True)
+    return text
 
 
 def markdown(rows):
@@ -161,10 +188,11 @@ def main():
     print(f"{where}; load average before: {load[0]:.2f}", flush=True)
     for m in methods:  # warm-up
         m.attribute(images[0][0], target=images[0][1])
+    batch_ab = batch_gain(methods, images)
     rows = []
     for rate in (0.0, args.rate):
         for k in [int(s) for s in args.sessions.split(",")]:
-            for variant in ("before", "after"):
+            for variant in ("before", "after", "after-1t"):
                 rows.append(run(k, variant, methods, images, args.seconds, rate, args.threads))
     load_after = os.getloadavg()
     text = [
@@ -179,9 +207,13 @@ def main():
         "(today's app); *after*: through one `xwp.compute.ComputeExecutor` (one worker owning the cores, "
         "batching requests that wait together). *closed*: every session asks again as soon as it has its "
         f"maps; *paced*: {args.rate:g} requests per second per session. Latency: from asking to having "
-        "both maps.",
+        "both maps. *after-1t*: the executor's worker with one torch thread. *CPU ms/req*: CPU time of "
+        "the whole process per request (all threads, spinning included): what a request costs the "
+        "machine, independent of the share of the cores other processes left us.",
         "",
         markdown(rows),
+        "",
+        "Batching on its own (same process, best of 5): " + batch_ab,
         "",
     ]
     out = Path(args.out)
