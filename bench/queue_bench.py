@@ -92,7 +92,8 @@ def run(k, variant, methods, images, seconds, rate, threads):
                 m.attribute(x, target=y)
 
     else:
-        executor = ComputeExecutor(workers=1, threads=1 if variant == "after-1t" else threads, max_pending=4096)
+        workers, n_threads = {"after": (1, threads), "after-1t": (1, 1), "after-2w": (threads, 1)}[variant]
+        executor = ComputeExecutor(workers=workers, threads=n_threads, max_pending=4096)
 
         def ask(x, y):
             futures = [executor.attribute(m, x, y) for m in methods]
@@ -192,7 +193,7 @@ def main():
     rows = []
     for rate in (0.0, args.rate):
         for k in [int(s) for s in args.sessions.split(",")]:
-            for variant in ("before", "after", "after-1t"):
+            for variant in ("before", "after", "after-1t", "after-2w"):
                 rows.append(run(k, variant, methods, images, args.seconds, rate, args.threads))
     load_after = os.getloadavg()
     text = [
@@ -207,7 +208,8 @@ def main():
         "(today's app); *after*: through one `xwp.compute.ComputeExecutor` (one worker owning the cores, "
         "batching requests that wait together). *closed*: every session asks again as soon as it has its "
         f"maps; *paced*: {args.rate:g} requests per second per session. Latency: from asking to having "
-        "both maps. *after-1t*: the executor's worker with one torch thread. *CPU ms/req*: CPU time of "
+        "both maps. *after-1t*: the executor's worker with one torch thread; "
+        "*after-2w*: one worker per core, one torch thread each. *CPU ms/req*: CPU time of "
         "the whole process per request (all threads, spinning included): what a request costs the "
         "machine, independent of the share of the cores other processes left us.",
         "",
