@@ -8,7 +8,9 @@ on training) and typeface-like inputs (random, 22 % non-zero, the typeface test 
 1. **one image, XWP + XWPᶜ**: the sparse path (``xwp.attribution``; ``nonzero`` syncs), the dense
    sync-free path (:class:`xwp.fast_paths.DenseXWP`), the dense path captured as a CUDA graph
    (:class:`~xwp.fast_paths.CapturedXWP`) and ``torch.compile(mode="reduce-overhead")``;
-2. **batches of 64 and 256**: ms per batch, images/s and the useful rate: XWP needs
+2. **batches of 64 and 256**: the sparse path (one sync per call), the same with its row work
+   compiled (:class:`~xwp.fast_paths.CompiledXWP`) and the dense path; ms per batch, images/s
+   and the useful rate: XWP needs
    ``2 (400*100 + 100*10)`` flops per non-zero feature (layers 2..L), against the fp32 GEMM rate
    of the same shape (rows = non-zero features of the batch, 400 -> 100) and of a square 8192
    GEMM, both measured here;
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import xwp  # noqa: E402
 from xwp.attribution import XWP, XWPc  # noqa: E402
-from xwp.fast_paths import CapturedXWP, DenseXWP  # noqa: E402
+from xwp.fast_paths import CapturedXWP, CompiledXWP, CompiledXWPc, DenseXWP  # noqa: E402
 
 WIDTHS = (784, 400, 100, 10)
 FLOPS_PER_ROW = 2 * (400 * 100 + 100 * 10)
@@ -101,6 +103,8 @@ def pair(model, kind, batch=1, compile_mode=None):
     """``attribute(x, t)`` of XWP followed by XWPᶜ on ``model`` for one path ``kind``."""
     if kind == "sparse":
         a, b = XWP(model), XWPc(model)
+    elif kind == "sparse+compile":
+        a, b = CompiledXWP(model), CompiledXWPc(model)
     elif kind == "dense":
         mode = compile_mode or False
         a, b = DenseXWP(model, compile=mode), DenseXWP(model, complementary=True, compile=mode)
@@ -138,9 +142,13 @@ def throughput(model, device, batches, rows):
         nnz = int((x != 0).sum())
         shaped = gemm_rate(nnz, 400, 100, device)
         useful = 2 * nnz * FLOPS_PER_ROW  # XWP and XWPc
-        for kind in ("sparse", "dense"):
-            fn = pair(model, kind)
-            s = median_time(lambda fn=fn, x=x, t=t: fn(x, t), device, repeat=30)
+        for kind in ("sparse", "sparse+compile", "dense"):
+            try:
+                fn = pair(model, kind)
+                s = median_time(lambda fn=fn, x=x, t=t: fn(x, t), device, repeat=30)
+            except Exception as e:  # reported, not fatal: e.g. no compiler toolchain
+                print(f"  batch {n:4d} {kind}: failed: {type(e).__name__}: {e}", flush=True)
+                continue
             rate = useful / s / 1e9
             rows.append(
                 {
@@ -155,7 +163,7 @@ def throughput(model, device, batches, rows):
                 }
             )
             print(
-                f"  batch {n:4d} {kind:6s} {1e3 * s:8.3f} ms  {n / s:9.0f} img/s  {rate:8.0f} GFLOP/s = "
+                f"  batch {n:4d} {kind:14s} {1e3 * s:8.3f} ms  {n / s:9.0f} img/s  {rate:8.0f} GFLOP/s = "
                 f"{100 * rate / shaped:5.1f}% of {shaped:.0f} (same shape), "
                 f"{100 * rate / big:5.1f}% of {big:.0f} (square)",
                 flush=True,

@@ -9,7 +9,8 @@ gather, the rank-1 update and the ReLU as separate passes over memory; ``torch.c
 images (22 % non-zero) on the paper's 784-400-100-10 MLP in float32:
 
 - ``sparse``: :class:`xwp.attribution.XWP` as shipped;
-- ``sparse+compile``: the same with the per-chunk row builder and layers 2..L compiled;
+- ``sparse+compile``: :class:`xwp.fast_paths.CompiledXWP`, the same with the per-chunk row
+  builder and layers 2..L compiled;
 - ``dense``: :class:`xwp.fast_paths.DenseXWP` (every feature, sync-free; GPU-oriented);
 - ``dense+compile``: the same, compiled.
 
@@ -33,37 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_cuda import inputs, model_like_trained  # noqa: E402
 
-from xwp.attribution import XWP, run_chunked  # noqa: E402
-from xwp.fast_paths import DenseXWP  # noqa: E402
-
-
-class CompiledSparseXWP(XWP):
-    """XWP whose per-chunk work (gather + rank-1 update + ReLU + layers 2..L + scores) is compiled."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._rows = torch.compile(self._rows_eager, dynamic=True)
-
-    def _rows_eager(self, h1, bi, ii, values, delta_t, target):
-        """Scores of the perturbed rows of one chunk."""
-        h = h1.index_select(0, bi) + delta_t.index_select(0, ii) * values[:, None]
-        return self._score_rows(self.rest(h), target.index_select(0, bi))
-
-    def _swap_scores(self, h1, x, delta_t, target):
-        """As :meth:`XWP._swap_scores`, with the chunk work compiled."""
-        b_idx, i_idx = torch.nonzero(x, as_tuple=True)
-        values = x[b_idx, i_idx]
-        width = 2 if self.output == "softmax" else 1
-        scores = torch.empty(b_idx.numel(), width, dtype=x.dtype, device=x.device)
-        chunk = max(1, self.chunk_elements // delta_t.shape[1])
-
-        def work(start, stop):
-            scores[start:stop] = self._rows(
-                h1, b_idx[start:stop], i_idx[start:stop], values[start:stop], delta_t, target
-            )
-
-        run_chunked(b_idx.numel(), chunk, work)
-        return b_idx, i_idx, scores
+from xwp.attribution import XWP  # noqa: E402
+from xwp.fast_paths import CompiledXWP, DenseXWP  # noqa: E402
 
 
 def main():
@@ -71,15 +43,18 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--append", action="store_true", help="add to --out instead of replacing it")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--out", default="docs/results/compile_ab_cpu.md")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    model = model_like_trained()
-    x = inputs(args.batch, seed=3)
+    dtype = getattr(torch, args.dtype)
+    model = model_like_trained(dtype)
+    x = inputs(args.batch, seed=3).to(dtype)
     t = torch.arange(args.batch) % 10
     variants = {
         "sparse": XWP(model),
-        "sparse+compile": CompiledSparseXWP(model),
+        "sparse+compile": CompiledXWP(model),
         "dense": DenseXWP(model),
         "dense+compile": DenseXWP(model, compile=True),
     }
@@ -100,10 +75,10 @@ def main():
         f"# torch.compile A/B for XWP on a CPU ({os.cpu_count()}-core {cpu()}, {args.threads} torch thread(s); "
         f"torch {torch.__version__})",
         "",
-        f"Command: `python bench/compile_ab.py --threads {args.threads} --rounds {args.rounds}`; "
+        f"Command: `python bench/compile_ab.py --threads {args.threads} --rounds {args.rounds} --dtype {args.dtype}`; "
         f"load average (1 min) {os.getloadavg()[0]:.2f} at the end (the cores were shared with other processes).",
         "",
-        f"XWP on {args.batch} typeface-like images (22 % non-zero), 784-400-100-10 MLP, float32; median of "
+        f"XWP on {args.batch} typeface-like images (22 % non-zero), 784-400-100-10 MLP, {args.dtype}; median of "
         f"{args.rounds} interleaved rounds.",
         "",
         "| variant | ms / batch (median) | min | ratio to sparse | max abs difference to sparse |",
@@ -115,7 +90,9 @@ def main():
             f"| {name} | {1e3 * med:.2f} | {1e3 * min(times[name]):.2f} | {med / base:.2f} | {diffs[name]:.1e} |"
         )
         print(f"  {name:15s} {1e3 * med:8.2f} ms (x{med / base:.2f} of sparse)", flush=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    old = out.read_text() if out.exists() and args.append else ""
+    out.write_text(old + ("\n" if old else "") + "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
 
