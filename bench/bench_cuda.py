@@ -246,7 +246,7 @@ def main():
                 "",
                 markdown(thr),
                 "",
-                "## Precision against float64 (CPU, sparse path)",
+                "## Precision: max |error| against the sparse path in float64 on the CPU",
                 "",
                 markdown(prec),
                 "",
