@@ -1,30 +1,15 @@
 """One bounded compute executor per process: priorities, batching, chunked long jobs, Stop.
 
-Every session thread of a server calling torch at once oversubscribes the cores (each call
-wants every intra-op thread) and runs 20 strokes as 20 small calls. Instead, all compute goes
-through :func:`get_executor`: ``workers`` threads (default 1) own the cores, each with
-``torch.set_num_threads(cores // workers)``, and take work from one priority queue:
-
-- **requests** (:meth:`ComputeExecutor.submit`, :meth:`~ComputeExecutor.attribute`,
-  :meth:`~ComputeExecutor.predict`) return a :class:`concurrent.futures.Future`;
-  :data:`INTERACTIVE` requests (a stroke's explanation) go before :data:`NORMAL` and
-  :data:`BACKGROUND` work;
-- **batching**: requests with the same batch key that wait in the queue together are run as
-  ONE call on the concatenated inputs and the results are split back (XWP is batched by design,
-  so 20 students drawing at once cost about one batch of 20 images). Only methods that are
-  per-image deterministic are batched (:func:`is_batchable`); a seeded stochastic method is not,
-  because merging would change its random draws;
-- **long jobs** (:meth:`~ComputeExecutor.submit_job` for a generator that yields between chunks,
-  :meth:`~ComputeExecutor.submit_task` for a function with a progress callback) run one chunk at
-  a time; between chunks every waiting higher-priority request runs first, the latest progress
-  is kept on the :class:`Job`, and :meth:`Job.cancel` (a Stop button) ends the job at the next
-  chunk boundary;
-- **bounds**: at most ``max_pending`` requests and jobs wait; one more is refused at once with
-  an :class:`~xwp.errors.XWPError` (a full server says so instead of queueing without end).
+Session threads calling torch at once oversubscribe the cores and run 20 strokes as 20 small
+calls (issue 14). Instead all compute goes through :func:`get_executor`: ``workers`` threads
+(default 1) own the cores and serve one priority queue (:data:`INTERACTIVE` strokes before
+:data:`NORMAL` before :data:`BACKGROUND` work); waiting requests with one batch key run as ONE
+call on the concatenated inputs (only per-image deterministic methods, :func:`is_batchable`);
+long jobs run chunk by chunk with progress and Stop (:class:`Job`); a full queue refuses with
+an :class:`~xwp.errors.XWPError`. Design and API: docs/app.md, "Compute queue".
 
 Batched results equal unbatched ones within float rounding, not bit for bit: BLAS picks other
-kernels for another number of rows (float64 XWP on a random MLP: at most 1e-13 apart,
-tests/test_compute.py).
+kernels for another number of rows (float64 XWP: at most 1e-13 apart, tests/test_compute.py).
 """
 
 from __future__ import annotations
