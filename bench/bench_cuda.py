@@ -142,9 +142,10 @@ def throughput(model, device, batches, rows):
         nnz = int((x != 0).sum())
         shaped = gemm_rate(nnz, 400, 100, device)
         useful = 2 * nnz * FLOPS_PER_ROW  # XWP and XWPc
-        for kind in ("sparse", "sparse+compile", "dense"):
+        kinds = ("sparse", "sparse+compile", "dense") + (("graph",) if device.type == "cuda" else ())
+        for kind in kinds:
             try:
-                fn = pair(model, kind)
+                fn = pair(model, kind, n)
                 s = median_time(lambda fn=fn, x=x, t=t: fn(x, t), device, repeat=30)
             except Exception as e:  # reported, not fatal: e.g. no compiler toolchain
                 print(f"  batch {n:4d} {kind}: failed: {type(e).__name__}: {e}", flush=True)

@@ -415,3 +415,21 @@ def test_shutdown_fails_waiting_requests_and_refuses_new_ones():
 
 def test_the_process_executor_is_one_object():
     assert get_executor() is get_executor()
+
+
+def test_a_running_task_stops_at_its_next_tick_on_shutdown():
+    ex = ComputeExecutor(threads=1)
+    first_tick, gate = threading.Event(), threading.Event()
+
+    def task(ctx):
+        for _ in range(100):
+            ctx.tick()
+            first_tick.set()
+            gate.wait(WAIT)
+
+    job = ex.submit_task(task)
+    assert first_tick.wait(WAIT)
+    threading.Timer(0.05, gate.set).start()
+    ex.shutdown()
+    with pytest.raises(XWPError, match="shut down"):
+        job.result(WAIT)

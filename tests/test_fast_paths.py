@@ -177,3 +177,15 @@ def test_compiled_sparse_falls_back_to_eager_for_a_sequential():
     model = nn.Sequential(nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3)).double()
     x = sparse_inputs(3, 12)
     assert torch.equal(CompiledXWP(model, init).attribute(x, target=1), XWP(model, init).attribute(x, target=1))
+
+
+@pytest.mark.cuda
+@cuda
+def test_compiled_sparse_on_cuda_matches_float64_on_cpu():
+    from xwp.fast_paths import CompiledXWP
+
+    model = random_trained_mlp((784, 400, 100, 10), seed=15)
+    x = sparse_inputs(8, 784)
+    ref = XWP(model).attribute(x, target=3)
+    got = CompiledXWP(model.cuda()).attribute(x.cuda(), target=3)
+    torch.testing.assert_close(got.cpu(), ref, rtol=1e-9, atol=1e-11)

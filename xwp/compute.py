@@ -123,6 +123,8 @@ class TaskContext:
         """Report ``progress``, run waiting higher-priority requests, raise :class:`JobCancelled` on Stop."""
         if self.job.cancelled:
             raise JobCancelled("stopped")
+        if self._executor._stopped:
+            raise XWPError("the compute executor was shut down")
         if progress is not None:
             self.job._report(progress)
         self._executor._run_waiting_requests(self.job.priority)
