@@ -261,19 +261,21 @@ class ComputeExecutor:
         """``method.attribute(inputs, target=target)`` on a worker; merged with like requests if batchable.
 
         ``key`` says which requests may merge (see :func:`batch_key`); by default only
-        requests for the same method object and target mode. Inputs of other shapes or dtypes
-        never merge. A method that is not :func:`is_batchable` runs alone.
+        requests for the same method object and target mode. Inputs of other shapes, dtypes or
+        devices never merge; a batch runs the method object of its first request. A method that
+        is not :func:`is_batchable` runs alone.
         """
         if not is_batchable(method):
             return self.submit(method.attribute, inputs, target=target, priority=priority)
-        key = (key if key is not None else id(method), target is None, tuple(inputs.shape[1:]), inputs.dtype)
+        shape = (tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
+        key = (key if key is not None else id(method), target is None, shape)
         return self.submit_batch(
             ("attr", key), lambda items, m=method: _attribute_batch(m, items), (inputs, target), priority
         )
 
     def predict(self, model: torch.nn.Module, inputs: torch.Tensor, *, priority: int = INTERACTIVE) -> Future:
         """Softmax probabilities ``(n, C)`` of ``inputs``; concurrent requests for one model merge."""
-        key = ("predict", id(model), tuple(inputs.shape[1:]), inputs.dtype)
+        key = ("predict", id(model), tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
         return self.submit_batch(key, lambda items, m=model: _predict_batch(m, items), inputs, priority)
 
     def submit_job(
