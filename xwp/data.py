@@ -24,7 +24,8 @@ import torch
 
 from xwp.datasets_files import _read_tmnist_cached, _torchvision, read_tmnist_csv
 from xwp.errors import XWPError
-from xwp.images import _to_gray, image_to_input, load_image, to_mnist_layout
+from xwp.images import IMAGE_FORMATS, _to_gray, image_to_input, load_image, to_mnist_layout
+from xwp.safety import is_regular_file
 from xwp.typeface import DIGITS, SPLITS, build_typeface, font_files, typeface_arrays
 
 FASHION_CLASSES = [
@@ -133,6 +134,7 @@ __all__ = [
     "DATASETS",
     "DIGITS",
     "FASHION_CLASSES",
+    "IMAGE_FORMATS",
     "SPLITS",
     "DatasetInfo",
     "ImageSet",
@@ -143,6 +145,8 @@ __all__ = [
     "load_dataset",
     "load_image",
     "read_tmnist_csv",
+    "tmnist_from_bytes",
+    "tmnist_split",
     "to_mnist_layout",
 ]
 
@@ -238,14 +242,33 @@ def _load_tmnist(split: str, data_dir: str | None, seed: int) -> ImageSet:
     path = Path(data_dir)
     if path.is_dir():
         path = path / "TMNIST_Data.csv"
-    if not path.is_file():
-        raise XWPError(f"TMNIST file {path} does not exist")
+    if not is_regular_file(path):
+        raise XWPError(f"TMNIST file {path} does not exist or is not a regular file")
     stat = path.stat()
-    images, labels, names = _read_tmnist_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    arrays = _read_tmnist_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return tmnist_split(*arrays, split=split, seed=seed, info={"file": str(path)})
+
+
+def tmnist_from_bytes(data: bytes, split: str = "train", seed: int = 0) -> ImageSet:
+    """A TMNIST split from the bytes of an uploaded CSV (plain or .gz), parsed in memory, never stored."""
+    if split not in SPLITS:
+        raise XWPError(f"split must be 'train' or 'test', got {split!r}")
+    return tmnist_split(*read_tmnist_csv(data), split=split, seed=seed, info={"file": "(upload)"})
+
+
+def tmnist_split(
+    images: np.ndarray, labels: np.ndarray, names: np.ndarray, split: str, seed: int = 0, info: dict | None = None
+) -> ImageSet:
+    """One split of parsed TMNIST rows: 20% of the font families (at least one) are the test fonts."""
     families = np.asarray([n.split("-")[0] for n in names])
     unique = np.unique(families)
+    if len(unique) < 2:
+        raise XWPError(
+            f"the CSV has fonts of only {len(unique)} family; at least 2 are needed, since the split is by font "
+            "(names like Family-Style in the 'names' column)"
+        )
     rng = np.random.default_rng(seed)
     test_fams = set(unique[rng.permutation(len(unique))[: max(1, round(0.2 * len(unique)))]])
     keep = np.asarray([(f in test_fams) == (split == "test") for f in families])
     x = torch.from_numpy(images[keep].astype(np.float32) / 255.0)[:, None]
-    return ImageSet(x, torch.from_numpy(labels[keep]), DIGITS, "tmnist", split, list(names[keep]), {"file": str(path)})
+    return ImageSet(x, torch.from_numpy(labels[keep]), DIGITS, "tmnist", split, list(names[keep]), dict(info or {}))

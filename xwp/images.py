@@ -61,25 +61,59 @@ def to_mnist_layout(
     return out
 
 
-def load_image(source: str | os.PathLike | bytes | io.IOBase, max_pixels: int | None = None) -> np.ndarray:
-    """Read an image file (PNG, JPEG, ...) as a grayscale ``(H, W)`` float array in [0, 1].
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+"""Formats accepted by content (Pillow names); GIF gives its first frame, TIFF its first page."""
 
-    Handles palette, RGBA (composited on the background that contrasts with the ink),
-    16-bit and float images; refuses non-images, images larger than ``max_pixels``
-    (decompression bombs) and images smaller than 8x8 with a clear message.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+_REFUSED = "not a readable image: upload a PNG, JPEG, BMP, GIF, TIFF or WebP file"
+
+
+def image_format(head: bytes) -> str:
+    """The accepted format that the first bytes of a file announce, else XWPError (the name never counts)."""
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    raise XWPError(_REFUSED)
+
+
+def load_image(source: str | os.PathLike | bytes | io.IOBase, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as a grayscale ``(H, W)`` float array in [0, 1].
+
+    Only :data:`IMAGE_FORMATS` are accepted, judged by content, never by the file name
+    (an EPS named ``.png`` is refused before any decoder runs). The first frame of a GIF
+    and the first page of a TIFF are used; EXIF orientation is applied. Handles palette,
+    RGBA (composited on the background that contrasts with the ink), 16-bit and float
+    images; refuses images larger than ``max_pixels`` (decompression bombs), smaller than
+    8x8, and paths that are not regular files (FIFOs, devices) with a clear message.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from xwp.safety import read_regular
 
     max_pixels = max_pixels or LIMITS.max_image_pixels
-    data = source.read() if isinstance(source, io.IOBase) else source
-    try:
-        stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else open(data, "rb")  # noqa: SIM115
-    except OSError as e:
-        raise XWPError(f"cannot open image {data}: {e.strerror}") from None
-    with stream, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies below
+    if isinstance(source, io.IOBase):
+        data = source.read(LIMITS.max_upload_bytes + 1)
+    elif isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        data = read_regular(source, "image", LIMITS.max_upload_bytes)
+    if len(data) > LIMITS.max_upload_bytes:
+        raise XWPError(f"the image is larger than {LIMITS.max_upload_bytes / 2**20:.0f} MiB")
+    fmt = image_format(bytes(data[:64]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # our own pixel limit applies below; EXIF oddities are harmless
         try:
-            with Image.open(stream) as im:
+            with Image.open(io.BytesIO(data), formats=[fmt]) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise XWPError(f"the image is {w}x{h} pixels; the limit is {max_pixels:,} pixels")
@@ -87,20 +121,31 @@ def load_image(source: str | os.PathLike | bytes | io.IOBase, max_pixels: int | 
                     raise XWPError(
                         f"the image is {w}x{h} pixels; it must be at least {LIMITS.min_image_side} pixels on each side"
                     )
+                im.seek(0)  # GIF: first frame; TIFF: first page
                 im.load()
-                return _to_gray(im)
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
-            if isinstance(e, XWPError):
-                raise
-            raise XWPError(f"not a readable image ({type(e).__name__}): upload a PNG or JPEG file") from None
+                upright = ImageOps.exif_transpose(im) or im
+                return _to_gray(upright)
+        except XWPError:
+            raise
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError):
+            raise XWPError(_REFUSED) from None
 
 
 def _to_gray(im) -> np.ndarray:
-    """Any PIL image as grayscale float in [0, 1]; alpha composited onto a contrasting background."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    """Any PIL image as grayscale float in [0, 1]; alpha composited onto a contrasting background.
+
+    16-bit, 32-bit integer and float images are scaled by their actual value range (lowest
+    to highest value), so a 16-bit image that uses only 0..1000 is not called blank; a
+    constant image becomes all zeros and non-finite values are refused.
+    """
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return np.clip(arr / top, 0, 1).astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise XWPError("the image contains NaN or infinite values")
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if hi <= lo:
+            return np.zeros(arr.shape, dtype=np.float32)
+        return ((arr - lo) / (hi - lo)).astype(np.float32)
     if im.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in im.info:
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
         lum = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -13,6 +13,7 @@ import numpy as np
 from xwp.config import atomic_write, cache_dir
 from xwp.errors import XWPError
 from xwp.images import to_mnist_layout
+from xwp.safety import is_regular_file
 
 SPLITS = ("train", "test")
 DIGITS = [str(d) for d in range(10)]
@@ -42,7 +43,10 @@ def font_files(font_dir: str | None = None) -> list[str]:
     if font_dir is not None:
         if not os.path.isdir(font_dir):
             raise XWPError(f"font folder {font_dir} does not exist")
-        paths = [str(p) for p in Path(font_dir).rglob("*") if p.suffix.lower() in (".ttf", ".otf")]
+        # only regular files: a FIFO named *.ttf would block the font reader forever
+        paths = [
+            str(p) for p in Path(font_dir).rglob("*") if p.suffix.lower() in (".ttf", ".otf") and is_regular_file(p)
+        ]
     else:
         mpl_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
         paths = [str(p) for p in mpl_dir.glob("*.ttf")] + font_manager.findSystemFonts(fontext="ttf")
