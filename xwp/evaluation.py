@@ -98,7 +98,10 @@ def evaluate(
 
     Follows the protocol in :mod:`xwp.metrics`: the target is the true label.
     """
+    methods = list(dict.fromkeys(methods))  # a method named twice is evaluated once
     check_request(dataset, methods, n)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise XWPError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     sample = dataset.sample(n, seed)
     device, dtype = model_device(model), model_dtype(model)
     model.eval()

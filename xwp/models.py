@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -89,6 +90,13 @@ class MLP(nn.Module):
 
     def reset_parameters(self, seed: int, init: str = "torch") -> None:
         """Re-initialise every layer from ``seed`` and store that state as the initial one."""
+        try:
+            value = operator.index(seed)  # ints and numpy ints, not floats or strings
+        except TypeError:
+            value = -1
+        if isinstance(seed, bool) or not 0 <= value <= 2**63 - 1:
+            raise XWPError(f"the seed must be a whole number in 0..2**63-1, got {str(seed)[:40]!r}")
+        seed = value
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for layer in self.linears:
