@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ from torch import nn
 
 from xwp.errors import XWPError
 from xwp.models import MLP
+
+CAPTUM_RNG_LOCK = threading.Lock()
+"""Serialises Captum calls that seed the global RNGs (see ``CaptumMethod._run``)."""
 
 Target = int | torch.Tensor | list[int] | None
 OutputFn = Callable[[torch.Tensor], torch.Tensor]
@@ -509,8 +513,20 @@ class CaptumMethod:
         return self._copy
 
     def _run(self, forward: nn.Module, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], seed: int):
-        """Call Captum with seeded torch and numpy RNGs (both restored afterwards)."""
+        """Call Captum with seeded torch and numpy RNGs (both restored afterwards).
+
+        Captum 0.9 has no generator argument: Shapley sampling and KernelSHAP draw from
+        torch's global RNG, GradientSHAP also from numpy's. Seeding the global RNGs is
+        only per call when no other thread draws meanwhile, so calls are serialised under
+        one process-wide lock (:data:`CAPTUM_RNG_LOCK`); concurrent app sessions then get
+        the same map for the same seed.
+        """
         method = self.captum_cls(forward)
+        with CAPTUM_RNG_LOCK:
+            return self._seeded(method, x, t, kwargs, seed)
+
+    def _seeded(self, method, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], seed: int):
+        """Run ``method`` with the global RNGs seeded (caller holds :data:`CAPTUM_RNG_LOCK`)."""
         np_state = np.random.get_state()  # Captum's GradientShap draws from numpy's global RNG
         try:
             with warnings.catch_warnings(), torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
