@@ -2,19 +2,25 @@
 
 API: the expected XWPError (never another exception type), or a valid result.
 CLI: one line ``error: ...`` on stderr, exit status 2, and no partial output files.
+Every message is one line of at most 300 characters and never quotes a planted secret.
 """
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
-from corpus import CASES, MARKER
+from corpus import CASES, MARKER, SECRET
 
 import xwp
 from xwp.cli import main
-from xwp.data import image_to_input, load_image, read_tmnist_csv
+from xwp.data import image_to_input, load_image, read_tmnist_csv, tmnist_split
+from xwp.errors import MAX_MESSAGE_CHARS
+from xwp.safety import check_out_path
+
+SUFFIXES = {"explain": (".png", ".npy"), "evaluate": (".csv",), "train": (".safetensors",)}
 
 
 @pytest.fixture(scope="module")
@@ -27,21 +33,29 @@ def ckpt(tmp_path_factory, typeface):
 
 
 def test_corpus_has_at_least_15_kinds():
-    assert len({c.id for c in CASES}) == len(CASES) >= 15
+    assert len({c.id for c in CASES}) == len(CASES) >= 100
 
 
 def api_outcome(case, tmp_path, ckpt, typeface):
     made = case.make(tmp_path)
-    if case.kind == "checkpoint":
-        return xwp.load_checkpoint(made)
+    if case.kind == "checkpoint":  # load it, then read its test set as explain --index does
+        ck = xwp.load_checkpoint(made)
+        xwp.load_dataset(ck.meta.get("dataset", "typeface"), "test")  # never with a folder named by the file
+        return ck
     if case.kind == "image":
         return image_to_input(load_image(made))
     if case.kind == "canvas":
         return image_to_input(made, invert=False)
     if case.kind == "tmnist":
-        return read_tmnist_csv(made)
+        return tmnist_split(*read_tmnist_csv(made), split="train")
     if case.kind == "datadir":
         return xwp.load_dataset("fashion-mnist", "test", made)
+    if case.kind == "outpath":
+        return check_out_path(made["out"], SUFFIXES[made["cmd"]], force=made["cmd"] != "train")
+    if case.kind == "args":
+        if made["api"] is None:
+            pytest.skip("a CLI-only case")
+        return made["api"](ckpt, typeface)
     if case.kind == "train":
         hidden = xwp.models.parse_hidden(made.pop("hidden", "16"))
         model = xwp.MLP((784, *hidden, 10))
@@ -54,25 +68,40 @@ def api_outcome(case, tmp_path, ckpt, typeface):
     raise AssertionError(case.kind)
 
 
+def check_message(text: str) -> None:
+    """One line, short, and no planted secret."""
+    assert "\n" not in text and len(text) <= MAX_MESSAGE_CHARS + len("error: ") + 40, text[:400]
+    assert SECRET not in text, text[:400]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_api(case, tmp_path, ckpt, typeface):
     if case.expect is None:
         out = api_outcome(case, tmp_path, ckpt, typeface)
-        assert isinstance(out, torch.Tensor) and out.shape == (1, 1, 28, 28) and out.max() > 0.5
+        if case.kind == "checkpoint":
+            assert isinstance(out, xwp.Checkpoint) and "data_dir" not in out.meta
+        elif case.kind == "outpath":
+            assert out.name in ("X.NPY", "X.PNG") and not out.exists()  # checked, nothing written yet
+        else:
+            assert isinstance(out, torch.Tensor) and out.shape == (1, 1, 28, 28) and out.max() > 0.5
+            column = out[0, 0].sum(0)  # every valid image is a vertical bar: ink in the middle columns
+            assert float(column[10:18].sum()) > 0.8 * float(column.sum())
         return
     with pytest.raises(xwp.XWPError) as info:
         api_outcome(case, tmp_path, ckpt, typeface)
-    assert re.search(case.expect, str(info.value)), str(info.value)
+    assert re.search(case.expect, str(info.value)), str(info.value)[:400]
+    check_message(str(info.value))
     assert not (tmp_path / MARKER).exists()  # nothing from a file ever runs
 
 
 def cli_args(case, tmp_path, ckpt):
     made = case.make(tmp_path)
     out = str(tmp_path / "out.png")
+    explain = ["explain", "--checkpoint", str(ckpt), "--method", "xwp"]
     if case.kind == "checkpoint":
         return ["explain", "--checkpoint", str(made), "--method", "xwp", "--index", "0", "--out", out]
     if case.kind == "image":
-        return ["explain", "--checkpoint", str(ckpt), "--method", "xwp", "--image", str(made), "--out", out]
+        return [*explain, "--image", str(made), "--out", out]
     if case.kind == "tmnist":
         return [
             "train",
@@ -85,18 +114,16 @@ def cli_args(case, tmp_path, ckpt):
             "--out",
             str(tmp_path / "m.safetensors"),
         ]
-    if case.kind == "datadir":
-        return [
-            "train",
-            "--dataset",
-            "fashion-mnist",
-            "--data-dir",
-            str(made),
-            "--epochs",
-            "1",
-            "--out",
-            str(tmp_path / "m.safetensors"),
-        ]
+    if case.kind == "datadir":  # the test split is read (and checked) before anything else
+        return [*explain, "--index", "0", "--dataset", "fashion-mnist", "--data-dir", str(made), "--out", out]
+    if case.kind == "outpath":
+        if made["cmd"] == "explain":
+            return [*explain, "--index", "0", "--out", made["out"]]
+        if made["cmd"] == "evaluate":
+            return ["evaluate", "--checkpoint", str(ckpt), "--methods", "xwp", "--n", "4", "--out", made["out"]]
+        return ["train", "--hidden", "8", "--epochs", "1", "--out", made["out"]]
+    if case.kind == "args":
+        return [a.replace("{ckpt}", str(ckpt)) for a in made["cli"]]
     if case.kind == "train":
         return [
             "train",
@@ -112,19 +139,7 @@ def cli_args(case, tmp_path, ckpt):
             str(tmp_path / "m.safetensors"),
         ]
     if case.kind == "explain":
-        return [
-            "explain",
-            "--checkpoint",
-            str(ckpt),
-            "--method",
-            "xwp",
-            "--index",
-            "0",
-            "--target",
-            str(made["target"]),
-            "--out",
-            out,
-        ]
+        return [*explain, "--index", "0", "--target", str(made["target"]), "--out", out]
     if case.kind == "evaluate":
         return [
             "evaluate",
@@ -153,10 +168,22 @@ def test_cli(case, tmp_path, ckpt, capsys):
     after = {p.name for p in tmp_path.iterdir()}
     if case.expect is None:
         assert code == 0, captured.err
-        assert "out.png" in after
+        new = after - before
+        if case.kind == "outpath":
+            written = args[args.index("--out") + 1]
+            assert new == {written.rsplit("/", 1)[-1]}  # X.NPY stays X.NPY (no X.NPY.npy)
+            data = (tmp_path / written.rsplit("/", 1)[-1]).read_bytes()
+            if written.lower().endswith(".npy"):
+                assert np.load(tmp_path / written.rsplit("/", 1)[-1]).shape[-2:] == (28, 28)
+            else:
+                assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            assert new == {"out.png"}
+        assert not [n for n in after if n.endswith(".tmp")]
         return
     err = captured.err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: "), captured.err
     assert re.search(case.expect, err[0]), err[0]
+    check_message(err[0])
     assert after == before  # no partial files
     assert not (tmp_path / MARKER).exists()

@@ -167,7 +167,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     maps = {}
     for name in methods:
         maps[name] = make_method(name, ckpt.model, ckpt.initial_model).attribute(x, target=target)[0].cpu()
-    if out.suffix == ".npy":
+    if out.suffix.lower() == ".npy":
         stacked = torch.stack([maps[m] for m in methods]).numpy()
         write_output(out, lambda fh: np.save(fh, stacked))
         print(f"wrote {out}: array {stacked.shape} (methods in order: {', '.join(methods)})")

@@ -91,8 +91,12 @@ def check_out_path(path: str | os.PathLike, suffixes: tuple[str, ...], force: bo
             raise XWPError(f"--out {p} exists and is not a regular file (a folder, link, FIFO or device)")
         if not force:
             raise XWPError(f"{p} exists; pass --force to overwrite it")
-    if not os.access(p.parent, os.W_OK | os.X_OK):
-        raise XWPError(f"folder {p.parent} is not writable")
+    probe = p.parent / f".xwp-probe-{os.getpid()}.tmp"
+    try:  # a real probe: os.access says yes to root even where nothing can be created (/proc)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError:
+        raise XWPError(f"folder {p.parent} is not writable") from None
     return p
 
 
