@@ -201,8 +201,6 @@ def load_checkpoint(
     foreign file, or one without the initial state (with ``require_initial``) raises
     :class:`~xwp.errors.XWPError` without executing anything from the file.
     """
-    from safetensors.torch import load
-
     data = _read_source(source)
     header = _header(data)
     info = header.get("__metadata__") or {}
@@ -213,21 +211,55 @@ def load_checkpoint(
     meta = parse_meta(info.get("meta"))
     sizes = tuple(meta["sizes"])
     _check_table(header, sizes)  # names, dtypes and shapes, before any tensor is built
-    try:
-        tensors = load(data)
-    except Exception as e:  # safetensors raises its own error types
-        raise XWPError(f"the checkpoint's tensors cannot be read ({type(e).__name__}); the file is damaged") from None
-    del data
     model = MLP(sizes, seed=meta.get("seed", 0), init=meta.get("init", "torch"))
-    trained = _take(tensors, "trained.", model)
-    model.net.load_state_dict(trained)
-    initial = _take(tensors, "initial.", model, missing_ok=not require_initial)
-    if initial is not None:  # None only when missing_ok (else _take raised)
-        model.set_initial_state(initial)
+    start = 8 + struct.unpack("<Q", bytes(data[:8]))[0]
+    trained = _fill(model, header, data, start, "trained.")
+    initial = _fill(model, header, data, start, "initial.", missing_ok=not require_initial)
+    del data
+    if not trained:
+        raise XWPError("the checkpoint has no trained weights")
     if device is not None:
         model.to(device)
     model.eval()
-    return Checkpoint(model, model.initial_model() if initial is not None else None, meta)
+    return Checkpoint(model, model.initial_model() if initial else None, meta)
+
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def _fill(model: MLP, header: dict[str, Any], data: bytes, start: int, prefix: str, missing_ok: bool = False) -> bool:
+    """Copy the tensors under ``prefix`` straight from the file's bytes into the model (no intermediate copies).
+
+    Each tensor is a zero-copy view of ``data`` (little-endian, as safetensors stores it),
+    checked for NaN/inf and copied into the parameter (``trained.``) or the stored initial
+    state (``initial.``). Returns False when there is none and ``missing_ok``.
+    """
+    import warnings
+
+    params = dict(model.net.named_parameters())
+    names = [k for k in params if f"{prefix}{k}" in header]
+    if not names and missing_ok:
+        return False
+    what = "initial state (XWP needs it; retrain with xwp to get one)" if prefix == "initial." else "trained weights"
+    missing = [k for k in params if k not in names]
+    if missing:
+        raise XWPError(f"the checkpoint has no {what}: {', '.join(missing)} missing")
+    initial = model.initial_state()
+    for k, p in params.items():
+        entry = header[f"{prefix}{k}"]
+        dtype = _DTYPES[entry["dtype"]]
+        begin, end = (int(v) for v in entry["data_offsets"])
+        count = p.numel()
+        if end - begin != count * dtype.itemsize or begin < 0:
+            raise XWPError(f"{prefix}{k} has {end - begin} bytes for {count} values; the file is damaged")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # read-only buffer: the view is only read from
+            view = torch.frombuffer(data, dtype=dtype, count=count, offset=start + begin).view(p.shape)
+        if not torch.isfinite(view).all():
+            raise XWPError(f"{prefix}{k} contains NaN or infinite values")
+        with torch.no_grad():
+            (p if prefix == "trained." else initial[k]).copy_(view)
+    return True
 
 
 def _check_table(header: dict[str, Any], sizes: tuple[int, ...]) -> None:
@@ -250,24 +282,3 @@ def _check_table(header: dict[str, Any], sizes: tuple[int, ...]) -> None:
                 f"{name} has shape {tuple(entry.get('shape') or ())}, but the architecture "
                 f"{'-'.join(map(str, sizes))} needs {tuple(expected[key])}"
             )
-
-
-def _take(tensors: dict[str, torch.Tensor], prefix: str, model: MLP, missing_ok: bool = False) -> dict | None:
-    """The tensors under ``prefix``, checked against the model's parameter shapes."""
-    expected = dict(model.net.named_parameters())
-    got = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if not got and missing_ok:
-        return None
-    what = "initial state (XWP needs it; retrain with xwp to get one)" if prefix == "initial." else "trained weights"
-    missing = [k for k in expected if k not in got]
-    if missing:
-        raise XWPError(f"the checkpoint has no {what}: {', '.join(missing)} missing")
-    for k, p in expected.items():
-        if tuple(got[k].shape) != tuple(p.shape):
-            raise XWPError(
-                f"{prefix}{k} has shape {tuple(got[k].shape)}, but the architecture "
-                f"{model.describe()} needs {tuple(p.shape)}"
-            )
-        if not torch.isfinite(got[k]).all():
-            raise XWPError(f"{prefix}{k} contains NaN or infinite values")
-    return {k: got[k].float() for k in expected}
