@@ -187,3 +187,78 @@ def test_cli(case, tmp_path, ckpt, capsys):
     check_message(err[0])
     assert after == before  # no partial files
     assert not (tmp_path / MARKER).exists()
+
+
+# --------------------------------------------------------------------------- issue 9: the Python API
+
+
+def _bad_inputs():
+    x = torch.rand(2, 1, 28, 28)
+    nan = x.clone()
+    nan[0, 0, 3, 3] = float("nan")
+    return [
+        ("numpy", x.numpy(), "must be a tensor"),
+        ("no-batch", torch.rand(784), "batch dimension"),
+        ("empty-batch", torch.rand(0, 1, 28, 28), "batch is empty"),
+        ("uint8", (x * 255).to(torch.uint8), "floating point"),
+        ("bool", x > 0.5, "floating point"),
+        ("wrong-size", torch.rand(2, 1, 32, 32), "784 values"),
+        ("nan", nan, "NaN or infinite"),
+        ("inf", x.masked_fill(x > 0.99, float("inf")), "NaN or infinite"),
+    ]
+
+
+@pytest.mark.parametrize("method", ["xwp", "xwpc", "saliency", "rise"])
+@pytest.mark.parametrize("bad", _bad_inputs(), ids=[b[0] for b in _bad_inputs()])
+def test_api_refuses_bad_inputs(method, bad):
+    from xwp.attribution import make_method
+
+    model = xwp.MLP((784, 16, 10), seed=0).eval()
+    with pytest.raises(xwp.XWPError, match=bad[2]):
+        make_method(method, model, model.initial_model()).attribute(bad[1], target=1)
+
+
+def test_train_mode_with_dropout_is_refused_and_mlp_train_mode_is_the_same():
+    import copy
+
+    from torch import nn
+
+    x = torch.rand(2, 1, 28, 28)
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 10)).train()
+    with pytest.raises(xwp.XWPError, match="model.eval"):
+        xwp.XWP(seq, initial_model=copy.deepcopy(seq)).attribute(x, target=1)
+    mlp = xwp.MLP((784, 16, 10), seed=0)
+    a = xwp.XWP(mlp.train()).attribute(x, target=1)
+    b = xwp.XWP(mlp.eval()).attribute(x, target=1)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["shapley", "kernelshap", "gradientshap"])
+def test_seeded_captum_maps_do_not_depend_on_other_threads(name):
+    """Four threads with two seeds at once give exactly the maps of sequential calls."""
+    import threading
+
+    from xwp.attribution import make_method
+
+    model = xwp.MLP((784, 16, 10), seed=0).eval()
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    opts = {"shapley": {"n_samples": 2, "superpixel": 4}, "kernelshap": {"n_samples": 40}}.get(name, {})
+    method = make_method(name, model, model.initial_model())
+    ref = {s: method.attribute(x, target=3, seed=s, **opts) for s in (0, 1)}
+    got, errors = {}, []
+
+    def work(k):
+        try:
+            got[k] = method.attribute(x, target=3, seed=k % 2, **opts)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert not torch.equal(ref[0], ref[1])  # the seed matters ...
+    for k, a in got.items():
+        assert torch.equal(a, ref[k % 2])  # ... and only the seed
