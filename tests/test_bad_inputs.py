@@ -202,7 +202,7 @@ def _bad_inputs():
         ("empty-batch", torch.rand(0, 1, 28, 28), "batch is empty"),
         ("uint8", (x * 255).to(torch.uint8), "floating point"),
         ("bool", x > 0.5, "floating point"),
-        ("wrong-size", torch.rand(2, 1, 32, 32), "784 values"),
+        ("wrong-size", torch.rand(2, 1, 32, 32), "784 features"),
         ("nan", nan, "NaN or infinite"),
         ("inf", x.masked_fill(x > 0.99, float("inf")), "NaN or infinite"),
     ]

@@ -434,3 +434,27 @@ def test_safe_message_is_one_short_line():
     assert safe_message("a\nb\r\x1b[31mc\u2028d") == "a b [31mc d"
     long = str(XWPError("x" * 10_000))
     assert len(long) == 300 and long.endswith("…")
+
+
+def test_upload_file_is_checked_first_and_removed_after(tmp_path):
+    from xwp import safety
+    from xwp.config import cache_dir
+
+    folder = cache_dir() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = folder / "xwp-upload-killed.csv"
+    stale.write_bytes(b"old")
+    os.utime(stale, (1, 1))
+    with safety.upload_file(tmnist_csv(2), "csv", ".csv") as path:
+        assert path.read_bytes() == tmnist_csv(2) and (path.stat().st_mode & 0o777) == 0o600
+        assert read_tmnist_csv(path)[0].shape == (20, 28, 28)
+    assert not path.exists() and not stale.exists()
+    with (
+        pytest.raises(xwp.XWPError, match="not a readable image"),
+        safety.upload_file(b"%!PS-Adobe-3.0\n" * 4, "image", ".png"),
+    ):
+        raise AssertionError("never reached: checked before it is stored")
+    assert list(folder.iterdir()) == []
+    with pytest.raises(RuntimeError), safety.upload_file(tmnist_csv(2), "csv", ".csv") as path:
+        raise RuntimeError("the caller fails")
+    assert not path.exists()

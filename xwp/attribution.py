@@ -153,7 +153,7 @@ def _as_model_input(inputs: torch.Tensor, model: nn.Module) -> torch.Tensor:
         raise XWPError(f"inputs must be floating point images in [0, 1], got dtype {inputs.dtype}")
     if isinstance(model, MLP) and inputs[0].numel() != model.sizes[0]:
         raise XWPError(
-            f"each input must have {model.sizes[0]} values for {model.describe()}, got shape {tuple(inputs.shape)}"
+            f"each input must have {model.sizes[0]} features for {model.describe()}, got shape {tuple(inputs.shape)}"
         )
     if not torch.isfinite(inputs).all():
         raise XWPError("inputs contain NaN or infinite values")

@@ -6,16 +6,19 @@ is trusted; app visitors, their uploads and every file a checkpoint or CSV came 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
 import stat
+import tempfile
+import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from xwp.config import LIMITS, atomic_write
+from xwp.config import LIMITS, STALE_TEMP_SECONDS, atomic_write, cache_dir
 from xwp.errors import XWPError
 
 UPLOAD_KINDS = ("checkpoint", "image", "csv")
@@ -151,3 +154,29 @@ def check_upload(data: bytes, kind: str, name: str = "upload") -> None:
         image_format(head if len(data) < 16 else bytes(data[:64]))
     elif kind == "csv" and head[:2] == b"\x1f\x8b":
         gunzip_bounded(bytes(data), LIMITS.max_csv_bytes, "CSV")
+
+
+@contextlib.contextmanager
+def upload_file(data: bytes, kind: str, suffix: str = "", name: str = "upload") -> Iterator[Path]:
+    """Check an upload (:func:`check_upload`), then hold it in a private temporary file while in use.
+
+    For libraries that need a path. The file lives in ``CACHE/uploads`` with mode 0600 and
+    is removed when the ``with`` block ends, even on errors; files a killed server left
+    there are removed after 10 minutes by the next call.
+    """
+    check_upload(data, kind, name)
+    folder = cache_dir() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in folder.glob("xwp-upload-*"):
+        with contextlib.suppress(OSError):
+            if now - old.lstat().st_mtime > STALE_TEMP_SECONDS:
+                old.unlink()
+    fd, path = tempfile.mkstemp(prefix="xwp-upload-", suffix=suffix[:16], dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        yield Path(path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
