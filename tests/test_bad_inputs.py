@@ -262,3 +262,39 @@ def test_seeded_captum_maps_do_not_depend_on_other_threads(name):
     assert not torch.equal(ref[0], ref[1])  # the seed matters ...
     for k, a in got.items():
         assert torch.equal(a, ref[k % 2])  # ... and only the seed
+
+
+def _api_calls():
+    import numpy as _np
+
+    mlp = lambda: xwp.MLP((784, 8, 10), seed=0)  # noqa: E731
+    return [
+        ("dataset-name-number", lambda t: xwp.load_dataset(5), "dataset name must be a text"),
+        ("dataset-split-x", lambda t: xwp.load_dataset("digits", "x"), "split must be"),
+        ("dataset-seed-2**64", lambda t: xwp.load_dataset("digits", seed=2**64), "seed must be"),
+        ("dataset-seed-float", lambda t: xwp.load_dataset("digits", seed=0.5), "seed must be"),
+        ("dataset-dir-number", lambda t: xwp.load_dataset("tmnist", data_dir=5), "data_dir must be a path"),
+        ("mlp-float-size", lambda t: xwp.MLP((784.5, 10)), "whole numbers"),
+        ("mlp-text-sizes", lambda t: xwp.MLP("784,10"), "whole numbers"),
+        ("mlp-none-sizes", lambda t: xwp.MLP(None), "list of whole numbers"),
+        ("mlp-init", lambda t: xwp.MLP((784, 10), init="x"), "init must be"),
+        ("train-on-a-list", lambda t: xwp.train(mlp(), [1, 2]), "ImageSet"),
+        ("train-seed-text", lambda t: xwp.train(mlp(), t[0].sample(8), seed="1", device="cpu"), "seed must be"),
+        ("evaluate-n-float", lambda t: xwp.evaluate(mlp(), t[1], ["xwp"], n=2.5), "whole number"),
+        ("evaluate-methods-text", lambda t: xwp.evaluate(mlp(), t[1], "xwp", n=2), "list of names"),
+        ("checkpoint-number", lambda t: xwp.load_checkpoint(5), "path or bytes"),
+        ("save-not-mlp", lambda t: xwp.save_checkpoint("x.safetensors", torch.nn.Linear(2, 2)), "xwp.MLP"),
+        ("target-float", lambda t: xwp.XWP(mlp()).attribute(torch.rand(1, 784), target=1.5), "target|integer"),
+        ("numpy-seed-ok", lambda t: xwp.MLP((784, 10), seed=_np.int64(3)).seed == 3, None),
+    ]
+
+
+@pytest.mark.parametrize("call", _api_calls(), ids=[c[0] for c in _api_calls()])
+def test_api_bad_arguments_are_xwp_errors(call, typeface):
+    _, fn, expect = call
+    if expect is None:
+        assert fn(typeface)
+        return
+    with pytest.raises(xwp.XWPError, match=expect) as info:
+        fn(typeface)
+    check_message(str(info.value))

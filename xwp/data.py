@@ -25,6 +25,7 @@ import torch
 from xwp.datasets_files import _read_tmnist_cached, _torchvision, read_tmnist_csv
 from xwp.errors import XWPError
 from xwp.images import IMAGE_FORMATS, _to_gray, image_to_input, load_image, to_mnist_layout
+from xwp.models import check_seed
 from xwp.safety import is_regular_file
 from xwp.typeface import DIGITS, SPLITS, build_typeface, font_files, typeface_arrays
 
@@ -122,11 +123,16 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
             instead of the machine's.
         seed: seed of the typeface rendering and of the font-based splits.
     """
+    if not isinstance(name, str):
+        raise XWPError(f"the dataset name must be a text, got {type(name).__name__}")
+    if data_dir is not None and not isinstance(data_dir, str | os.PathLike):
+        raise XWPError(f"data_dir must be a path, got {type(data_dir).__name__}")
+    seed = check_seed(seed)
     key = name.lower().replace("_", "-")
     if key not in DATASETS:
         raise XWPError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     if split not in SPLITS:
-        raise XWPError(f"split must be 'train' or 'test', got {split!r}")
+        raise XWPError(f"split must be 'train' or 'test', got {str(split)[:40]!r}")
     return DATASETS[key].loader(split, None if data_dir in (None, "") else str(data_dir), seed)
 
 

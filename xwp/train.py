@@ -16,6 +16,7 @@ from xwp.attribution import model_device
 from xwp.config import LIMITS
 from xwp.data import ImageSet
 from xwp.errors import TrainingDiverged, XWPError
+from xwp.models import check_seed
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -170,6 +171,10 @@ def train(
     the model then holds the last weights that gave a finite loss.
     """
     check_settings(epochs, lr, batch_size, optimizer, schedule)
+    for data in (train_set, test_set):
+        if data is not None and not isinstance(data, ImageSet):
+            raise XWPError(f"train() takes ImageSet splits (xwp.load_dataset), got {type(data).__name__}")
+    seed = check_seed(seed)
     if len(train_set) == 0:
         raise XWPError("the training set is empty")
     device = torch.device(device) if device is not None else default_device()
