@@ -458,3 +458,19 @@ def test_upload_file_is_checked_first_and_removed_after(tmp_path):
     with pytest.raises(RuntimeError), safety.upload_file(tmnist_csv(2), "csv", ".csv") as path:
         raise RuntimeError("the caller fails")
     assert not path.exists()
+
+
+def test_plain_text_escapes_every_markdown_character():
+    import re
+    import string
+
+    from xwp.safety import plain_text
+
+    hostile = "![x](http://evil/a.png) [click](http://evil) <b>hi</b> $x^2$ **bold** :red[c] # h\n- T-shirt/top"
+    out = plain_text(hostile)
+    pairs = re.findall(r"\\(.)", out)
+    bare = re.sub(r"\\.", "", out)
+    assert not set(bare) & set(string.punctuation), bare  # every ASCII punctuation is escaped
+    assert set(pairs) <= set(string.punctuation)
+    assert "\n" not in out and re.sub(r"\\(.)", r"\1", out) == " ".join(hostile.split())
+    assert len(plain_text("x" * 1000)) == 200

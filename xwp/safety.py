@@ -22,6 +22,7 @@ from xwp.config import LIMITS, STALE_TEMP_SECONDS, atomic_write, cache_dir
 from xwp.errors import XWPError
 
 UPLOAD_KINDS = ("checkpoint", "image", "csv")
+_PUNCTUATION = frozenset("\\`*_{}[]()<>#+-.!|~$:&\"'=^%@,;/?")
 
 
 def open_regular(path: str | os.PathLike, what: str = "file") -> IO[bytes]:
@@ -75,6 +76,18 @@ def gunzip_bounded(data: bytes, max_bytes: int, what: str = "file") -> bytes:
     except (OSError, EOFError, zlib.error):
         raise XWPError(f"the {what} is not a readable .gz file (damaged or truncated)") from None
     return bytes(out)
+
+
+def plain_text(value: object, limit: int = 200) -> str:
+    """Text from a file (class names, dataset, upload names) made safe to put in Markdown.
+
+    One line of at most ``limit`` characters in which every ASCII punctuation character is
+    backslash-escaped (CommonMark allows that for all of them), so links, images, HTML,
+    LaTeX (``$``) and Streamlit directives (``:red[...]``, ``:smile:``) show as typed.
+    """
+    from xwp.errors import safe_message
+
+    return "".join("\\" + c if c in _PUNCTUATION else c for c in safe_message(value, limit))
 
 
 def check_out_path(path: str | os.PathLike, suffixes: tuple[str, ...], force: bool = True) -> Path:
