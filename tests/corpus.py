@@ -26,9 +26,10 @@ class Case:
     """One corpus entry."""
 
     id: str
-    kind: str  # checkpoint | image | canvas | tmnist | datadir | train | explain | evaluate
+    kind: str  # checkpoint | image | canvas | tmnist | datadir | train | explain | evaluate | outpath | args
     make: Callable[[Path], object]
     expect: str | None
+    app: bool = True  # False: no app widget can deliver it (a FIFO), or the app's outcome differs (see below)
 
 
 MARKER = "xwp-corpus-pwned"
@@ -379,18 +380,21 @@ CASES += [
         "class names",
     ),
     # metadata never selects a server path: data_dir is dropped, so this checkpoint is
-    # valid through the API and the CLI (explain uses its own data, never /proc/self/environ)
+    # valid through the API and the CLI (explain uses its own data, never /proc/self/environ);
+    # in the app it loads, and its test images come from the operator's folders (app side)
     Case(
         "ckpt-data-dir-proc-environ",
         "checkpoint",
         _ck("m.safetensors", lambda: _forged(meta={"data_dir": "/proc/self/environ"})),
         None,
+        app=False,
     ),
     Case(
         "ckpt-tmnist-data-dir-proc-environ",
         "checkpoint",
         _ck("m.safetensors", lambda: _forged(meta={"dataset": "tmnist", "data_dir": "/proc/self/environ"})),
         "tmnist needs the path",
+        app=False,
     ),
 ]
 
@@ -481,8 +485,8 @@ CASES += [
     Case("ppm-format", "image", lambda t: _write(t, "x.png", _image_bytes("PPM")), "not a readable image"),
     Case("ico-format", "image", lambda t: _write(t, "x.png", _image_bytes("ICO")), "not a readable image"),
     Case("truncated-png", "image", lambda t: _write(t, "x.png", _png("L")[:60]), "not a readable image"),
-    Case("fifo-image", "image", lambda t: _fifo(t, "x.png"), "not a regular file"),
-    Case("folder-image", "image", lambda t: (t / "d.png").mkdir() or t / "d.png", "not a regular file"),
+    Case("fifo-image", "image", lambda t: _fifo(t, "x.png"), "not a regular file", app=False),
+    Case("folder-image", "image", lambda t: (t / "d.png").mkdir() or t / "d.png", "not a regular file", app=False),
     Case("jpeg", "image", lambda t: _write(t, "x.jpg", _image_bytes("JPEG")), None),
     Case("bmp", "image", lambda t: _write(t, "x.bmp", _image_bytes("BMP")), None),
     Case("webp", "image", lambda t: _write(t, "x.webp", _image_bytes("WEBP", lossless=True)), None),
@@ -518,7 +522,7 @@ CASES += [
     ),
     Case("tmnist-empty-font-names", "tmnist", lambda t: _write(t, "TMNIST_Data.csv", _empty_names()), "no font name"),
     Case("tmnist-one-family", "tmnist", lambda t: _write(t, "TMNIST_Data.csv", _one_family()), "only 1 family"),
-    Case("tmnist-fifo", "tmnist", lambda t: _fifo(t, "TMNIST_Data.csv"), "not a regular file"),
+    Case("tmnist-fifo", "tmnist", lambda t: _fifo(t, "TMNIST_Data.csv"), "not a regular file", app=False),
     Case(
         "idx-unpacked-short",
         "datadir",
@@ -549,7 +553,7 @@ CASES += [
         lambda t: _unpacked(t, _idx(2051, 10_000), _idx(2049, 60_000)),
         "swapped",
     ),
-    Case("idx-unpacked-fifo", "datadir", _unpacked_fifo, "not a regular file"),
+    Case("idx-unpacked-fifo", "datadir", _unpacked_fifo, "not a regular file", app=False),
 ]
 
 
