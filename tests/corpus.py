@@ -26,9 +26,10 @@ class Case:
     """One corpus entry."""
 
     id: str
-    kind: str  # checkpoint | image | canvas | tmnist | datadir | train | explain | evaluate
+    kind: str  # checkpoint | image | canvas | tmnist | datadir | train | explain | evaluate | outpath | args
     make: Callable[[Path], object]
     expect: str | None
+    app: bool = True  # False: no app widget can deliver it (a FIFO), or the app's outcome differs (see below)
 
 
 MARKER = "xwp-corpus-pwned"
@@ -204,4 +205,505 @@ CASES = [
     Case("hidden-100000", "train", lambda t: {"hidden": "100000"}, "limited"),
     Case("target-out-of-range", "explain", lambda t: {"target": 10}, "out of range|must be in"),
     Case("n-larger-than-dataset", "evaluate", lambda t: {"n": 10**4 - 1}, "n must be between"),
+]
+
+
+# --------------------------------------------------------------------------- issue 9: hostile checkpoints
+
+SECRET = "SECRETVALUE-must-never-be-echoed"
+"""Planted in hostile files; no error message may ever contain it."""
+
+
+def _raw_checkpoint(header: dict | list | str, payload: bytes = b"") -> bytes:
+    """A safetensors-like file with an arbitrary JSON header (what safetensors itself would not write)."""
+    import json
+
+    text = header if isinstance(header, str) else json.dumps(header)
+    blob = text.encode()
+    return struct.pack("<Q", len(blob)) + blob + payload
+
+
+def _forged(meta=None, info=None, tensors=None, sizes=(784, 16, 10), dtype=None) -> bytes:
+    """A checkpoint with chosen metadata, header fields or tensors (the rest valid)."""
+    import json
+
+    from safetensors.torch import save
+
+    import xwp
+
+    model = xwp.MLP(sizes if sizes[0] == 784 and sizes[-1] <= 1000 else (784, 16, 10), seed=0)
+    state = {}
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        for prefix in ("trained.", "initial."):
+            state[f"{prefix}{2 * k}.weight"] = torch.zeros(n_out, n_in)
+            state[f"{prefix}{2 * k}.bias"] = torch.zeros(n_out)
+    if sizes == tuple(model.sizes):
+        for k, v in model.net.state_dict().items():
+            state[f"trained.{k}"] = v.clone()
+            state[f"initial.{k}"] = v.clone()
+    if dtype is not None:
+        state = {k: v.to(dtype) for k, v in state.items()}
+    state.update(tensors or {})
+    body = {"sizes": list(sizes), "init": "torch", "seed": 0, "dataset": "typeface"}
+    body.update(meta or {})
+    header = {"format": "xwp-checkpoint", "version": "1", "meta": json.dumps(body)}
+    header.update(info or {})
+    return save(state, metadata=header)
+
+
+def _nested(depth: int) -> str:
+    return '{"sizes": [784, 16, 10], "x": ' + "[" * depth + "]" * depth + "}"
+
+
+def _ck(name: str, data_fn: Callable[[], bytes]) -> Callable[[Path], Path]:
+    return lambda t: _write(t, name, data_fn())
+
+
+_NAN = {"trained.0.weight": torch.full((16, 784), float("nan"))}
+
+CASES += [
+    Case("ckpt-empty-file", "checkpoint", _ck("e.safetensors", lambda: b""), "empty or truncated"),
+    Case(
+        "ckpt-metadata-is-a-list",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _raw_checkpoint({"__metadata__": ["format", "xwp-checkpoint"]})),
+        "__metadata__ is not a JSON object",
+    ),
+    Case(
+        "ckpt-metadata-is-a-string",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _raw_checkpoint({"__metadata__": SECRET})),
+        "__metadata__ is not a JSON object",
+    ),
+    Case(
+        "ckpt-header-is-a-list",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _raw_checkpoint([1, 2, SECRET])),
+        "header is not a JSON table",
+    ),
+    Case(
+        "ckpt-header-deeply-nested",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _raw_checkpoint('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")),
+        "not an xwp checkpoint",
+    ),
+    Case(
+        "ckpt-bad-data-offsets",
+        "checkpoint",
+        _ck(
+            "m.safetensors",
+            lambda: _raw_checkpoint({"t": {"dtype": "F32", "shape": [1], "data_offsets": ["a", SECRET]}}),
+        ),
+        "malformed tensor table",
+    ),
+    Case(
+        "ckpt-no-format", "checkpoint", _ck("m.safetensors", lambda: _forged(info={"format": "x"})), "no xwp metadata"
+    ),
+    Case("ckpt-future-version", "checkpoint", _ck("m.safetensors", lambda: _forged(info={"version": "9"})), "version"),
+    Case("ckpt-meta-not-json", "checkpoint", _ck("m.safetensors", lambda: _forged(info={"meta": "{"})), "valid JSON"),
+    Case("ckpt-meta-is-a-list", "checkpoint", _ck("m.safetensors", lambda: _forged(info={"meta": "[1, 2]"})), "object"),
+    Case(
+        "ckpt-meta-deeply-nested",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(info={"meta": _nested(100_000)})),
+        "valid JSON|nested",
+    ),
+    Case(
+        "ckpt-meta-nested-40",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(info={"meta": _nested(40)})),
+        "nested more than 16",
+    ),
+    Case(
+        "ckpt-meta-2mb",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(meta={"note": SECRET * 70_000})),
+        "metadata is larger than",
+    ),
+    Case(
+        "ckpt-float8-weights", "checkpoint", _ck("m.safetensors", lambda: _forged(dtype=torch.float8_e4m3fn)), "dtype"
+    ),
+    Case("ckpt-int-weights", "checkpoint", _ck("m.safetensors", lambda: _forged(dtype=torch.int32)), "dtype"),
+    Case("ckpt-nan-weights", "checkpoint", _ck("m.safetensors", lambda: _forged(tensors=_NAN)), "NaN or infinite"),
+    Case(
+        "ckpt-extra-tensor",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(tensors={"payload": torch.zeros(10)})),
+        "unexpected tensor",
+    ),
+    Case("ckpt-seed-abc", "checkpoint", _ck("m.safetensors", lambda: _forged(meta={"seed": "abc"})), "seed"),
+    Case("ckpt-seed-2**70", "checkpoint", _ck("m.safetensors", lambda: _forged(meta={"seed": 2**70})), "seed"),
+    Case("ckpt-seed-float", "checkpoint", _ck("m.safetensors", lambda: _forged(meta={"seed": 1.5})), "seed"),
+    Case("ckpt-init-unknown", "checkpoint", _ck("m.safetensors", lambda: _forged(meta={"init": SECRET})), "init"),
+    Case("ckpt-dataset-number", "checkpoint", _ck("m.safetensors", lambda: _forged(meta={"dataset": 5})), "dataset"),
+    Case(
+        "ckpt-input-size-100",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(sizes=(100, 16, 10))),
+        "input size is 100",
+    ),
+    Case(
+        "ckpt-50000-classes",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(sizes=(784, 2, 50_000))),
+        "50000 classes; the limit is 1000",
+    ),
+    Case(
+        "ckpt-sizes-floats",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(meta={"sizes": [784.0, 16, 10]})),
+        "layer sizes",
+    ),
+    Case("ckpt-no-sizes", "checkpoint", _ck("m.safetensors", lambda: _forged(meta={"sizes": None})), "layer sizes"),
+    Case(
+        "ckpt-width-100000",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(meta={"sizes": [784, 100_000, 10]})),
+        "limited to 4096",
+    ),
+    Case(
+        "ckpt-20-hidden-layers",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(meta={"sizes": [784] + [4] * 20 + [10]})),
+        "at most 8 hidden",
+    ),
+    Case(
+        "ckpt-classes-mismatch",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(meta={"classes": ["a", "b"]})),
+        "names 2 classes",
+    ),
+    Case(
+        "ckpt-classes-not-text",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(meta={"classes": list(range(10))})),
+        "class names",
+    ),
+    # metadata never selects a server path: data_dir is dropped, so this checkpoint is
+    # valid through the API and the CLI (explain uses its own data, never /proc/self/environ);
+    # in the app it loads, and its test images come from the operator's folders (app side)
+    Case(
+        "ckpt-data-dir-proc-environ",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(meta={"data_dir": "/proc/self/environ"})),
+        None,
+        app=False,
+    ),
+    Case(
+        "ckpt-tmnist-data-dir-proc-environ",
+        "checkpoint",
+        _ck("m.safetensors", lambda: _forged(meta={"dataset": "tmnist", "data_dir": "/proc/self/environ"})),
+        "tmnist needs the path",
+        app=False,
+    ),
+]
+
+
+# --------------------------------------------------------------------------- issue 9: images, CSVs, folders
+
+
+def _fifo(tmp: Path, name: str) -> Path:
+    path = tmp / name
+    os.mkfifo(path)
+    return path
+
+
+def _image_bytes(fmt: str, mode: str = "L", **save) -> bytes:
+    """A white vertical bar on black in ``fmt``/``mode``."""
+    if mode in ("I;16", "I", "F"):
+        dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+        arr = np.zeros((96, 96), dtype=dtype)
+        arr[15:80, 44:54] = 1000  # a small value range: must not be called blank
+        im = Image.fromarray(arr)
+    else:
+        im = Image.new(mode, (96, 96), 0)
+        ImageDraw.Draw(im).line([(48, 12), (48, 84)], fill=255 if mode == "L" else (255, 255, 255), width=10)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def _animated_gif() -> bytes:
+    first = Image.new("L", (96, 96), 0)
+    ImageDraw.Draw(first).line([(48, 12), (48, 84)], fill=255, width=10)
+    second = Image.new("L", (96, 96), 255)  # all white: taken, it would read as blank after inversion
+    buf = io.BytesIO()
+    first.save(buf, format="GIF", save_all=True, append_images=[second])
+    return buf.getvalue()
+
+
+def _eps() -> bytes:
+    return (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 96 96\n"
+        b"/Helvetica findfont 72 scalefont setfont 10 10 moveto (1) show showpage\n%%EOF\n"
+    )
+
+
+def _gz_bomb(unpacked_mb: int = 200) -> bytes:
+    import zlib
+
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    block = b"0," * (1 << 19)
+    out = [comp.compress(b"names,labels\n")] + [comp.compress(block) for _ in range(unpacked_mb)]
+    return b"".join(out) + comp.flush()
+
+
+def _one_family() -> bytes:
+    return tmnist_csv(3).replace(b"Font1-", b"Font0-").replace(b"Font2-", b"Font0-")
+
+
+def _empty_names() -> bytes:
+    return tmnist_csv(3).replace(b"Font1-Regular", b"")
+
+
+def _idx_header(magic: int, count: int) -> bytes:
+    return struct.pack(">IIII", magic, count, 28, 28) if magic == 2051 else struct.pack(">II", magic, count)
+
+
+def _idx_file(path: Path, magic: int, count: int, n: int | None = None, fill: int = 0, size_of: int | None = None):
+    """An IDX file of ``n`` items (default ``count``); zeros are written sparse, so 47 MB cost nothing."""
+    n = count if n is None else n
+    item = 784 if (size_of or magic) == 2051 else 1
+    with open(path, "wb") as fh:
+        fh.write(_idx_header(magic, count))
+        if fill:
+            fh.write(bytes([fill]) * (item * n))
+        else:
+            fh.truncate(len(_idx_header(size_of or magic, 0)) + item * n)
+
+
+def _unpacked(tmp: Path, defect: str) -> Path:
+    """Unpacked Fashion-MNIST files of both splits with the same ``defect``.
+
+    Both splits carry it, so the API (which reads the test split) and the app's Train page
+    (which reads the train split first) meet the same error.
+    """
+    raw = tmp / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, count, other in (("train", 60_000, 10_000), ("t10k", 10_000, 60_000)):
+        images, labels = raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"
+        _idx_file(images, 2051, count, n=count - 1 if defect == "short" else None)
+        _idx_file(labels, 2049, count, fill=12 if defect == "labels" else 0)
+        if defect == "magic":
+            _idx_file(images, 2049, count, size_of=2051)
+        if defect == "count":
+            _idx_file(images, 2051, count - 1000, n=count)
+        if defect == "swapped":
+            _idx_file(labels, 2049, other)
+        if defect == "fifo":
+            labels.unlink()
+            os.mkfifo(labels)
+    return tmp / "data"
+
+
+CASES += [
+    Case("eps-named-png", "image", lambda t: _write(t, "x.png", _eps()), "not a readable image"),
+    Case("ppm-format", "image", lambda t: _write(t, "x.png", _image_bytes("PPM")), "not a readable image"),
+    Case("ico-format", "image", lambda t: _write(t, "x.png", _image_bytes("ICO")), "not a readable image"),
+    Case("truncated-png", "image", lambda t: _write(t, "x.png", _png("L")[:60]), "not a readable image"),
+    Case("fifo-image", "image", lambda t: _fifo(t, "x.png"), "not a regular file", app=False),
+    Case("folder-image", "image", lambda t: (t / "d.png").mkdir() or t / "d.png", "not a regular file", app=False),
+    Case("jpeg", "image", lambda t: _write(t, "x.jpg", _image_bytes("JPEG")), None),
+    Case("bmp", "image", lambda t: _write(t, "x.bmp", _image_bytes("BMP")), None),
+    Case("webp", "image", lambda t: _write(t, "x.webp", _image_bytes("WEBP", lossless=True)), None),
+    Case("gif-first-frame", "image", lambda t: _write(t, "x.gif", _animated_gif()), None),
+    Case("tiff-float32", "image", lambda t: _write(t, "x.tif", _image_bytes("TIFF", "F")), None),
+    Case("png-16-bit-small-range", "image", lambda t: _write(t, "x.png", _image_bytes("PNG", "I;16")), None),
+    Case("tiff-32-bit-small-range", "image", lambda t: _write(t, "x.tif", _image_bytes("TIFF", "I")), None),
+    Case("jpeg-named-png", "image", lambda t: _write(t, "x.png", _image_bytes("JPEG")), None),
+    Case("tmnist-gz-bomb", "tmnist", lambda t: _write(t, "TMNIST_Data.csv", _gz_bomb()), "unpacks to more than"),
+    Case(
+        "tmnist-too-many-rows",
+        "tmnist",
+        lambda t: _write(t, "TMNIST_Data.csv", b"names,labels\n" + f"{SECRET},1\n".encode() * 50_000),
+        "rows; the limit is 40,000",
+    ),
+    Case(
+        "tmnist-huge-header",
+        "tmnist",
+        lambda t: _write(t, "TMNIST_Data.csv", (SECRET * 40_000 + ",x\n1,2\n").encode()),
+        "no 'labels' column",
+    ),
+    Case(
+        "tmnist-secret-first-line",
+        "tmnist",
+        lambda t: _write(t, "TMNIST_Data.csv", f"root:{SECRET}:19000:0:99999:7:::\n".encode()),
+        "not a readable CSV|no 'labels' column|header but no rows",
+    ),
+    Case(
+        "tmnist-extra-column-named-secret",
+        "tmnist",
+        lambda t: _write(t, "TMNIST_Data.csv", tmnist_csv(3, extra=SECRET)),
+        "unexpected column",
+    ),
+    Case("tmnist-empty-font-names", "tmnist", lambda t: _write(t, "TMNIST_Data.csv", _empty_names()), "no font name"),
+    Case("tmnist-one-family", "tmnist", lambda t: _write(t, "TMNIST_Data.csv", _one_family()), "only 1 family"),
+    Case("tmnist-fifo", "tmnist", lambda t: _fifo(t, "TMNIST_Data.csv"), "not a regular file", app=False),
+    Case(
+        "idx-unpacked-short",
+        "datadir",
+        lambda t: _unpacked(t, "short"),
+        "bytes",
+    ),
+    Case(
+        "idx-unpacked-wrong-magic",
+        "datadir",
+        lambda t: _unpacked(t, "magic"),
+        "magic",
+    ),
+    Case(
+        "idx-unpacked-wrong-count",
+        "datadir",
+        lambda t: _unpacked(t, "count"),
+        "declares (9,000|59,000)",
+    ),
+    Case(
+        "idx-unpacked-labels-out-of-range",
+        "datadir",
+        lambda t: _unpacked(t, "labels"),
+        "labels above 9",
+    ),
+    Case(
+        "idx-unpacked-train-as-test",
+        "datadir",
+        lambda t: _unpacked(t, "swapped"),
+        "swapped",
+    ),
+    Case("idx-unpacked-fifo", "datadir", lambda t: _unpacked(t, "fifo"), "not a regular file", app=False),
+]
+
+
+# --------------------------------------------------------------------------- issue 9: output paths and arguments
+
+
+def _existing(tmp: Path, name: str) -> str:
+    (tmp / name).write_bytes(b"keep me")
+    return str(tmp / name)
+
+
+def _symlink(tmp: Path) -> str:
+    (tmp / "target.txt").write_bytes(b"keep me")
+    (tmp / "link.png").symlink_to(tmp / "target.txt")
+    return str(tmp / "link.png")
+
+
+# outpath cases: make(tmp) -> {"cmd": explain | evaluate | train, "out": path}; expect None means it works
+CASES += [
+    Case("out-is-a-folder", "outpath", lambda t: {"cmd": "explain", "out": str(_mkdir(t, "d.png"))}, "not a regular"),
+    Case("out-in-proc", "outpath", lambda t: {"cmd": "explain", "out": "/proc/xwp-corpus.png"}, "not writable|cannot"),
+    Case("out-uppercase-npy", "outpath", lambda t: {"cmd": "explain", "out": str(t / "X.NPY")}, None),
+    Case("out-uppercase-png", "outpath", lambda t: {"cmd": "explain", "out": str(t / "X.PNG")}, None),
+    Case("out-missing-folder", "outpath", lambda t: {"cmd": "explain", "out": str(t / "no/x.png")}, "does not exist"),
+    Case("out-wrong-suffix", "outpath", lambda t: {"cmd": "explain", "out": str(t / "x.jpg")}, "must end with"),
+    Case("out-no-suffix", "outpath", lambda t: {"cmd": "explain", "out": str(t / "x")}, "must end with"),
+    Case("out-empty", "outpath", lambda t: {"cmd": "explain", "out": ""}, "must end with"),
+    Case("out-fifo", "outpath", lambda t: {"cmd": "explain", "out": str(_fifo(t, "f.png"))}, "not a regular"),
+    Case("out-symlink", "outpath", lambda t: {"cmd": "explain", "out": _symlink(t)}, "link"),
+    Case("out-csv-folder", "outpath", lambda t: {"cmd": "evaluate", "out": str(_mkdir(t, "t.csv"))}, "not a regular"),
+    Case("train-out-exists", "outpath", lambda t: {"cmd": "train", "out": _existing(t, "m.safetensors")}, "--force"),
+]
+
+
+def _mkdir(tmp: Path, name: str) -> Path:
+    (tmp / name).mkdir()
+    return tmp / name
+
+
+# args cases: make(tmp) -> {"cli": argv ("{ckpt}" is the test checkpoint), "api": callable or None}
+def _api_evaluate(**kw):
+    def run(ckpt, typeface):
+        import xwp
+
+        model = xwp.load_checkpoint(ckpt).model
+        return xwp.evaluate(model, typeface[1], **{"methods": ["xwp"], "n": 4, **kw})
+
+    return run
+
+
+def _api_study(**kw):
+    def run(ckpt, typeface):
+        from xwp.study import run_study
+
+        return run_study(**{"datasets": ["typeface"], "seeds": [0], "n": 4, "methods": ["xwp"], **kw})
+
+    return run
+
+
+def _api_mlp(**kw):
+    def run(ckpt, typeface):
+        import xwp
+
+        return xwp.MLP((784, 16, 10), **kw)
+
+    return run
+
+
+_TRAIN = ["train", "--hidden", "8", "--epochs", "1"]
+CASES += [
+    Case(
+        "seed-2**64",
+        "args",
+        lambda t: {
+            "cli": _TRAIN + ["--seed", "18446744073709551616", "--out", str(t / "m.safetensors")],
+            "api": _api_mlp(seed=2**64),
+        },
+        "seed must be",
+    ),
+    Case(
+        "seed-abc",
+        "args",
+        lambda t: {"cli": _TRAIN + ["--seed", "abc", "--out", str(t / "m.safetensors")], "api": _api_mlp(seed="abc")},
+        "seed must be",
+    ),
+    Case(
+        "evaluate-batch-size-0",
+        "args",
+        lambda t: {
+            "cli": ["evaluate", "--checkpoint", "{ckpt}", "--batch-size", "0", "--out", str(t / "t.csv")],
+            "api": _api_evaluate(batch_size=0),
+        },
+        "at least 1",
+    ),
+    Case(
+        "evaluate-n-0",
+        "args",
+        lambda t: {
+            "cli": ["evaluate", "--checkpoint", "{ckpt}", "--n", "0", "--out", str(t / "t.csv")],
+            "api": _api_evaluate(n=0),
+        },
+        "at least 1|between 1",
+    ),
+    Case(
+        "study-seeds-empty",
+        "args",
+        lambda t: {
+            "cli": ["study", "--datasets", "typeface", "--seeds", "", "--out", str(t / "s")],
+            "api": _api_study(seeds=[], out_dir=t / "s"),
+        },
+        "at least one seed",
+    ),
+    Case(
+        "study-unknown-dataset",
+        "args",
+        lambda t: {
+            "cli": ["study", "--datasets", "typeface,nope", "--out", str(t / "s")],
+            "api": _api_study(datasets=["typeface", "nope"], out_dir=t / "s"),
+        },
+        "unknown dataset",
+    ),
+    Case(
+        "study-n-too-large",
+        "args",
+        lambda t: {
+            "cli": ["study", "--datasets", "typeface", "--n", "99999", "--out", str(t / "s")],
+            "api": _api_study(n=99_999, out_dir=t / "s"),
+        },
+        "limited to 10000",
+    ),
+    Case(
+        "study-out-not-empty",
+        "args",
+        lambda t: {"cli": ["study", "--datasets", "typeface", "--out", str(_mkdir(t, "s").parent)], "api": None},
+        "--force",
+    ),
 ]

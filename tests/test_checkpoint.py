@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import struct
@@ -140,3 +141,65 @@ def test_header_length_starting_with_the_pickle_byte_still_loads():
             break
     assert data[0] == 0x80
     assert load_checkpoint(data).meta["pad"] == "x" * pad
+
+
+# --------------------------------------------------------------------------- issue 9
+
+
+def test_save_refuses_metadata_that_load_would_refuse(tmp_path):
+    path = tmp_path / "m.safetensors"
+    for meta, message in (
+        ({"classes": ["a", "b"]}, "names 2 classes"),
+        ({"dataset": 5}, "dataset"),
+        ({"deep": json.loads("[" * 20 + "]" * 20)}, "nested"),
+        ({"note": "x" * (2 * 1024 * 1024)}, "larger than"),
+    ):
+        with pytest.raises(xwp.XWPError, match=message):
+            save_checkpoint(path, trained_small(), meta)
+        assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_data_dir_is_never_written_nor_read(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", trained_small(), {"data_dir": "/srv/secret-data"})
+    assert b"/srv/secret-data" not in path.read_bytes()
+    assert "data_dir" not in load_checkpoint(path).meta
+
+
+def test_checkpoint_paths_must_be_regular_files(tmp_path):
+    os.mkfifo(tmp_path / "fifo.safetensors")
+    with pytest.raises(xwp.XWPError, match="not a regular file"):
+        load_checkpoint(tmp_path / "fifo.safetensors")
+    with pytest.raises(xwp.XWPError, match="not a regular file"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_killed_save_leaves_no_temporary_forever(tmp_path):
+    path = tmp_path / "m.safetensors"
+    stale = tmp_path / f".m.safetensors.{12345}.{678}.tmp"  # what a killed writer leaves
+    fresh = tmp_path / f".m.safetensors.{12346}.{678}.tmp"  # a write in progress elsewhere
+    other = tmp_path / ".notes.tmp"
+    for p in (stale, fresh, other):
+        p.write_bytes(b"partial")
+    old = os.stat(stale).st_mtime - 3600
+    os.utime(stale, (old, old))
+    save_checkpoint(path, trained_small())
+    assert not stale.exists() and fresh.exists() and other.exists()
+
+
+def test_loading_copies_little(tmp_path):
+    """Peak memory of loading a checkpoint stays within 5x its file size (measured in a fresh process)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.safetensors"
+    path.write_bytes(checkpoint_bytes(xwp.MLP((784, 2048, 2048, 10), seed=0)))
+    code = (
+        "import resource, sys, xwp\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "xwp.load_checkpoint(sys.argv[1])\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, check=True)
+    peak = int(out.stdout.strip().splitlines()[-1])
+    assert peak < 5 * path.stat().st_size, (peak, path.stat().st_size)

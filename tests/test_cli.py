@@ -169,3 +169,55 @@ def test_user_errors_print_one_line_and_exit_2(args, message, checkpoint, tmp_pa
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not list(tmp_path.glob("m.safetensors")) and not list(tmp_path.glob("x.png"))
+
+
+# --------------------------------------------------------------------------- issue 9
+
+
+def test_full_disk_leaves_no_truncated_file(checkpoint, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "maps.npy"
+
+    def half_then_fail(fh, arr, *a, **k):
+        fh.write(b"\x93NUMPY partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", half_then_fail)
+    code = main(["explain", "--checkpoint", str(checkpoint), "--index", "0", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"error: cannot write {out}: No space left on device"]
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary
+
+
+def test_train_force_overwrites_and_warns_when_diverged(tmp_path, monkeypatch, capsys):
+    from xwp.train import History
+
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"old")
+    args = ["train", "--hidden", "8", "--epochs", "1", "--out", str(out)]
+    assert main(args) == 2 and "pass --force" in capsys.readouterr().err and out.read_bytes() == b"old"
+    monkeypatch.setattr(History, "diverging", property(lambda self: True))
+    assert main([*args, "--force"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: training diverged" in err and out.read_bytes()[:8] != b"old"
+
+
+def test_evaluate_defaults_to_the_checkpoints_dataset_and_counts_each_method_once(tmp_path, monkeypatch, capsys):
+    import xwp
+    import xwp.data
+
+    model = xwp.MLP((784, 8, 10), seed=0)
+    ck = xwp.save_checkpoint(tmp_path / "d.safetensors", model, {"dataset": "digits"})
+    seen = []
+    real = xwp.data.load_dataset
+    monkeypatch.setattr(xwp.data, "load_dataset", lambda name, *a, **k: seen.append(name) or real(name, *a, **k))
+    out = tmp_path / "t.csv"
+    assert main(["evaluate", "--checkpoint", str(ck), "--methods", "xwp,xwp", "--n", "5", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert seen == ["digits"] and list(table["method"]) == ["xwp"] and list(table["n"]) == [5]
+
+
+def test_study_default_out_is_not_the_committed_results():
+    from xwp.cli import build_parser
+
+    args = build_parser().parse_args(["study"])
+    assert args.out == "study-out" and not args.force

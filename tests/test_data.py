@@ -249,3 +249,228 @@ def test_tiny_and_huge_images_are_refused():
     big.save(buf, format="PNG")
     with pytest.raises(xwp.XWPError, match="limit"):
         load_image(buf.getvalue())
+
+
+# --------------------------------------------------------------------------- issue 9: data safety
+
+
+def _md5s(folder):
+    import hashlib
+
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs the Fashion-MNIST .gz files")
+def test_gz_plus_some_unpacked_files_never_rewrites_the_users_folder(tmp_path):
+    import gzip
+
+    raw = tmp_path / "user" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    src = shared_data_dir() / "FashionMNIST" / "raw"
+    for p in src.iterdir():
+        shutil.copyfile(p, raw / p.name)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(gzip.decompress((src / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    (raw / "train-labels-idx1-ubyte").symlink_to(raw / "t10k-labels-idx1-ubyte")  # a link into the folder
+    before = _md5s(raw)
+    test = load_dataset("fashion-mnist", "test", tmp_path / "user")
+    train = load_dataset("fashion-mnist", "train", tmp_path / "user")
+    assert (len(test), len(train)) == (10_000, 60_000)
+    assert _md5s(raw) == before  # nothing written, through a link or otherwise
+    cache = Path(os.environ["XWP_CACHE_DIR"])
+    links = [p for p in cache.rglob("*") if p.is_symlink()]
+    assert not links  # the cache never links into a user's folder
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs the Fashion-MNIST .gz files")
+def test_unpacked_files_alone_are_checked_and_used(tmp_path):
+    import gzip
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    src = shared_data_dir() / "FashionMNIST" / "raw"
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / stem).write_bytes(gzip.decompress((src / f"{stem}.gz").read_bytes()))
+    unpacked = load_dataset("fashion-mnist", "test", tmp_path)
+    packed = load_dataset("fashion-mnist", "test", shared_data_dir())
+    assert torch.equal(unpacked.images, packed.images) and torch.equal(unpacked.labels, packed.labels)
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs the Fashion-MNIST .gz files")
+def test_swapped_gz_files_are_detected(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    src = shared_data_dir() / "FashionMNIST" / "raw"
+    shutil.copyfile(src / "t10k-images-idx3-ubyte.gz", raw / "t10k-images-idx3-ubyte.gz")
+    shutil.copyfile(src / "train-labels-idx1-ubyte.gz", raw / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(xwp.XWPError, match="published train file: the train and test files are swapped"):
+        load_dataset("fashion-mnist", "test", tmp_path)
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs the Fashion-MNIST .gz files")
+def test_bad_unpacked_test_labels_fail_before_training(tmp_path, capsys):
+    import time
+
+    from xwp.cli import main
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    src = shared_data_dir() / "FashionMNIST" / "raw"
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        shutil.copyfile(src / name, raw / name)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (10_000).to_bytes(4, "big") + b"\x0c" * 10_000)
+    started = time.perf_counter()
+    out = tmp_path / "m.safetensors"
+    code = main(
+        ["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--out", str(out)]
+    )
+    assert code == 2 and "labels above 9" in capsys.readouterr().err
+    assert time.perf_counter() - started < 20 and not out.exists()  # no epoch was trained first
+
+
+def test_allowed_data_path(tmp_path, monkeypatch):
+    from xwp import config
+
+    cache = config.cache_dir()
+    inside = cache / "allowed.csv"
+    inside.write_bytes(b"x")
+    assert config.allowed_data_path(inside) == inside.resolve()
+    escape = cache / "escape.csv"
+    escape.unlink(missing_ok=True)
+    escape.symlink_to("/etc/passwd")  # a link inside the cache pointing out of it
+    for bad in ("/etc/shadow", "/proc/self/environ", escape, str(cache / ".." / ".."), "", "relative.csv"):
+        with pytest.raises(xwp.XWPError, match="not in a data folder this server allows") as info:
+            config.allowed_data_path(bad)
+        assert "root" not in str(info.value)
+    with pytest.raises(xwp.XWPError, match="not in a data folder"):
+        config.allowed_data_path(tmp_path)
+    monkeypatch.setenv("XWP_DATA_DIRS", f"/nonexistent{os.pathsep}{tmp_path}")
+    assert config.allowed_data_path(tmp_path / ".") == tmp_path.resolve()
+    monkeypatch.delenv("XWP_DATA_DIRS")
+    other = tmp_path / "startup"
+    other.mkdir()
+    monkeypatch.setattr(config, "_startup_dirs", [])
+    config.register_data_dir(other)
+    assert config.allowed_data_path(other) == other.resolve()
+
+
+def test_a_fifo_in_a_font_folder_does_not_hang(tmp_path):
+    import threading
+
+    from xwp.typeface import font_files
+
+    real = font_files()[0]
+    shutil.copyfile(real, tmp_path / "real.ttf")
+    os.mkfifo(tmp_path / "trap.ttf")
+    result = []
+    worker = threading.Thread(target=lambda: result.append(font_files(str(tmp_path))), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert result and result[0] == [str(tmp_path / "real.ttf")]
+
+
+def test_exif_orientation_is_applied():
+    from PIL import ImageDraw
+
+    im = Image.new("L", (96, 96), 0)
+    ImageDraw.Draw(im).line([(12, 48), (84, 48)], fill=255, width=10)  # stored horizontal
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif, quality=95)
+    gray = load_image(buf.getvalue())
+    assert gray[:, 40:56].mean() > 2 * gray[40:56, :].mean()  # displayed vertical, not as stored
+    assert gray[:, 40:56].mean() > 0.3 and gray[10:30, 10:30].mean() < 0.05
+
+
+def test_sixteen_bit_image_with_a_small_range_is_not_blank():
+    arr = np.zeros((64, 64), dtype=np.uint16)
+    arr[10:54, 28:36] = 300  # 300 of 65535: nearly black if scaled by the dtype
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    gray = load_image(buf.getvalue())
+    assert gray.max() == pytest.approx(1.0) and gray.min() == 0.0
+    assert image_to_input(gray).max() > 0.5
+
+
+def test_tmnist_from_bytes_plain_and_gz():
+    import gzip
+
+    from xwp.data import tmnist_from_bytes
+
+    plain = tmnist_csv(10)
+    a = tmnist_from_bytes(plain, "test")
+    b = tmnist_from_bytes(gzip.compress(plain), "test")
+    assert torch.equal(a.images, b.images) and len(a) == 20 and a.info["file"] == "(upload)"
+
+
+def test_check_upload(monkeypatch):
+    from xwp import safety
+    from xwp.checkpoint import checkpoint_bytes
+    from xwp.config import Limits
+
+    safety.check_upload(checkpoint_bytes(xwp.MLP((784, 8, 10))), "checkpoint")
+    png = io.BytesIO()
+    Image.new("L", (16, 16)).save(png, format="PNG")
+    safety.check_upload(png.getvalue(), "image")
+    safety.check_upload(tmnist_csv(2), "csv")
+    with pytest.raises(xwp.XWPError, match="not a readable image"):
+        safety.check_upload(b"%!PS-Adobe-3.0 EPSF-3.0\n" * 4, "image")
+    with pytest.raises(xwp.XWPError, match="not an xwp checkpoint"):
+        safety.check_upload(b"\x00" * 100, "checkpoint")
+    with pytest.raises(xwp.XWPError, match="empty"):
+        safety.check_upload(b"", "csv")
+    monkeypatch.setattr(safety, "LIMITS", Limits(max_upload_bytes=1000, max_csv_bytes=5000))
+    with pytest.raises(xwp.XWPError, match="uploads are limited to"):
+        safety.check_upload(b"x" * 1001, "csv")
+    import gzip
+
+    with pytest.raises(xwp.XWPError, match="unpacks to more than"):
+        safety.check_upload(gzip.compress(b"0" * 10_000), "csv")
+
+
+def test_safe_message_is_one_short_line():
+    from xwp.errors import XWPError, safe_message
+
+    assert safe_message("a\nb\r\x1b[31mc\u2028d") == "a b [31mc d"
+    long = str(XWPError("x" * 10_000))
+    assert len(long) == 300 and long.endswith("…")
+
+
+def test_upload_file_is_checked_first_and_removed_after(tmp_path):
+    from xwp import safety
+    from xwp.config import cache_dir
+
+    folder = cache_dir() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = folder / "xwp-upload-killed.csv"
+    stale.write_bytes(b"old")
+    os.utime(stale, (1, 1))
+    with safety.upload_file(tmnist_csv(2), "csv", ".csv") as path:
+        assert path.read_bytes() == tmnist_csv(2) and (path.stat().st_mode & 0o777) == 0o600
+        assert read_tmnist_csv(path)[0].shape == (20, 28, 28)
+    assert not path.exists() and not stale.exists()
+    with (
+        pytest.raises(xwp.XWPError, match="not a readable image"),
+        safety.upload_file(b"%!PS-Adobe-3.0\n" * 4, "image", ".png"),
+    ):
+        raise AssertionError("never reached: checked before it is stored")
+    assert list(folder.iterdir()) == []
+    with pytest.raises(RuntimeError), safety.upload_file(tmnist_csv(2), "csv", ".csv") as path:
+        raise RuntimeError("the caller fails")
+    assert not path.exists()
+
+
+def test_plain_text_escapes_every_markdown_character():
+    import re
+    import string
+
+    from xwp.safety import plain_text
+
+    hostile = "![x](http://evil/a.png) [click](http://evil) <b>hi</b> $x^2$ **bold** :red[c] # h\n- T-shirt/top"
+    out = plain_text(hostile)
+    pairs = re.findall(r"\\(.)", out)
+    bare = re.sub(r"\\.", "", out)
+    assert not set(bare) & set(string.punctuation), bare  # every ASCII punctuation is escaped
+    assert set(pairs) <= set(string.punctuation)
+    assert "\n" not in out and re.sub(r"\\(.)", r"\1", out) == " ".join(hostile.split())
+    assert len(plain_text("x" * 1000)) == 200

@@ -18,14 +18,18 @@ from typing import Any
 import torch
 
 from xwp._version import __version__
-from xwp.config import atomic_write
+from xwp.config import LIMITS, atomic_write
 from xwp.errors import XWPError
-from xwp.models import MLP, check_sizes
+from xwp.models import INITS, MLP, check_sizes
+from xwp.safety import json_depth, read_regular
 
 FORMAT = "xwp-checkpoint"
 VERSION = 1
 MAX_HEADER = 16 * 1024 * 1024
 MAX_BYTES = 2 * 1024**3
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+SERVER_KEYS = ("data_dir",)
+"""Metadata keys that name server paths: never written, dropped on load (metadata never selects a path)."""
 
 
 @dataclass
@@ -59,7 +63,11 @@ def checkpoint_bytes(model: MLP, meta: dict[str, Any] | None = None) -> bytes:
     meta.update({"sizes": list(model.sizes), "init": model.init, "seed": model.seed, "versions": versions()})
     tensors = {f"trained.{k}": v.detach().cpu().float().contiguous() for k, v in model.net.state_dict().items()}
     tensors.update({f"initial.{k}": v.detach().cpu().float().contiguous() for k, v in model.initial_state().items()})
-    header = {"format": FORMAT, "version": str(VERSION), "meta": json.dumps(meta, default=_json_default)}
+    for key in SERVER_KEYS:
+        meta.pop(key, None)
+    text = json.dumps(meta, default=_json_default)
+    parse_meta(text)  # never write what load_checkpoint would refuse
+    header = {"format": FORMAT, "version": str(VERSION), "meta": text}
     return save(tensors, metadata=header)
 
 
@@ -92,15 +100,56 @@ def save_checkpoint(path: str | os.PathLike, model: MLP, meta: dict[str, Any] | 
 
 
 def _read_source(source: str | os.PathLike | bytes) -> bytes:
-    """Bytes of a checkpoint given as a path or as bytes."""
-    if isinstance(source, bytes | bytearray | memoryview):
+    """Bytes of a checkpoint given as a path (a regular file) or as bytes (not copied)."""
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, bytearray | memoryview):
         return bytes(source)
-    path = Path(source)
-    if not path.is_file():
-        raise XWPError(f"checkpoint {path} does not exist")
-    if path.stat().st_size > MAX_BYTES:
-        raise XWPError(f"checkpoint {path} is larger than {MAX_BYTES // 1024**3} GiB")
-    return path.read_bytes()
+    if not isinstance(source, str | os.PathLike):
+        raise XWPError(f"a checkpoint is a path or bytes, got {type(source).__name__}")
+    return read_regular(source, "checkpoint", MAX_BYTES)
+
+
+def parse_meta(text: object) -> dict[str, Any]:
+    """The checkpoint's metadata JSON, checked: size, nesting, and every size it declares (config.LIMITS)."""
+    if not isinstance(text, str):
+        raise XWPError("the checkpoint's metadata is damaged (not a JSON text)")
+    if len(text) > LIMITS.max_meta_bytes:
+        raise XWPError(f"the checkpoint's metadata is larger than {LIMITS.max_meta_bytes // 1024} kB (XWP_MAX_META_KB)")
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError, ValueError):
+        raise XWPError("the checkpoint's metadata is damaged (not valid JSON)") from None
+    if not isinstance(meta, dict):
+        raise XWPError("the checkpoint's metadata is damaged (not a JSON object)")
+    if json_depth(meta, LIMITS.max_meta_depth) > LIMITS.max_meta_depth:
+        raise XWPError(f"the checkpoint's metadata is nested more than {LIMITS.max_meta_depth} levels deep")
+    sizes = meta.get("sizes")
+    if not isinstance(sizes, list) or not all(type(v) is int for v in sizes):
+        raise XWPError("the checkpoint's metadata is damaged (no valid layer sizes)")
+    sizes = check_sizes(sizes)
+    if sizes[0] != LIMITS.input_size:
+        raise XWPError(f"the checkpoint's input size is {sizes[0]}; xwp models take 28x28 = {LIMITS.input_size} pixels")
+    if sizes[-1] > LIMITS.max_classes:
+        raise XWPError(f"the checkpoint has {sizes[-1]} classes; the limit is {LIMITS.max_classes} (XWP_MAX_CLASSES)")
+    seed = meta.get("seed", 0)
+    if type(seed) is not int or not 0 <= seed <= LIMITS.max_seed:
+        raise XWPError(f"the checkpoint's seed must be a whole number in 0..2**63-1, got {str(seed)[:40]!r}")
+    if meta.get("init", "torch") not in INITS:
+        raise XWPError(f"the checkpoint's init must be one of {', '.join(INITS)}")
+    for key in ("dataset", "upload_name"):
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > 200):
+            raise XWPError(f"the checkpoint's {key} must be a short text")
+    classes = meta.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or not all(isinstance(c, str) and len(c) <= 200 for c in classes):
+            raise XWPError("the checkpoint's class names must be a list of short texts")
+        if len(classes) != sizes[-1]:
+            raise XWPError(f"the checkpoint names {len(classes)} classes but its output layer has {sizes[-1]}")
+    for key in SERVER_KEYS:
+        meta.pop(key, None)
+    return meta
 
 
 def _looks_like_pickle(data: bytes) -> bool:
@@ -112,12 +161,12 @@ def _header(data: bytes) -> dict[str, Any]:
     """Parse and sanity-check the safetensors header without touching any tensor."""
     if len(data) < 8:
         raise XWPError("not an xwp checkpoint: the file is empty or truncated")
-    (n,) = struct.unpack("<Q", data[:8])
+    (n,) = struct.unpack("<Q", bytes(data[:8]))
     header = None
     if 2 <= n <= MAX_HEADER and 8 + n <= len(data):
         try:
             header = json.loads(data[8 : 8 + n])
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
             header = None
     if not isinstance(header, dict):
         if _looks_like_pickle(data):
@@ -130,9 +179,11 @@ def _header(data: bytes) -> dict[str, Any]:
         if 8 + n > len(data):
             raise XWPError("the checkpoint is truncated (its header runs past the end of the file)")
         raise XWPError("not an xwp checkpoint (its header is not a JSON table)")
+    if "__metadata__" in header and not isinstance(header["__metadata__"], dict):
+        raise XWPError("not an xwp checkpoint (its __metadata__ is not a JSON object)")
     try:
         end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except (KeyError, TypeError, ValueError, IndexError):
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
         raise XWPError("not an xwp checkpoint (malformed tensor table)") from None
     if 8 + n + end > len(data):
         raise XWPError(f"the checkpoint is truncated: {len(data)} bytes, {8 + n + end} expected")
@@ -149,50 +200,84 @@ def load_checkpoint(
     foreign file, or one without the initial state (with ``require_initial``) raises
     :class:`~xwp.errors.XWPError` without executing anything from the file.
     """
-    from safetensors.torch import load
-
     data = _read_source(source)
     header = _header(data)
     info = header.get("__metadata__") or {}
-    if info.get("format") != FORMAT:
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise XWPError("this safetensors file is not an xwp checkpoint (no xwp metadata)")
-    try:
-        meta = json.loads(info.get("meta", "{}"))
-        sizes = check_sizes(meta["sizes"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise XWPError("the checkpoint's metadata is damaged (no valid layer sizes)") from None
-    try:
-        tensors = load(data)
-    except Exception as e:  # safetensors raises its own error types
-        raise XWPError(f"the checkpoint's tensors cannot be read ({type(e).__name__}); the file is damaged") from None
-    model = MLP(sizes, seed=int(meta.get("seed", 0)), init=meta.get("init", "torch"))
-    trained = _take(tensors, "trained.", model)
-    model.net.load_state_dict(trained)
-    initial = _take(tensors, "initial.", model, missing_ok=not require_initial)
-    if initial is not None:  # None only when missing_ok (else _take raised)
-        model.set_initial_state(initial)
+    if info.get("version") != str(VERSION):
+        raise XWPError(f"this checkpoint has format version {str(info.get('version'))[:20]!r}; xwp reads {VERSION}")
+    meta = parse_meta(info.get("meta"))
+    sizes = tuple(meta["sizes"])
+    _check_table(header, sizes)  # names, dtypes and shapes, before any tensor is built
+    model = MLP(sizes, seed=meta.get("seed", 0), init=meta.get("init", "torch"))
+    start = 8 + struct.unpack("<Q", bytes(data[:8]))[0]
+    trained = _fill(model, header, data, start, "trained.")
+    initial = _fill(model, header, data, start, "initial.", missing_ok=not require_initial)
+    del data
+    if not trained:
+        raise XWPError("the checkpoint has no trained weights")
     if device is not None:
         model.to(device)
     model.eval()
-    return Checkpoint(model, model.initial_model() if initial is not None else None, meta)
+    return Checkpoint(model, model.initial_model() if initial else None, meta)
 
 
-def _take(tensors: dict[str, torch.Tensor], prefix: str, model: MLP, missing_ok: bool = False) -> dict | None:
-    """The tensors under ``prefix``, checked against the model's parameter shapes."""
-    expected = dict(model.net.named_parameters())
-    got = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if not got and missing_ok:
-        return None
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def _fill(model: MLP, header: dict[str, Any], data: bytes, start: int, prefix: str, missing_ok: bool = False) -> bool:
+    """Copy the tensors under ``prefix`` straight from the file's bytes into the model (no intermediate copies).
+
+    Each tensor is a zero-copy view of ``data`` (little-endian, as safetensors stores it),
+    checked for NaN/inf and copied into the parameter (``trained.``) or the stored initial
+    state (``initial.``). Returns False when there is none and ``missing_ok``.
+    """
+    import warnings
+
+    params = dict(model.net.named_parameters())
+    names = [k for k in params if f"{prefix}{k}" in header]
+    if not names and missing_ok:
+        return False
     what = "initial state (XWP needs it; retrain with xwp to get one)" if prefix == "initial." else "trained weights"
-    missing = [k for k in expected if k not in got]
+    missing = [k for k in params if k not in names]
     if missing:
         raise XWPError(f"the checkpoint has no {what}: {', '.join(missing)} missing")
-    for k, p in expected.items():
-        if tuple(got[k].shape) != tuple(p.shape):
-            raise XWPError(
-                f"{prefix}{k} has shape {tuple(got[k].shape)}, but the architecture "
-                f"{model.describe()} needs {tuple(p.shape)}"
-            )
-        if not torch.isfinite(got[k]).all():
+    initial = model.initial_state()
+    for k, p in params.items():
+        entry = header[f"{prefix}{k}"]
+        dtype = _DTYPES[entry["dtype"]]
+        begin, end = (int(v) for v in entry["data_offsets"])
+        count = p.numel()
+        if end - begin != count * dtype.itemsize or begin < 0:
+            raise XWPError(f"{prefix}{k} has {end - begin} bytes for {count} values; the file is damaged")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # read-only buffer: the view is only read from
+            view = torch.frombuffer(data, dtype=dtype, count=count, offset=start + begin).view(p.shape)
+        if not torch.isfinite(view).all():
             raise XWPError(f"{prefix}{k} contains NaN or infinite values")
-    return {k: got[k].float() for k in expected}
+        with torch.no_grad():
+            (p if prefix == "trained." else initial[k]).copy_(view)
+    return True
+
+
+def _check_table(header: dict[str, Any], sizes: tuple[int, ...]) -> None:
+    """Refuse unknown tensor names, non-float dtypes (float8, ints) and wrong shapes from the header alone."""
+    expected = {}
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        expected[f"{2 * k}.weight"], expected[f"{2 * k}.bias"] = [n_out, n_in], [n_out]
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        prefix, _, key = name.partition(".")
+        if prefix not in ("trained", "initial") or key not in expected or not isinstance(entry, dict):
+            raise XWPError(f"the checkpoint holds an unexpected tensor {name[:60]!r}; the file is not from xwp")
+        if entry.get("dtype") not in FLOAT_DTYPES:
+            raise XWPError(
+                f"{name} has dtype {str(entry.get('dtype'))[:20]}; xwp checkpoints hold float32/16/64 or bfloat16"
+            )
+        if entry.get("shape") != expected[key]:
+            raise XWPError(
+                f"{name} has shape {tuple(entry.get('shape') or ())}, but the architecture "
+                f"{'-'.join(map(str, sizes))} needs {tuple(expected[key])}"
+            )

@@ -1,6 +1,8 @@
 """Command line: ``python -m xwp train | explain | evaluate | study``.
 
-Errors a user can cause print one line (``error: ...``) and exit with status 2.
+Errors a user can cause, bad arguments included, print one line (``error: ...``) and exit
+with status 2. Outputs are written atomically (all or nothing); ``train`` and ``study``
+refuse to overwrite existing files without ``--force``.
 """
 
 from __future__ import annotations
@@ -9,14 +11,59 @@ import argparse
 import sys
 from pathlib import Path
 
-from xwp.errors import XWPError
+from xwp.errors import XWPError, safe_message
+from xwp.safety import check_out_path, write_output
+
+MAX_SEED = 2**63 - 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error of the CLI."""
+
+    def error(self, message: str):
+        """Print ``error: message`` on one line and exit with status 2."""
+        print(f"error: {safe_message(message)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _seed(text: str) -> int:
+    """A seed: a whole number in 0..2**63-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed must be a whole number, got {text[:40]!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be in 0..2**63-1, got {text[:40]}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seeds(text: str) -> list[int]:
+    """Comma-separated seeds, at least one."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise XWPError("--seeds needs at least one seed, e.g. 0,1,2")
+    try:
+        return list(dict.fromkeys(_seed(p) for p in parts))
+    except argparse.ArgumentTypeError as e:
+        raise XWPError(f"--seeds: {e}") from None
 
 
 def _methods(text: str) -> list[str]:
-    """Comma-separated method names, checked against the registry."""
+    """Comma-separated method names, checked against the registry (each name once)."""
     from xwp.attribution import METHODS
 
-    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    names = list(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
     if text.strip().lower() == "all":
         return list(METHODS)
     bad = [m for m in names if m not in METHODS]
@@ -27,14 +74,16 @@ def _methods(text: str) -> list[str]:
     return names
 
 
-def _out_path(path: str, suffixes: tuple[str, ...]) -> Path:
-    """Check an output path's suffix and folder before any work is done."""
-    p = Path(path)
-    if p.suffix.lower() not in suffixes:
-        raise XWPError(f"--out must end with {' or '.join(suffixes)}, got {path}")
-    if not p.parent.exists():
-        raise XWPError(f"folder {p.parent} does not exist")
-    return p
+def _out_path(path: str, suffixes: tuple[str, ...], force: bool = True) -> Path:
+    """Check an output path (suffix, folder, a regular file or nothing) before any work is done."""
+    return check_out_path(path, suffixes, force=force)
+
+
+def _save_figure(fig, out: Path) -> None:
+    """Write a matplotlib figure as PNG atomically (the format does not depend on the suffix's case)."""
+    from xwp import plots
+
+    write_output(out, lambda fh: plots.save(fig, fh))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -45,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from xwp.data import load_dataset
     from xwp.train import TrainConfig, build_model, fit
 
-    out = _out_path(args.out, (".safetensors",))
+    out = _out_path(args.out, (".safetensors",), force=args.force)
     config = TrainConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -71,8 +120,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         fitted = fit(config, train_set, test_set, model=model, progress=progress)
     finally:
         bar.close()
+    history = fitted.history
+    if history.diverging:
+        print(
+            f"warning: training diverged (loss {max(history.loss):.3g} against {history.chance_loss:.3g} at chance); "
+            f"the saved model is no better than guessing: lower --lr (now {args.lr:g})",
+            file=sys.stderr,
+        )
     save_checkpoint(out, fitted.model, fitted.meta)
-    print(f"test accuracy {fitted.history.test_accuracy[-1]:.4f}; wrote {out}")
+    print(f"test accuracy {history.test_accuracy[-1]:.4f}; wrote {out}")
 
 
 def _load(args: argparse.Namespace):
@@ -101,8 +157,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
         x = image_to_input(load_image(args.image))
         label, source = None, args.image
     else:
-        dataset = args.dataset or ckpt.meta.get("dataset", "typeface")
-        data = load_dataset(dataset, "test", args.data_dir or ckpt.meta.get("data_dir"))
+        dataset = args.dataset or _checkpoint_dataset(ckpt)
+        data = load_dataset(dataset, "test", args.data_dir)  # never a folder named by the checkpoint
         if not 0 <= args.index < len(data):
             raise XWPError(f"--index must be in 0..{len(data) - 1} for the {dataset} test split, got {args.index}")
         x, label = data.images[args.index : args.index + 1], int(data.labels[args.index])
@@ -118,9 +174,9 @@ def cmd_explain(args: argparse.Namespace) -> None:
     maps = {}
     for name in methods:
         maps[name] = make_method(name, ckpt.model, ckpt.initial_model).attribute(x, target=target)[0].cpu()
-    if out.suffix == ".npy":
+    if out.suffix.lower() == ".npy":
         stacked = torch.stack([maps[m] for m in methods]).numpy()
-        np.save(out, stacked)
+        write_output(out, lambda fh: np.save(fh, stacked))
         print(f"wrote {out}: array {stacked.shape} (methods in order: {', '.join(methods)})")
         return
     title = f"{source}: predicted {classes[pred]} ({probs[pred]:.2f})"
@@ -134,8 +190,16 @@ def cmd_explain(args: argparse.Namespace) -> None:
         overlay=args.overlay,
         title=title,
     )
-    plots.save(fig, out)
+    _save_figure(fig, out)
     print(f"wrote {out}")
+
+
+def _checkpoint_dataset(ckpt) -> str:
+    """The dataset a checkpoint was trained on (typeface when it names none this xwp knows)."""
+    from xwp.data import DATASETS
+
+    name = ckpt.meta.get("dataset")
+    return name if isinstance(name, str) and name in DATASETS else "typeface"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -152,7 +216,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _out_path(args.curves, (".png",))
     methods = _methods(args.methods)
     ckpt = _load(args)
-    data = load_dataset(args.dataset, "test", args.data_dir)
+    dataset = args.dataset or _checkpoint_dataset(ckpt)
+    data = load_dataset(dataset, "test", args.data_dir)
     check_request(data, methods, args.n)
     bar = tqdm(total=100, desc="evaluating", unit="%")
 
@@ -174,15 +239,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         )
     finally:
         bar.close()
-    ev.table.to_csv(out)
+    write_output(out, ev.table.to_csv().encode())
     print(ev.markdown())
     print(f"wrote {out}")
     if args.curves:
         fig = plots.curves_figure(
             {METHODS[m].label: ev.deletion[m] for m in methods},
-            title=f"Deletion curves, {args.dataset}, {args.n} test images",
+            title=f"Deletion curves, {dataset}, {args.n} test images",
         )
-        plots.save(fig, args.curves)
+        _save_figure(fig, Path(args.curves))
         print(f"wrote {args.curves}")
 
 
@@ -191,16 +256,25 @@ def cmd_study(args: argparse.Namespace) -> None:
     from xwp.data import DATASETS
     from xwp.study import rank_check, run_study
 
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    needs = [d for d in datasets if d in DATASETS and DATASETS[d].needs_path]
+    datasets = list(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip()))
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown or not datasets:
+        raise XWPError(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DATASETS)}")
+    needs = [d for d in datasets if DATASETS[d].needs_path]
     if needs and not args.data_dir:
         raise XWPError(f"{', '.join(needs)} need --data-dir (e.g. ../shared/data)")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = _seeds(args.seeds)
+    methods = _methods(args.methods)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise XWPError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise XWPError(f"--out {out} already holds files; pass --force to overwrite them or choose a new folder")
     result = run_study(
         datasets,
         seeds,
         n=args.n,
-        methods=_methods(args.methods),
+        methods=methods,
         data_dir=args.data_dir,
         out_dir=args.out,
         epochs=args.epochs,
@@ -215,20 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
     from xwp.models import INITS
     from xwp.train import OPTIMIZERS
 
-    p = argparse.ArgumentParser(prog="python -m xwp", description="Weight-perturbation attribution (XWP, XWPc).")
+    p = _Parser(prog="python -m xwp", description="Weight-perturbation attribution (XWP, XWPc).")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an MLP and save a checkpoint")
     t.add_argument("--dataset", default="typeface", choices=list(DATASETS))
     t.add_argument("--data-dir", help="torchvision-layout folder (mnist, fashion-mnist) or TMNIST CSV")
     t.add_argument("--hidden", default="400,100", help="hidden sizes, e.g. 400,100 (the paper) or 256")
-    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--epochs", type=_positive, default=10)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--batch-size", type=_positive, default=128)
     t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     t.add_argument("--init", default="torch", choices=list(INITS))
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--out", required=True, help="checkpoint file (.safetensors)")
+    t.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("explain", help="attribution maps for one image")
@@ -251,12 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("evaluate", help="Deletion/Insertion AUC and Average Drop (the paper's Table 1)")
     v.add_argument("--checkpoint", required=True)
-    v.add_argument("--dataset", default="typeface", choices=list(DATASETS))
+    v.add_argument("--dataset", choices=list(DATASETS), help="default: the checkpoint's dataset")
     v.add_argument("--data-dir")
     v.add_argument("--methods", default="xwp,xwpc,occlusion,shapley,rise,ig,lrp,random")
-    v.add_argument("--n", type=int, default=100, help="number of test images")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--n", type=_positive, default=100, help="number of test images")
+    v.add_argument("--seed", type=_seed, default=0)
+    v.add_argument("--batch-size", type=_positive, default=64)
     v.add_argument("--curves", help="also write the deletion curves figure here (.png)")
     v.add_argument("--out", required=True, help="table (.csv)")
     v.set_defaults(func=cmd_evaluate)
@@ -265,10 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--datasets", default="typeface,fashion-mnist,mnist")
     s.add_argument("--data-dir", help="torchvision-layout folder with MNIST and FashionMNIST")
     s.add_argument("--seeds", default="0,1,2")
-    s.add_argument("--n", type=int, default=1000, help="test images per dataset and seed")
-    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--n", type=_positive, default=1000, help="test images per dataset and seed")
+    s.add_argument("--epochs", type=_positive, default=10)
     s.add_argument("--methods", default="all")
-    s.add_argument("--out", default="docs/results", help="output folder")
+    s.add_argument("--out", default="study-out", help="output folder (docs/results holds the committed run)")
+    s.add_argument("--force", action="store_true", help="overwrite files already in --out")
     s.set_defaults(func=cmd_study)
     return p
 
@@ -276,11 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad argument (2, one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         args.func(args)
     except XWPError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the disk or the file system failed under us: still one line
+        print(f"error: {safe_message(e.strerror or type(e).__name__)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

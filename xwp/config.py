@@ -1,13 +1,23 @@
-"""Paths and limits in one place; each limit can be changed with an environment variable."""
+"""Paths and limits in one place; each limit can be changed with an environment variable.
+
+Also the allow-list of data folders (:func:`allowed_data_path`): the only folders whose files
+an app visitor's input may name. The operator is trusted, visitors and their files are not.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from xwp.errors import XWPError
+
+STALE_TEMP_SECONDS = 600
 
 
 def cache_dir() -> Path:
@@ -31,6 +41,7 @@ def atomic_write(path: Path, data: bytes | Callable[[IO[bytes]], object]) -> Non
     then renamed into place; on failure the temporary file is removed and ``path`` is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -43,6 +54,30 @@ def atomic_write(path: Path, data: bytes | Callable[[IO[bytes]], object]) -> Non
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def clean_stale_temps(path: Path, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left beside ``path`` when a writer was killed.
+
+    Only names of our own pattern (``.NAME.PID.THREAD.tmp``) older than ``older_than``
+    seconds are removed, so a write in progress elsewhere is never disturbed.
+    """
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.\d+\.\d+\.tmp$")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        try:
+            stale = pattern.match(entry.name) and entry.is_file(follow_symlinks=False)
+            if stale and now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
 
 
 def env_int(name: str, default: int) -> int:
@@ -64,6 +99,55 @@ class Limits:
     max_upload_bytes: int = env_int("XWP_MAX_UPLOAD_MB", 200) * 1024 * 1024
     max_image_pixels: int = env_int("XWP_MAX_IMAGE_PIXELS", 4096 * 4096)
     min_image_side: int = 8
+    input_size: int = 784  # 28x28 images: the only input size the app, CLI and datasets provide
+    max_classes: int = env_int("XWP_MAX_CLASSES", 1000)
+    max_meta_bytes: int = env_int("XWP_MAX_META_KB", 1024) * 1024
+    max_meta_depth: int = env_int("XWP_MAX_META_DEPTH", 16)
+    max_csv_bytes: int = env_int("XWP_MAX_CSV_MB", 128) * 1024 * 1024
+    max_csv_rows: int = env_int("XWP_MAX_CSV_ROWS", 40_000)
+    max_seed: int = 2**63 - 1
 
 
 LIMITS = Limits()
+
+
+_startup_dirs: list[Path] = []
+
+
+def register_data_dir(path: str | os.PathLike) -> None:
+    """Allow ``path`` as a data folder (the folder the operator gave at start-up)."""
+    resolved = Path(path).resolve()
+    if resolved not in _startup_dirs:
+        _startup_dirs.append(resolved)
+
+
+def allowed_data_dirs() -> list[Path]:
+    """Folders whose files visitors may name: the cache, start-up folders and ``$XWP_DATA_DIRS``.
+
+    ``XWP_DATA_DIRS`` holds folders separated by ``os.pathsep`` (``:`` on Linux).
+    """
+    extra = [p for p in os.environ.get("XWP_DATA_DIRS", "").split(os.pathsep) if p.strip()]
+    dirs = [cache_dir().resolve(), *_startup_dirs, *(Path(p).resolve() for p in extra)]
+    return list(dict.fromkeys(dirs))
+
+
+def allowed_data_path(path: str | os.PathLike) -> Path:
+    """``path`` resolved (symlinks followed) if it lies inside an allowed data folder, else XWPError.
+
+    The same message is given for a path that does not exist and one outside the
+    allowed folders, so a visitor cannot probe the server's file system.
+    """
+    text = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+    refused = XWPError(
+        "that path is not in a data folder this server allows or does not exist; "
+        "ask the operator to add the folder to XWP_DATA_DIRS"
+    )
+    if not text or "\x00" in text:
+        raise refused
+    try:
+        resolved = Path(text).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):
+        raise refused from None
+    if not any(resolved == d or resolved.is_relative_to(d) for d in allowed_data_dirs()):
+        raise refused
+    return resolved

@@ -100,7 +100,12 @@ def evaluate(
 
     Follows the protocol in :mod:`xwp.metrics`: the target is the true label.
     """
+    if isinstance(methods, str):
+        raise XWPError("methods must be a list of names, e.g. ['xwp', 'ig'], not one text")
+    methods = list(dict.fromkeys(methods))  # a method named twice is evaluated once
     check_request(dataset, methods, n)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise XWPError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     sample = dataset.sample(n, seed)
     device, dtype = model_device(model), model_dtype(model)
     model.eval()
@@ -183,6 +188,10 @@ def evaluate(
 
 def check_request(dataset: ImageSet, methods: Sequence[str], n: int) -> None:
     """Refuse unknown methods and impossible image counts before any work starts."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise XWPError(f"n (the number of images) must be a whole number, got {str(n)[:40]!r}")
+    if isinstance(methods, str):
+        raise XWPError("methods must be a list of names, e.g. ['xwp', 'ig'], not one text")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise XWPError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")

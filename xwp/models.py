@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import skip_init
@@ -34,10 +36,27 @@ def parse_hidden(text: str | Sequence[int]) -> tuple[int, ...]:
     return sizes
 
 
+def check_seed(seed: object) -> int:
+    """A seed as an int in 0..2**63-1 (ints and numpy ints; floats, texts and bools are refused)."""
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        value = -1
+    if isinstance(seed, bool) or not 0 <= value <= 2**63 - 1:
+        raise XWPError(f"the seed must be a whole number in 0..2**63-1, got {str(seed)[:40]!r}")
+    return value
+
+
 def check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
     """Validate layer sizes (input, hidden..., output) against :data:`xwp.config.LIMITS`."""
     max_width = LIMITS.max_hidden_width
-    sizes = tuple(int(s) for s in sizes)
+    try:
+        values = list(sizes)
+    except TypeError:
+        raise XWPError(f"layer sizes must be a list of whole numbers, got {type(sizes).__name__}") from None
+    if not all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in values):
+        raise XWPError(f"layer sizes must be whole numbers, got {str(values)[:80]}")
+    sizes = tuple(int(s) for s in values)
     if len(sizes) < 2:
         raise XWPError("an MLP needs at least an input and an output size")
     bad = [s for s in sizes if s < 1]
@@ -89,6 +108,7 @@ class MLP(nn.Module):
 
     def reset_parameters(self, seed: int, init: str = "torch") -> None:
         """Re-initialise every layer from ``seed`` and store that state as the initial one."""
+        seed = check_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for layer in self.linears:

@@ -23,7 +23,8 @@ from xwp import plots
 from xwp.attribution import METHODS, methods_tagged
 from xwp.data import DATASETS, load_dataset
 from xwp.devices import default_device
-from xwp.evaluation import evaluate
+from xwp.errors import XWPError
+from xwp.evaluation import check_request, evaluate
 from xwp.metrics import METRICS
 from xwp.train import TrainConfig, fit
 
@@ -72,11 +73,24 @@ def run_study(
     n: int = 1000,
     methods: Sequence[str] = STUDY_METHODS,
     data_dir: str | None = None,
-    out_dir: str | Path = "docs/results",
+    out_dir: str | Path = "study-out",
     epochs: int = 10,
     log: Callable[[str], None] = print,
 ) -> StudyResult:
-    """Train, evaluate and write the study's tables and figures (see the module docstring)."""
+    """Train, evaluate and write the study's tables and figures (see the module docstring).
+
+    Dataset names, ``n`` and the methods are checked against every test split before any
+    training starts.
+    """
+    methods = list(dict.fromkeys(methods))
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown or not datasets:
+        raise XWPError(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DATASETS)}")
+    if not seeds:
+        raise XWPError("give at least one seed")
+    for name in datasets:
+        ddir = data_dir if DATASETS[name].needs_path else None
+        check_request(load_dataset(name, "test", ddir), methods, n)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = default_device()

@@ -23,7 +23,7 @@ from xwp.config import LIMITS
 from xwp.data import ImageSet, load_dataset
 from xwp.devices import default_device, model_device
 from xwp.errors import TrainingDiverged, XWPError
-from xwp.models import MLP, check_sizes, parse_hidden
+from xwp.models import MLP, check_seed, check_sizes, parse_hidden
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -182,6 +182,10 @@ def train(
     the model then holds the last weights that gave a finite loss.
     """
     check_settings(epochs, lr, batch_size, optimizer, schedule)
+    for data in (train_set, test_set):
+        if data is not None and not isinstance(data, ImageSet):
+            raise XWPError(f"train() takes ImageSet splits (xwp.load_dataset), got {type(data).__name__}")
+    seed = check_seed(seed)
     if len(train_set) == 0:
         raise XWPError("the training set is empty")
     device = torch.device(device) if device is not None else default_device()

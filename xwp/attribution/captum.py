@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import warnings
 from typing import Any
 
@@ -20,6 +21,9 @@ from torch import nn
 from xwp.attribution.common import OutputModel, Target, as_model_input, resolve_target
 from xwp.attribution.registry import Method, register
 from xwp.errors import XWPError
+
+CAPTUM_RNG_LOCK = threading.Lock()
+"""Serialises Captum calls that seed the global RNGs (see ``CaptumMethod._run``)."""
 
 ALL_SETS = ("evaluate", "study", "figure")
 
@@ -69,10 +73,22 @@ class CaptumMethod(Method):
         return self._copy
 
     def _run(self, forward: nn.Module, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], seed: int):
-        """Call Captum with seeded torch and numpy RNGs (both restored afterwards)."""
+        """Call Captum with seeded torch and numpy RNGs (both restored afterwards).
+
+        Captum 0.9 has no generator argument: Shapley sampling and KernelSHAP draw from
+        torch's global RNG, GradientSHAP also from numpy's. Seeding the global RNGs is
+        only per call when no other thread draws meanwhile, so calls are serialised under
+        one process-wide lock (:data:`CAPTUM_RNG_LOCK`); concurrent app sessions then get
+        the same map for the same seed.
+        """
         import captum.attr
 
         method = getattr(captum.attr, self.captum_name)(forward)
+        with CAPTUM_RNG_LOCK:
+            return self._seeded(method, x, t, kwargs, seed)
+
+    def _seeded(self, method, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], seed: int):
+        """Run ``method`` with the global RNGs seeded (caller holds :data:`CAPTUM_RNG_LOCK`)."""
         np_state = np.random.get_state()  # Captum's GradientShap draws from numpy's global RNG
         try:
             with warnings.catch_warnings(), torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):

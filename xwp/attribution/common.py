@@ -10,6 +10,7 @@ from torch import nn
 
 from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
+from xwp.models import MLP
 
 Target = int | torch.Tensor | list[int] | None
 OutputFn = Callable[[torch.Tensor], torch.Tensor]
@@ -76,10 +77,33 @@ def indicator(target: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch
     return ind  # (B, C)
 
 
+_STOCHASTIC = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
 def as_model_input(inputs: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """Validate ``inputs`` and move them to the model's device and dtype."""
+    """Validate ``inputs`` and move them to the model's device and dtype.
+
+    Refused with :class:`XWPError`: non-tensors, no batch dimension, an empty batch,
+    non-floating dtypes (integer images 0-255 would silently be read on the wrong scale),
+    NaN or infinite values, a per-image size other than an ``xwp.MLP``'s input size, and
+    models in training mode that hold dropout or batch-norm layers (their output would be
+    random or batch-dependent; call ``model.eval()`` first). An ``xwp.MLP`` in training mode
+    is accepted: it computes the same function in both modes.
+    """
     if not isinstance(inputs, torch.Tensor):
         raise XWPError(f"inputs must be a tensor, got {type(inputs).__name__}")
     if inputs.dim() < 2:
         raise XWPError(f"inputs must have a batch dimension, got shape {tuple(inputs.shape)}")
+    if inputs.shape[0] == 0:
+        raise XWPError("inputs hold no images (the batch is empty)")
+    if not inputs.is_floating_point():
+        raise XWPError(f"inputs must be floating point images in [0, 1], got dtype {inputs.dtype}")
+    if isinstance(model, MLP) and inputs[0].numel() != model.sizes[0]:
+        raise XWPError(
+            f"each input must have {model.sizes[0]} features for {model.describe()}, got shape {tuple(inputs.shape)}"
+        )
+    if not torch.isfinite(inputs).all():
+        raise XWPError("inputs contain NaN or infinite values")
+    if model.training and any(isinstance(m, _STOCHASTIC) for m in model.modules()):
+        raise XWPError("the model is in training mode and has dropout or batch-norm layers: call model.eval() first")
     return inputs.to(device=model_device(model), dtype=model_dtype(model))
