@@ -83,7 +83,7 @@ def input_widgets(entry: SessionModel, source: str):
         return x, f"test image {index} (true class {entry.classes[cls]})"
     upload = st.file_uploader(
         "An image of one digit or object",
-        type=["png", "jpg", "jpeg", "bmp", "gif", "webp"],
+        type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
         key="explain_upload",
         max_upload_size=LIMITS.max_upload_bytes // (1024 * 1024),
         help="Light on dark or dark on light (inverted automatically); it is cropped, fitted "
