@@ -63,14 +63,14 @@ def run_layers(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def unroll(model: nn.Module, inputs: torch.Tensor) -> list[nn.Module]:
+def unroll(model: nn.Module, inputs: torch.Tensor, need_relu: bool = True) -> list[nn.Module]:
     """The model as a flat list of layers (Linear gets an explicit flatten), checked on ``inputs``.
 
-    Raises XWPError if the model has no ReLU or the leaf layers applied in order do not give
-    ``model(inputs)`` (a model with skip connections or functional activations, say).
+    Raises XWPError if the model has no ReLU (when ``need_relu``) or the leaf layers applied in
+    order do not give ``model(inputs)`` (a model with skip connections or functional activations).
     """
     leaves = leaf_layers(model)
-    if not any(isinstance(m, nn.ReLU) for m in leaves):
+    if need_relu and not any(isinstance(m, nn.ReLU) for m in leaves):
         raise XWPError("this method explains ReLU networks (nn.ReLU modules); the model has none")
     if any(m.training for m in leaves if isinstance(m, nn.Dropout | nn.BatchNorm1d | nn.BatchNorm2d)):
         raise XWPError("put the model in eval mode first (model.eval()): dropout or batch norm is in training mode")
