@@ -818,6 +818,67 @@ def _build_random(model, initial_model, options):
     return _Bound(RandomAttribution(), options)
 
 
+# Methods from related work (issue 13); their modules stand alone until the registry moves.
+@register(
+    "pathwise",
+    "Pathwise",
+    "propagation",
+    "Input x gradient of the sub-network of units chosen top-down by softmax contribution > 1/C.",
+    "Lim, Jo, Lee & Choi, AISTATS 2024 (as the official code computes it)",
+    {"width": None, "depth": None, "threshold": "1/C", "active_only": False},
+)
+def _build_pathwise(model, initial_model, options):
+    """Pathwise explanation (xwp.pathwise)."""
+    from xwp.pathwise import Pathwise
+
+    return Pathwise(model, **options)
+
+
+@register(
+    "lrp-epsilon-plus-flat",
+    "LRP ε+♭ (Zennit)",
+    "propagation",
+    "Zennit's EpsilonPlusFlat: flat rule on the first layer, z+ on convs, epsilon on dense layers.",
+    "Montavon et al. 2019; Anders et al. 2021 (zennit.composites.EpsilonPlusFlat)",
+    {"epsilon": 1e-6, "stabilizer": 1e-6},
+)
+def _build_lrp_flat(model, initial_model, options):
+    """Zennit EpsilonPlusFlat (xwp.zennit_lrp)."""
+    from xwp.zennit_lrp import ZennitLRP
+
+    return ZennitLRP(model, "epsilon-plus-flat", **options)
+
+
+@register(
+    "lrp-gamma-box",
+    "LRP γ-box (Zennit)",
+    "propagation",
+    "Zennit's EpsilonGammaBox: z^B rule on the first layer (pixels in [0, 1]), gamma on convs, epsilon on dense.",
+    "Montavon et al. 2019; Anders et al. 2021 (zennit.composites.EpsilonGammaBox)",
+    {"epsilon": 1e-6, "gamma": 0.25, "low": 0.0, "high": 1.0, "stabilizer": 1e-6},
+)
+def _build_lrp_box(model, initial_model, options):
+    """Zennit EpsilonGammaBox (xwp.zennit_lrp)."""
+    from xwp.zennit_lrp import ZennitLRP
+
+    return ZennitLRP(model, "gamma-box", **options)
+
+
+@register(
+    "ad-occlusion",
+    "AD occlusion",
+    "perturbation",
+    "Drop of the target probability when a window is removed by activation-deactivation.",
+    "Chanchal, Kelly & Chockler 2025 (MLP: exact, = zero occlusion; ConvAD: our reading)",
+    {"output": "softmax", "window": 1, "stride": 1, "batch": 256, "dtype": "float64"},
+)
+def _build_ad(model, initial_model, options):
+    """Activation-deactivation occlusion (xwp.deactivation)."""
+    from xwp.deactivation import ActivationDeactivation
+
+    return ActivationDeactivation(model, **options)
+
+
 def make_method(name: str, model: nn.Module, initial_model: nn.Module | None = None, **options: Any):
     """Build the registered method ``name`` for ``model`` with its defaults updated by ``options``.
 
