@@ -132,3 +132,11 @@ def test_cuda_matches_cpu():
     cpu = deactivate(model, x, keep)
     gpu = deactivate(copy.deepcopy(model).cuda(), x.cuda(), keep.cuda())
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-10)
+
+
+def test_problem_says_why_for_the_app():
+    from xwp.deactivation import problem
+
+    assert problem(MLP((12, 5), seed=0), torch.rand(1, 12)) is None  # no ReLU needed
+    assert problem(tiny_cnn(), torch.rand(1, 1, 12, 12, dtype=torch.float64)) is None
+    assert "first layer" in problem(nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), torch.rand(1, 4))

@@ -207,3 +207,11 @@ def test_cuda_matches_cpu():
     gpu = Pathwise(model.cuda(), width=4).attribute(x.cuda())
     assert gpu.device.type == "cuda"
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-10)
+
+
+def test_problem_says_why_for_the_app():
+    from xwp.pathwise import problem
+
+    assert problem(tiny_mlp(), torch.rand(1, 12, dtype=torch.float64)) is None
+    msg = problem(MLP((12, 5), seed=0), torch.rand(1, 12))  # no hidden layer, so no ReLU
+    assert msg.startswith("Pathwise does not apply") and "ReLU" in msg

@@ -135,3 +135,10 @@ def test_cuda_matches_cpu():
         gpu = ZennitLRP(model.cuda(), composite).attribute(x.cuda())
         model.cpu()
         assert torch.allclose(cpu, gpu.cpu(), atol=1e-10)
+
+
+def test_problem_says_why_for_the_app():
+    from xwp.zennit_lrp import problem
+
+    assert problem(MLP((12, 5), seed=0)) is None
+    assert "Tanh" in problem(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)))

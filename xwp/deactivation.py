@@ -156,6 +156,15 @@ def deactivate(model: nn.Module, inputs: torch.Tensor, keep_mask: torch.Tensor |
         return run_deactivated(layers, x, keep)
 
 
+def problem(model: nn.Module, inputs: torch.Tensor) -> str | None:
+    """Why activation-deactivation cannot run on ``model`` with inputs like ``inputs`` (None if it can)."""
+    try:
+        first_weight_layer(unroll(model, inputs, need_relu=False))
+    except XWPError as e:
+        return f"Activation-deactivation does not apply: {e}"
+    return None
+
+
 class ActivationDeactivation:
     """Occlusion-style attribution with AD removal: ``score(x) - score(x with a window deactivated)``.
 

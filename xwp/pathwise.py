@@ -82,6 +82,15 @@ def _resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def problem(model: nn.Module, inputs: torch.Tensor) -> str | None:
+    """Why Pathwise cannot explain ``model`` on inputs like ``inputs`` (None if it can), for the app."""
+    try:
+        unroll(model, inputs)
+    except XWPError as e:
+        return f"Pathwise does not apply: {e}"
+    return None
+
+
 class Pathwise:
     """Pathwise explanation (Lim et al., AISTATS 2024), exactly as the official code computes it.
 

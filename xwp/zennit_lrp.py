@@ -54,6 +54,22 @@ def _resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def problem(model: nn.Module) -> str | None:
+    """Why the Zennit composites cannot explain ``model`` (None if they can), for the app."""
+    try:
+        _check_layers(model)
+    except XWPError as e:
+        return f"Zennit LRP does not apply: {e}"
+    return None
+
+
+def _check_layers(model: nn.Module) -> None:
+    """Raise XWPError if ``model`` has layers without an LRP rule here, or no Linear/Conv layer."""
+    leaf_layers(model)
+    if not any(isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d) for m in model.modules()):
+        raise XWPError("LRP needs a network with Linear or Conv layers")
+
+
 class ZennitLRP:
     """LRP with a Zennit composite; ``attribute(inputs, target)`` returns input relevance.
 
@@ -80,9 +96,7 @@ class ZennitLRP:
             raise XWPError(f"composite must be one of {', '.join(COMPOSITES)}, got {composite!r}")
         if not float(low) < float(high):
             raise XWPError(f"low must be below high, got low={low}, high={high}")
-        leaf_layers(model)  # refuses layers without a rule
-        if not any(isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d) for m in model.modules()):
-            raise XWPError("LRP needs a network with Linear or Conv layers")
+        _check_layers(model)
         self.composite_name = composite
         self.epsilon, self.gamma, self.stabilizer = float(epsilon), float(gamma), float(stabilizer)
         self.low, self.high = float(low), float(high)
