@@ -86,9 +86,10 @@ def test_convad_any_visible_rule_by_hand():
 
 
 @pytest.mark.parametrize("window,stride", [(1, 1), (3, 2), (4, 4)])
-def test_ad_attribution_equals_zero_occlusion_on_mlp(window, stride):
+@pytest.mark.parametrize("shape", [(2, 1, 14, 14), (2, 196)])
+def test_ad_attribution_equals_zero_occlusion_on_mlp(window, stride, shape):
     model = MLP((196, 30, 10), seed=2).eval()
-    x = torch.rand(2, 1, 14, 14, generator=torch.Generator().manual_seed(3))
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(3))
     ad = ActivationDeactivation(model, window=window, stride=stride).attribute(x, target=torch.tensor([1, 7]))
     occ = make_method("occlusion", model, window=window, stride=stride).attribute(x, target=torch.tensor([1, 7]))
     assert ad.shape == x.shape and ad.dtype == x.dtype
