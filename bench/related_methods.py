@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xwp import MLP, train  # noqa: E402
 from xwp.attribution import make_method  # noqa: E402
+from xwp.attribution.pathwise import Pathwise  # noqa: E402
 from xwp.data import load_dataset  # noqa: E402
-from xwp.pathwise import Pathwise  # noqa: E402
 
 
 def best_of(fn, repeats: int = 3) -> float:

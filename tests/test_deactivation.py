@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from xwp.attribution import make_method
-from xwp.deactivation import ActivationDeactivation, deactivate
+from xwp.attribution.deactivation import ActivationDeactivation, deactivate
 from xwp.errors import XWPError
 from xwp.models import MLP
 
@@ -136,8 +136,22 @@ def test_cuda_matches_cpu():
 
 
 def test_problem_says_why_for_the_app():
-    from xwp.deactivation import problem
-
+    problem = ActivationDeactivation.problem
     assert problem(MLP((12, 5), seed=0), torch.rand(1, 12)) is None  # no ReLU needed
+    assert problem(MLP((12, 5), seed=0)) is None
     assert problem(tiny_cnn(), torch.rand(1, 1, 12, 12, dtype=torch.float64)) is None
-    assert "first layer" in problem(nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), torch.rand(1, 4))
+    for inputs in (torch.rand(1, 4), None):
+        msg = problem(nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), inputs)
+        assert msg.startswith("Activation-deactivation does not apply") and "first layer" in msg
+
+
+def test_registered_with_per_call_options():
+    model = tiny_cnn(True)
+    x = torch.rand(1, 1, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    method = make_method("ad-occlusion", model)
+    assert isinstance(method, ActivationDeactivation)
+    once = method.attribute(x, target=2, window=3, stride=3, output="logits")
+    assert torch.equal(once, ActivationDeactivation(model, window=3, stride=3, output="logits").attribute(x, target=2))
+    assert torch.equal(method.attribute(x, target=2), ActivationDeactivation(model).attribute(x, target=2))
+    with pytest.raises(XWPError, match="stride"):
+        method.attribute(x, stride=4)

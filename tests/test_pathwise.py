@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from xwp.attribution import make_method
+from xwp.attribution.pathwise import Pathwise, width_count
+from xwp.attribution.unroll import unroll
 from xwp.errors import XWPError
 from xwp.models import MLP
-from xwp.pathwise import Pathwise, width_count
-from xwp.unroll import unroll
 
 torch.set_num_threads(1)
 
@@ -210,8 +211,23 @@ def test_cuda_matches_cpu():
 
 
 def test_problem_says_why_for_the_app():
-    from xwp.pathwise import problem
+    assert Pathwise.problem(tiny_mlp(), torch.rand(1, 12, dtype=torch.float64)) is None
+    assert Pathwise.problem(tiny_mlp()) is None  # without inputs: the layers alone
+    for inputs in (torch.rand(1, 12), None):
+        msg = Pathwise.problem(MLP((12, 5), seed=0), inputs)  # no hidden layer, so no ReLU
+        assert msg.startswith("Pathwise does not apply") and "ReLU" in msg
+    tanh = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
+    assert "Tanh" in Pathwise.problem(tanh, torch.rand(1, 6))
 
-    assert problem(tiny_mlp(), torch.rand(1, 12, dtype=torch.float64)) is None
-    msg = problem(MLP((12, 5), seed=0), torch.rand(1, 12))  # no hidden layer, so no ReLU
-    assert msg.startswith("Pathwise does not apply") and "ReLU" in msg
+
+def test_registered_with_per_call_options():
+    model = tiny_mlp(seed=11)
+    x = torch.rand(3, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    method = make_method("pathwise", model)
+    assert isinstance(method, Pathwise) and method.options == Pathwise.defaults
+    narrow = method.attribute(x, width=1)
+    assert torch.allclose(narrow, Pathwise(model, width=1).attribute(x), atol=0)
+    assert torch.allclose(narrow, literal_pathwise(model, x, None, width=1), atol=1e-12, rtol=1e-10)
+    assert torch.equal(method.attribute(x), Pathwise(model).attribute(x))  # the override was for one call
+    with pytest.raises(XWPError, match="no option"):
+        method.attribute(x, widht=1)

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from xwp.attribution import make_method
+from xwp.attribution.zennit_lrp import EpsilonPlusFlatLRP, GammaBoxLRP, ZennitLRP
 from xwp.errors import XWPError
 from xwp.models import MLP
-from xwp.zennit_lrp import ZennitLRP
 
 torch.set_num_threads(1)
 
@@ -43,6 +44,11 @@ def reference_lrp(model: MLP, x, target, first: str, eps=1e-6, low=0.0, high=1.0
     return xin * (s @ w) - low * (s @ wp) - high * (s @ wn)
 
 
+def lrp(model: nn.Module, composite: str = "epsilon-plus-flat", **options) -> ZennitLRP:
+    """The registered Zennit method ``lrp-<composite>`` for ``model``."""
+    return make_method(f"lrp-{composite}", model, **options)
+
+
 def no_hooks(model: nn.Module) -> bool:
     """Whether no module of ``model`` carries a hook."""
     kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -54,7 +60,7 @@ def test_matches_hand_written_lrp_on_mlp(composite, first):
     model = MLP((20, 12, 8, 5), seed=1).double().eval()
     x = torch.rand(6, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     target = torch.tensor([0, 1, 2, 3, 4, 0])
-    got = ZennitLRP(model, composite).attribute(x, target=target)
+    got = lrp(model, composite).attribute(x, target=target)
     want = reference_lrp(model, x, target, first)
     assert got.shape == x.shape
     assert torch.allclose(got, want, atol=1e-12, rtol=1e-9)
@@ -66,7 +72,7 @@ def test_matches_hand_written_lrp_on_mlp(composite, first):
 def test_image_shaped_inputs_and_predicted_class():
     model = MLP((784, 30, 10), seed=2).double().eval()
     x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
-    got = ZennitLRP(model, "gamma-box").attribute(x)
+    got = lrp(model, "gamma-box").attribute(x)
     want = reference_lrp(model, x, model(x).argmax(1), "box").reshape(x.shape)
     assert got.shape == x.shape and torch.allclose(got, want, atol=1e-12, rtol=1e-9)
 
@@ -77,7 +83,7 @@ def test_model_unchanged_and_no_hooks_left(composite):
         nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(48, 4)
     ).double()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    method = ZennitLRP(model, composite)
+    method = lrp(model, composite)
     for _ in range(2):
         r = method.attribute(torch.rand(2, 1, 8, 8, dtype=torch.float64), target=1)
         assert r.shape == (2, 1, 8, 8) and torch.isfinite(r).all()
@@ -109,21 +115,25 @@ def test_conservation_on_bias_free_networks(composite, net):
     model = model.double().eval()
     logits = model(x)
     t = logits.argmax(1)
-    r = ZennitLRP(model, composite, epsilon=1e-12, stabilizer=1e-12).attribute(x, target=t)
+    r = lrp(model, composite, epsilon=1e-12, stabilizer=1e-12).attribute(x, target=t)
     f_c = logits.gather(1, t[:, None])[:, 0].detach()
     assert torch.allclose(r.reshape(5, -1).sum(1), f_c, rtol=1e-8, atol=1e-10)
 
 
 def test_float32_and_errors():
     model = MLP((784, 30, 10), seed=0).eval()
-    r = ZennitLRP(model).attribute(torch.rand(2, 784))
+    r = lrp(model).attribute(torch.rand(2, 784))
     assert r.dtype == torch.float32 and r.shape == (2, 784)
-    with pytest.raises(XWPError, match="composite"):
-        ZennitLRP(model, "alpha-beta")
+    with pytest.raises(XWPError, match="unknown method"):
+        lrp(model, "alpha-beta")
     with pytest.raises(XWPError, match="Tanh"):
-        ZennitLRP(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)))
+        lrp(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)))
     with pytest.raises(XWPError, match="out of range"):
-        ZennitLRP(model).attribute(torch.rand(2, 784), target=12)
+        lrp(model).attribute(torch.rand(2, 784), target=12)
+    with pytest.raises(XWPError, match="low must be below high"):
+        lrp(model, "gamma-box", low=1.0, high=0.0)
+    with pytest.raises(XWPError, match="no option"):
+        lrp(model, "epsilon-plus-flat", gamma=0.5)  # gamma belongs to the gamma-box composite
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -131,14 +141,23 @@ def test_cuda_matches_cpu():
     model = MLP((50, 20, 5), seed=0).double().eval()
     x = torch.rand(3, 50, dtype=torch.float64)
     for composite in ("epsilon-plus-flat", "gamma-box"):
-        cpu = ZennitLRP(model, composite).attribute(x)
+        cpu = lrp(model, composite).attribute(x)
         gpu = ZennitLRP(model.cuda(), composite).attribute(x.cuda())
         model.cpu()
         assert torch.allclose(cpu, gpu.cpu(), atol=1e-10)
 
 
 def test_problem_says_why_for_the_app():
-    from xwp.zennit_lrp import problem
+    tanh = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    for cls in (EpsilonPlusFlatLRP, GammaBoxLRP):
+        assert cls.problem(MLP((12, 5), seed=0)) is None
+        assert cls.problem(tanh).startswith("Zennit LRP does not apply") and "Tanh" in cls.problem(tanh)
 
-    assert problem(MLP((12, 5), seed=0)) is None
-    assert "Tanh" in problem(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)))
+
+def test_per_call_options_override_the_bound_ones():
+    model = MLP((20, 12, 5), seed=4).double().eval()
+    x = torch.rand(3, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    method = lrp(model, "gamma-box")
+    wide = method.attribute(x, target=1, low=-1.0)
+    assert torch.allclose(wide, lrp(model, "gamma-box", low=-1.0).attribute(x, target=1), atol=1e-14)
+    assert not torch.allclose(wide, method.attribute(x, target=1), atol=1e-6)

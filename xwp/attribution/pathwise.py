@@ -1,8 +1,8 @@
 """Pathwise explanation of ReLU networks (Lim, Jo, Lee & Choi, AISTATS 2024, PMLR 238:4645-4653).
 
 Computed as the official code (github.com/Jo-won/PathwiseExplanation, commit eaf7221,
-``lib/func.py: hidden_index_list_for_maximize_softmax`` and ``main.py``) computes it; see
-/work/shared/docs/related-methods.md, section 1:
+``lib/func.py: hidden_index_list_for_maximize_softmax`` and ``main.py``) computes it, following
+section 1 of the project's related-methods specification (summarised in docs/related-methods.md):
 
 * ReLU layers are visited from the top (nearest the output) down. At layer ``l`` with
   activations ``h``, ``J = dy/dh`` is taken through the upper network in which every layer
@@ -21,13 +21,15 @@ forward of the upper network and C vector-Jacobian products, batched as ``B * C`
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from xwp.attribution.common import Target, as_model_input, resolve_target
+from xwp.attribution.registry import Method, register
+from xwp.attribution.unroll import AutoFlatten, check_layers, unroll
 from xwp.errors import XWPError
-from xwp.unroll import AutoFlatten, unroll
-
-Target = int | torch.Tensor | list[int] | None
 
 
 def width_count(width: int | str | None, n: int) -> int:
@@ -65,33 +67,16 @@ def select_units(
     return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, idx, ok)
 
 
-def _resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """Targets ``(B,)``; None is the predicted class."""
-    b, c = logits.shape
-    if target is None:
-        return logits.argmax(1)
-    t = torch.as_tensor(target, device=logits.device)
-    if t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise XWPError(f"target must be a class index, got dtype {t.dtype}")
-    t = t.long().reshape(-1)
-    t = t.expand(b) if t.numel() == 1 else t
-    if t.numel() != b:
-        raise XWPError(f"target has {t.numel()} entries for a batch of {b}")
-    if ((t < 0) | (t >= c)).any():
-        raise XWPError(f"target class out of range 0..{c - 1}")
-    return t
-
-
-def problem(model: nn.Module, inputs: torch.Tensor) -> str | None:
-    """Why Pathwise cannot explain ``model`` on inputs like ``inputs`` (None if it can), for the app."""
-    try:
-        unroll(model, inputs)
-    except XWPError as e:
-        return f"Pathwise does not apply: {e}"
-    return None
-
-
-class Pathwise:
+@register(
+    "pathwise",
+    "Pathwise",
+    "propagation",
+    "Input x gradient of the sub-network of units chosen top-down by softmax contribution > 1/C.",
+    "Lim, Jo, Lee & Choi, AISTATS 2024 (as the official code computes it)",
+    rank=115,
+    tags=("study",),
+)
+class Pathwise(Method):
     """Pathwise explanation (Lim et al., AISTATS 2024), exactly as the official code computes it.
 
     Args:
@@ -103,26 +88,36 @@ class Pathwise:
         threshold: ``"1/C"`` (the code's), a number, or None (no threshold: keep the top ``width``).
         active_only: never keep inactive units (the code can, through its top-1 fallback).
         image_chunk: images per batch of work (the autograd form holds ``C`` copies of each).
+
+    Every option may also be given to ``attribute`` for one call.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        width: int | str | None = None,
-        depth: int | None = None,
-        threshold: float | str | None = "1/C",
-        active_only: bool = False,
-        image_chunk: int = 64,
-    ):
-        self.model = model
-        width_count(width, 1)  # validate early
+    defaults = {"width": None, "depth": None, "threshold": "1/C", "active_only": False, "image_chunk": 64}
+
+    def __init__(self, model: nn.Module, **options: Any):
+        super().__init__(model, **options)
+        o = self.options
+        width_count(o["width"], 1)  # validate early
+        depth, threshold = o["depth"], o["threshold"]
         if depth is not None and depth != -1 and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
             raise XWPError(f"depth must be a positive whole number or None, got {depth!r}")
         if isinstance(threshold, str) and threshold != "1/C":
             raise XWPError(f"threshold must be '1/C', a number or None, got {threshold!r}")
-        self.width, self.depth, self.threshold = width, (None if depth == -1 else depth), threshold
-        self.active_only = bool(active_only)
-        self.image_chunk = max(1, int(image_chunk))
+        self.width, self.depth, self.threshold = o["width"], (None if depth == -1 else depth), threshold
+        self.active_only = bool(o["active_only"])
+        self.image_chunk = max(1, int(o["image_chunk"]))
+
+    @classmethod
+    def problem(cls, model: nn.Module, inputs: torch.Tensor | None = None) -> str | None:
+        """Why Pathwise cannot explain ``model`` (no ReLU, unknown layers, not feed-forward); None if it can."""
+        try:
+            if inputs is None:
+                check_layers(model, need_relu=True)
+            else:
+                unroll(model, as_model_input(inputs, model))
+        except XWPError as e:
+            return f"Pathwise does not apply: {e}"
+        return None
 
     # ------------------------------------------------------------------ structure
 
@@ -149,22 +144,19 @@ class Pathwise:
         return 1.0 / n_classes if self.threshold == "1/C" else float(self.threshold)
 
     def _prepare(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Inputs on the model's device and dtype."""
-        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
-            raise XWPError("inputs must be a tensor with a batch dimension")
-        p = next(self.model.parameters(), None)
-        if p is None:
-            raise XWPError("the model has no parameters")
-        return inputs.to(device=p.device, dtype=p.dtype)
+        """Inputs checked and moved to the model's device and dtype."""
+        return as_model_input(inputs, self.model)
 
     # ------------------------------------------------------------------ public API
 
-    def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: Target = None, **overrides: Any) -> torch.Tensor:
         """Attributions ``x * (dy_P/dx)[c]`` shaped like ``inputs`` (target None: the predicted class)."""
+        if overrides:  # one call with other options: a fresh, validated instance (it copies nothing)
+            return type(self)(self.model, **self.call_options(overrides)).attribute(inputs, target)
         x = self._prepare(inputs)
         layers, relus, selected = self._layers(x)
         with torch.no_grad():
-            t = _resolve_target(target, self.model(x))
+            t = resolve_target(target, self.model(x))
         out = torch.empty_like(x)
         for start in range(0, x.shape[0], self.image_chunk):
             sl = slice(start, start + self.image_chunk)
@@ -180,7 +172,7 @@ class Pathwise:
         x = self._prepare(inputs)
         layers, relus, selected = self._layers(x)
         with torch.no_grad():
-            t = _resolve_target(target, self.model(x))
+            t = resolve_target(target, self.model(x))
         return self._select_autograd(layers, relus, selected, x, t)
 
     def masked_output(self, inputs: torch.Tensor, masks: dict[int, torch.Tensor]) -> torch.Tensor:

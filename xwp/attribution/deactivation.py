@@ -2,7 +2,8 @@
 
 Chanchal, Kelly & Chockler, "Activation-Deactivation: a general framework for robust post-hoc
 explainable AI" (arXiv:2510.01038, 2025). The paper's text was not available to us; what is
-here follows /work/shared/docs/related-methods.md, section 3:
+here follows section 3 of the project's related-methods specification (summarised in
+docs/related-methods.md):
 
 * **First layer Linear (MLPs): exact.** Switching off the first-layer weights of the removed
   inputs, ``z1 = (W1 diag(m)) x + b1``, equals ``W1 (m * x) + b1``, and everything after the
@@ -27,15 +28,17 @@ from __future__ import annotations
 import copy
 import math
 import threading
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xwp.attribution.common import Target, as_model_input, resolve_target
+from xwp.attribution.registry import Method, register
+from xwp.attribution.unroll import AutoFlatten, unroll
+from xwp.devices import model_dtype
 from xwp.errors import XWPError
-from xwp.unroll import AutoFlatten, unroll
-
-Target = int | torch.Tensor | list[int] | None
 
 _PASS = (nn.Flatten, AutoFlatten, nn.Identity, nn.Dropout)
 _ELEMENTWISE = (nn.ReLU, nn.BatchNorm2d, nn.Dropout, nn.Identity)
@@ -144,28 +147,23 @@ def deactivate(model: nn.Module, inputs: torch.Tensor, keep_mask: torch.Tensor |
     is exactly ``model(keep_mask * inputs)`` (occlusion with baseline 0); for a conv net it is
     ConvAD with the ANY-visible rule (our reading of Chanchal, Kelly & Chockler 2025).
     """
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
-        raise XWPError("inputs must be a tensor with a batch dimension")
-    p = next(model.parameters(), None)
-    if p is None:
-        raise XWPError("the model has no parameters")
-    x = inputs.to(device=p.device, dtype=p.dtype)
+    x = as_model_input(inputs, model)
     keep = _keep_mask(keep_mask, x)
     layers = unroll(model, x, need_relu=False)
     with torch.no_grad():
         return run_deactivated(layers, x, keep)
 
 
-def problem(model: nn.Module, inputs: torch.Tensor) -> str | None:
-    """Why activation-deactivation cannot run on ``model`` with inputs like ``inputs`` (None if it can)."""
-    try:
-        first_weight_layer(unroll(model, inputs, need_relu=False))
-    except XWPError as e:
-        return f"Activation-deactivation does not apply: {e}"
-    return None
-
-
-class ActivationDeactivation:
+@register(
+    "ad-occlusion",
+    "AD occlusion",
+    "perturbation",
+    "Drop of the target probability when a window is removed by activation-deactivation.",
+    "Chanchal, Kelly & Chockler 2025 (MLP: exact, = zero occlusion; ConvAD: our reading)",
+    rank=35,
+    tags=("study",),
+)
+class ActivationDeactivation(Method):
     """Occlusion-style attribution with AD removal: ``score(x) - score(x with a window deactivated)``.
 
     Windows of ``window x window`` positions move by ``stride`` (as Captum's Occlusion, whose
@@ -179,17 +177,22 @@ class ActivationDeactivation:
         window, stride: window side and step, in positions (``stride <= window``).
         batch: deactivated copies evaluated at once.
         dtype: ``"float64"`` (default; a private float64 copy, as our Occlusion) or None (model's own).
+
+    Every option may also be given to ``attribute`` for one call.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        output: str = "softmax",
-        window: int = 1,
-        stride: int = 1,
-        batch: int = 256,
-        dtype: str | None = "float64",
-    ):
+    defaults = {"output": "softmax", "window": 1, "stride": 1, "batch": 256, "dtype": "float64"}
+
+    def __init__(self, model: nn.Module, **options: Any):
+        super().__init__(model, **options)
+        self._check(self.options)
+        self._copy: nn.Module | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _check(o: dict[str, Any]) -> None:
+        """Raise XWPError for invalid options."""
+        output, window, stride, dtype = o["output"], o["window"], o["stride"], o["dtype"]
         if output not in ("softmax", "logits"):
             raise XWPError(f"output must be 'softmax' or 'logits', got {output!r}")
         if not (isinstance(window, int) and isinstance(stride, int) and 1 <= stride <= window):
@@ -198,28 +201,37 @@ class ActivationDeactivation:
             )
         if dtype not in (None, "float32", "float64"):
             raise XWPError(f"dtype must be None, 'float32' or 'float64', got {dtype!r}")
-        self.model, self.output, self.window, self.stride = model, output, window, stride
-        self.batch, self.dtype = max(1, int(batch)), dtype
-        self._copy: nn.Module | None = None
-        self._lock = threading.Lock()
 
-    def _run_model(self) -> nn.Module:
+    @classmethod
+    def problem(cls, model: nn.Module, inputs: torch.Tensor | None = None) -> str | None:
+        """Why activation-deactivation cannot run on ``model`` (first layer not Linear/Conv2d, ...); None if it can."""
+        try:
+            if inputs is None:
+                leaves = [m for m in model.modules() if not list(m.children())]
+                first_weight_layer(leaves)
+            else:
+                first_weight_layer(unroll(model, as_model_input(inputs, model), need_relu=False))
+        except XWPError as e:
+            return f"Activation-deactivation does not apply: {e}"
+        return None
+
+    def _run_model(self, dtype: str | None) -> nn.Module:
         """The model in the compute dtype (a private copy, made once, if the dtype differs)."""
-        p = next(self.model.parameters())
-        if self.dtype is None or getattr(torch, self.dtype) == p.dtype:
+        if dtype is None or getattr(torch, dtype) == model_dtype(self.model):
             return self.model
         with self._lock:
-            if self._copy is None:
-                self._copy = copy.deepcopy(self.model).to(getattr(torch, self.dtype)).eval()
-        return self._copy
+            if self._copy is None or model_dtype(self._copy) != getattr(torch, dtype):
+                self._copy = copy.deepcopy(self.model).to(getattr(torch, dtype)).eval()
+            return self._copy
 
-    def _windows(self, shape: tuple[int, ...]) -> torch.Tensor:
+    @staticmethod
+    def _windows(shape: tuple[int, ...], window: int, stride: int) -> torch.Tensor:
         """Keep masks ``(N, *spatial)``, one per window (0 inside the window)."""
         spans = []
         for n in shape:
-            w = min(self.window, n)
-            count = math.ceil((n - w) / self.stride) + 1
-            spans.append([(i * self.stride, min(n, i * self.stride + w)) for i in range(count)])
+            w = min(window, n)
+            count = math.ceil((n - w) / stride) + 1
+            spans.append([(i * stride, min(n, i * stride + w)) for i in range(count)])
         masks = []
         if len(shape) == 1:
             for a, b in spans[0]:
@@ -234,56 +246,39 @@ class ActivationDeactivation:
                     masks.append(m)
         return torch.stack(masks)
 
-    def _score(self, logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _score(logits: torch.Tensor, t: torch.Tensor, output: str) -> torch.Tensor:
         """Target probability or logit per row."""
-        out = logits.softmax(1) if self.output == "softmax" else logits
+        out = logits.softmax(1) if output == "softmax" else logits
         return out.gather(1, t[:, None])[:, 0]
 
     @torch.no_grad()
-    def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: Target = None, **overrides: Any) -> torch.Tensor:
         """Attributions shaped like ``inputs`` (target None: the predicted class)."""
-        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
-            raise XWPError("inputs must be a tensor with a batch dimension")
-        model = self._run_model()
-        p = next(model.parameters())
-        x = inputs.to(device=p.device, dtype=p.dtype)
+        o = self.call_options(overrides)
+        self._check(o)
+        model = self._run_model(o["dtype"])
+        x = as_model_input(inputs, model)
         layers = unroll(model, x, need_relu=False)
         first_weight_layer(layers)
         logits = model(x)
-        t = _resolve_target(target, logits)
-        base = self._score(logits, t)
+        t = resolve_target(target, logits)
+        base = self._score(logits, t, o["output"])
         spatial = x.shape[-1:] if x.dim() == 2 else x.shape[-2:]
-        keeps = self._windows(tuple(spatial)).to(device=x.device, dtype=x.dtype)  # (N, *spatial)
+        keeps = self._windows(tuple(spatial), o["window"], o["stride"]).to(device=x.device, dtype=x.dtype)  # (N, *sp)
         removed = 1.0 - keeps
         counts = removed.sum(0)  # windows covering each position
         out = torch.zeros((x.shape[0],) + tuple(spatial), dtype=x.dtype, device=x.device)
         lead = x.shape[1:-2] if x.dim() > 2 else ()
+        batch = max(1, int(o["batch"]))
         for b in range(x.shape[0]):
-            for s in range(0, keeps.shape[0], self.batch):
-                k = keeps[s : s + self.batch]
+            for s in range(0, keeps.shape[0], batch):
+                k = keeps[s : s + batch]
                 kk = k.reshape((k.shape[0],) + (1,) * len(lead) + k.shape[1:]).expand((k.shape[0],) + x.shape[1:])
                 xs = x[b : b + 1].expand_as(kk)
-                drop = base[b] - self._score(run_deactivated(layers, xs, kk), t[b].expand(k.shape[0]))
-                out[b] += (
-                    (drop[:, None, None] if x.dim() > 2 else drop[:, None]).mul(removed[s : s + self.batch]).sum(0)
-                )
+                scores = self._score(run_deactivated(layers, xs, kk), t[b].expand(k.shape[0]), o["output"])
+                drop = base[b] - scores
+                out[b] += (drop[:, None, None] if x.dim() > 2 else drop[:, None]).mul(removed[s : s + batch]).sum(0)
         out = out / counts.clamp(min=1)
         out = out.reshape((x.shape[0],) + (1,) * len(lead) + tuple(spatial)).expand(x.shape)
         return out.reshape(inputs.shape).to(device=inputs.device, dtype=inputs.dtype)
-
-
-def _resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """Targets ``(B,)``; None is the predicted class."""
-    b, c = logits.shape
-    if target is None:
-        return logits.argmax(1)
-    t = torch.as_tensor(target, device=logits.device)
-    if t.dtype.is_floating_point or t.dtype == torch.bool:
-        raise XWPError(f"target must be a class index, got dtype {t.dtype}")
-    t = t.long().reshape(-1)
-    t = t.expand(b) if t.numel() == 1 else t
-    if t.numel() != b:
-        raise XWPError(f"target has {t.numel()} entries for a batch of {b}")
-    if ((t < 0) | (t >= c)).any():
-        raise XWPError(f"target class out of range 0..{c - 1}")
-    return t

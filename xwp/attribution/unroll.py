@@ -54,6 +54,14 @@ def leaf_layers(model: nn.Module) -> list[nn.Module]:
     return leaves
 
 
+def check_layers(model: nn.Module, need_relu: bool = True) -> list[nn.Module]:
+    """The leaf layers, if all are supported and (when ``need_relu``) one is an ``nn.ReLU``; else XWPError."""
+    leaves = leaf_layers(model)
+    if need_relu and not any(isinstance(m, nn.ReLU) for m in leaves):
+        raise XWPError("this method explains ReLU networks (nn.ReLU modules); the model has none")
+    return leaves
+
+
 def run_layers(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """Apply ``layers`` in turn, flattening before a Linear that receives more than ``(B, features)``."""
     for layer in layers:
@@ -69,9 +77,7 @@ def unroll(model: nn.Module, inputs: torch.Tensor, need_relu: bool = True) -> li
     Raises XWPError if the model has no ReLU (when ``need_relu``) or the leaf layers applied in
     order do not give ``model(inputs)`` (a model with skip connections or functional activations).
     """
-    leaves = leaf_layers(model)
-    if need_relu and not any(isinstance(m, nn.ReLU) for m in leaves):
-        raise XWPError("this method explains ReLU networks (nn.ReLU modules); the model has none")
+    leaves = check_layers(model, need_relu)
     if any(m.training for m in leaves if isinstance(m, nn.Dropout | nn.BatchNorm1d | nn.BatchNorm2d)):
         raise XWPError("put the model in eval mode first (model.eval()): dropout or batch norm is in training mode")
     layers: list[nn.Module] = []
