@@ -160,7 +160,7 @@ def deactivate(model: nn.Module, inputs: torch.Tensor, keep_mask: torch.Tensor |
     "perturbation",
     "Drop of the target probability when a window is removed by activation-deactivation.",
     "Chanchal, Kelly & Chockler 2025 (MLP: exact, = zero occlusion; ConvAD: our reading)",
-    rank=35,
+    rank=150,
     tags=("study",),
 )
 class ActivationDeactivation(Method):

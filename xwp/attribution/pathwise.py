@@ -73,7 +73,7 @@ def select_units(
     "propagation",
     "Input x gradient of the sub-network of units chosen top-down by softmax contribution > 1/C.",
     "Lim, Jo, Lee & Choi, AISTATS 2024 (as the official code computes it)",
-    rank=115,
+    rank=120,
     tags=("study",),
 )
 class Pathwise(Method):

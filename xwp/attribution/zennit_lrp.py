@@ -105,7 +105,7 @@ class ZennitLRP(Method):
     "propagation",
     "Zennit's EpsilonPlusFlat: flat rule on the first layer, z+ on convs, epsilon on dense layers.",
     REFERENCE.format("EpsilonPlusFlat"),
-    rank=82,
+    rank=130,
     tags=("study",),
 )
 class EpsilonPlusFlatLRP(ZennitLRP):
@@ -129,7 +129,7 @@ class EpsilonPlusFlatLRP(ZennitLRP):
     "propagation",
     "Zennit's EpsilonGammaBox: z^B rule on the first layer (pixels in [0, 1]), gamma on convs, epsilon on dense.",
     REFERENCE.format("EpsilonGammaBox"),
-    rank=84,
+    rank=140,
     tags=("study",),
 )
 class GammaBoxLRP(ZennitLRP):
