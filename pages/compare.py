@@ -20,16 +20,18 @@ def main() -> None:
         "black) or inserted in the order of the map. "
         + " ".join(f"**{m.label}** {m.arrow}: {m.description}." for m in METRICS.values())
     )
+    unavailable = glue.unavailable(entry)
     with st.form("compare_form"):
         c1, c2, c3 = st.columns([3, 1, 1])
         methods = c1.multiselect(
             "Methods",
             list(METHODS),
             default=list(DEFAULT_METHODS),
-            format_func=lambda m: METHODS[m].label,
+            format_func=lambda m: METHODS[m].label + (" (not for this model)" if m in unavailable else ""),
             key="compare_methods",
             persist_state="session",
-            help="The random-order baseline is always added as the reference row.",
+            help="The random-order baseline is always added as the reference row."
+            + "".join(f"\n\n{reason}" for reason in unavailable.values()),
         )
         n = c2.number_input(
             "Test images",

@@ -102,15 +102,18 @@ def main() -> None:
     entry = frame.require_model()
     st.title("Explain a prediction")
     c1, c2, c3 = st.columns([2.2, 1, 1], vertical_alignment="bottom")
+    unavailable = glue.unavailable(entry)
     methods = c1.multiselect(
         "Methods",
         list(METHODS),
         default=list(EXPLAIN_DEFAULT),
-        format_func=lambda m: METHODS[m].label,
+        format_func=lambda m: METHODS[m].label + (" (not for this model)" if m in unavailable else ""),
         key="explain_methods",
         persist_state="session",
         help="XWP and XWPᶜ need only one pass per drawn pixel and update live; Shapley and KernelSHAP are "
-        "slower. " + " · ".join(f"{s.label}: {s.summary}" for s in METHODS.values()),
+        "slower. "
+        + " · ".join(f"{s.label}: {s.summary}" for s in METHODS.values())
+        + "".join(f"\n\n{reason}" for reason in unavailable.values()),
     )
     target = c2.selectbox(
         "Class to explain",

@@ -325,6 +325,30 @@ def test_stopped_training_keeps_last_complete_epoch(at):
     assert "too early" not in models(at)
 
 
+def test_explain_says_why_a_method_does_not_apply_to_the_model(at):
+    """A checkpoint without hidden layers has no ReLU: the pickers mark Pathwise and the page says why."""
+    from xwp.checkpoint import checkpoint_bytes
+    from xwp.models import MLP
+
+    linear = checkpoint_bytes(MLP((784, 10), seed=1), {"dataset": "digits", "classes": list("0123456789")})
+    at.switch_page("pages/train.py").run()
+    at.file_uploader(key="checkpoint_upload").set_value(("linear.safetensors", linear, "application/octet-stream"))
+    at.run()
+    assert_clean(at)
+    at.switch_page("pages/explain.py").run()
+    picker = at.multiselect(key="explain_methods")
+    assert "Pathwise (not for this model)" in picker.options and "Saliency" in picker.options
+    assert "Pathwise does not apply" in picker.help and "ReLU" in picker.help
+    at.segmented_control(key="explain_source").set_value("test").run()
+    at.multiselect(key="explain_methods").set_value(["pathwise", "saliency"]).run()
+    assert_clean(at)
+    reasons = [i.value for i in at.info if "Pathwise does not apply" in i.value]
+    assert len(reasons) == 1 and "ReLU" in reasons[0]
+    assert any("Time per method: Saliency" in c.value for c in at.caption)  # the other method still runs
+    at.switch_page("pages/compare.py").run()
+    assert "Pathwise (not for this model)" in at.multiselect(key="compare_methods").options
+
+
 def test_explain_upload_good_and_bad_images(at):
     from PIL import Image, ImageDraw
 

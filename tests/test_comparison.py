@@ -22,6 +22,18 @@ def test_plan_adds_the_reference_and_says_why_methods_are_left_out():
         plan([], has_initial=True)
 
 
+def test_plan_asks_each_method_about_the_model():
+    from xwp.models import MLP
+
+    linear, images = MLP((784, 10), seed=0), torch.rand(1, 1, 28, 28)
+    usable, skipped = plan(["pathwise", "ig"], has_initial=True, model=linear, inputs=images)
+    assert usable == ["ig", REFERENCE] and list(skipped) == ["pathwise"] and "ReLU" in skipped["pathwise"]
+    assert plan(["pathwise"], has_initial=True, model=MLP((784, 8, 10), seed=0), inputs=images) == (
+        ["pathwise", REFERENCE],
+        {},
+    )
+
+
 @pytest.fixture(scope="module")
 def evaluation(typeface, trained):
     data = typeface[1].sample(200, seed=0)

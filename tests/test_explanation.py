@@ -11,7 +11,14 @@ import torch
 
 from xwp.attribution import make_method
 from xwp.errors import XWPError
-from xwp.explanation import Explanation, attribution_method, example_grid, explain, method_problem
+from xwp.explanation import (
+    Explanation,
+    attribution_method,
+    example_grid,
+    explain,
+    method_problem,
+    method_problems,
+)
 from xwp.images import canvas_to_input
 from xwp.models import MLP
 
@@ -97,6 +104,21 @@ def test_without_initial_state_xwp_is_skipped_with_the_reason(moved):
     assert method_problem("xwp", has_initial=False) == ex.skipped["xwp"]
     assert method_problem("xwp", has_initial=True) is None and method_problem("ig", has_initial=False) is None
     assert ex.classes == [str(i) for i in range(10)]
+
+
+def test_methods_that_do_not_apply_to_the_model_are_skipped_with_the_reason():
+    """A network without hidden layers has no ReLU: Pathwise says so instead of failing; the others run."""
+    linear = MLP((784, 10), seed=0)
+    x = canvas_to_input(_stroke_canvas([(140, 40), (140, 240)]))
+    ex = explain(linear, x, methods=("pathwise", "lrp-gamma-box", "ad-occlusion", "saliency"))
+    assert set(ex.maps) == {"lrp-gamma-box", "ad-occlusion", "saliency"} and list(ex.skipped) == ["pathwise"]
+    assert ex.skipped["pathwise"].startswith("Pathwise does not apply") and "ReLU" in ex.skipped["pathwise"]
+    assert method_problem("pathwise", True, linear, x) == ex.skipped["pathwise"]
+    assert method_problem("pathwise", True) is None  # without a model only the initial state is checked
+    # the pickers' view (no input yet): every registered method asked about this model
+    assert method_problems(linear, has_initial=True) == {"pathwise": ex.skipped["pathwise"]}
+    assert set(method_problems(linear, has_initial=False)) == {"pathwise", "xwp", "xwpc"}
+    assert method_problems(MLP((784, 16, 10), seed=0), has_initial=True) == {}
 
 
 def test_bad_target_is_a_clear_error(moved):

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 from xwp import plots
 from xwp.attribution import METHODS
@@ -23,13 +25,19 @@ from xwp.metrics import METRICS
 REFERENCE = "random"
 
 
-def plan(methods: Sequence[str], has_initial: bool) -> tuple[list[str], dict[str, str]]:
-    """The methods to evaluate (``methods`` that apply, plus :data:`REFERENCE`) and why the others are left out."""
+def plan(
+    methods: Sequence[str], has_initial: bool, model: nn.Module | None = None, inputs: torch.Tensor | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The methods to evaluate (``methods`` that apply, plus :data:`REFERENCE`) and why the others are left out.
+
+    With ``model`` (and example ``inputs``) each method's own check is asked too (e.g. Pathwise needs ReLU).
+    """
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise XWPError("choose at least one method")
-    usable = [m for m in methods if method_problem(m, has_initial) is None]
-    skipped = {m: method_problem(m, has_initial) for m in methods if m not in usable}
+    problems = {m: method_problem(m, has_initial, model, inputs) for m in methods}
+    usable = [m for m in methods if problems[m] is None]
+    skipped = {m: problems[m] for m in methods if m not in usable}
     if REFERENCE not in usable:
         usable.append(REFERENCE)  # the order every method must beat
     return usable, skipped

@@ -34,15 +34,28 @@ EXPLAIN_DEFAULT = tuple(methods_tagged("app-default"))
 MEMO_SIZE = 256
 
 
-def method_problem(name: str, has_initial: bool) -> str | None:
-    """Why method ``name`` cannot explain a model (None if it can); ``has_initial``: its initial state is known."""
+def method_problem(
+    name: str, has_initial: bool, model: nn.Module | None = None, inputs: torch.Tensor | None = None
+) -> str | None:
+    """Why method ``name`` cannot explain a model (None if it can), in one line for the app.
+
+    ``has_initial``: the model's initial state is known (XWP and XWPc need it). With ``model``
+    (and optionally example ``inputs``) the method's own :meth:`~xwp.attribution.Method.problem`
+    is asked too, e.g. Pathwise on a network without ReLU layers.
+    """
     spec = METHODS[name]
     if spec.needs_initial and not has_initial:
         return (
             f"{spec.label} needs the network's initial weights, which this checkpoint does not have. "
             "Train a model on the Train page (xwp keeps the initial state) to use it."
         )
-    return None
+    return None if model is None else spec.cls.problem(model, inputs)
+
+
+def method_problems(model: nn.Module, has_initial: bool, methods: Sequence[str] | None = None) -> dict[str, str]:
+    """``{name: why it does not apply}`` for the registered ``methods`` (default all) that cannot explain ``model``."""
+    names = list(METHODS) if methods is None else methods
+    return {m: reason for m in names if (reason := method_problem(m, has_initial, model)) is not None}
 
 
 _FLOAT64: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -230,7 +243,7 @@ def explain(
         raise XWPError(f"the class to explain must be in 0..{len(probs) - 1}, got {target}")
     maps, seconds, skipped = {}, {}, {}
     for name in methods:
-        problem = method_problem(name, initial_model is not None)
+        problem = method_problem(name, initial_model is not None, model, x)
         if problem:
             skipped[name] = problem
             continue

@@ -13,15 +13,16 @@ from xwp.app.shared import test_set
 from xwp.comparison import comparison_figures as _figures
 from xwp.comparison import plan
 from xwp.evaluation import check_request, evaluate
+from xwp.explanation import method_problems
 from xwp.train import predict
 
 
 def run_comparison(entry: SessionModel, methods: Sequence[str], n: int, seed: int) -> None:
     """Evaluate ``methods`` on ``n`` test images with a progress bar; keep the result in the session."""
-    usable, skipped = plan(methods, entry.has_initial)
+    data = test_set(entry)
+    usable, skipped = plan(methods, entry.has_initial, entry.model, data.images[:1])
     for problem in skipped.values():
         st.info(problem, icon=":material/info:")
-    data = test_set(entry)
     check_request(data, usable, n)  # before the progress bar
     bar = st.progress(0.0, text="Starting…")
 
@@ -40,6 +41,11 @@ def run_comparison(entry: SessionModel, methods: Sequence[str], n: int, seed: in
         "evaluation": ev,
         "predictions": predict(entry.model, images).numpy(),
     }
+
+
+def unavailable(entry: SessionModel) -> dict[str, str]:
+    """``{method: why it does not apply}`` for the active model, to mark them in the method picker."""
+    return method_problems(entry.model, entry.has_initial)
 
 
 def comparison() -> dict | None:

@@ -9,7 +9,7 @@ import torch
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import test_set
 from xwp.errors import XWPError
-from xwp.explanation import EXPLAIN_DEFAULT, Explanation
+from xwp.explanation import EXPLAIN_DEFAULT, Explanation, method_problems
 from xwp.explanation import explain as _explain
 
 
@@ -29,6 +29,11 @@ def class_count(entry: SessionModel, label: int) -> int:
         return int((test_set(entry).labels == label).sum())
     except XWPError:
         return 0
+
+
+def unavailable(entry: SessionModel) -> dict[str, str]:
+    """``{method: why it does not apply}`` for the active model, to mark them in the method picker."""
+    return method_problems(entry.model, entry.has_initial)
 
 
 def explain(

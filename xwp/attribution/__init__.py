@@ -1,4 +1,4 @@
-"""Attribution methods: XWP, XWPc, RISE and Captum-backed baselines, in one registry.
+"""Attribution methods: XWP, XWPc, RISE, Captum-backed baselines and related work, in one registry.
 
 Every method follows Captum's contract: ``Method(model).attribute(inputs, target=...)``
 returns a tensor shaped like ``inputs``. :data:`METHODS` maps a short name to a
@@ -8,13 +8,19 @@ method registered here shows up everywhere.
 One module per family: :mod:`~xwp.attribution.registry` (METHODS, ``@register``, tags),
 :mod:`~xwp.attribution.weight_perturbation` (XWP, XWPc), :mod:`~xwp.attribution.captum`
 (the Captum baselines), :mod:`~xwp.attribution.rise`, :mod:`~xwp.attribution.baselines`
-(random) and :mod:`~xwp.attribution.common` (targets, output functions). Importing this
-package registers them all.
+(random), the related work of issue 13 -- :mod:`~xwp.attribution.pathwise` (Lim et al. 2024),
+:mod:`~xwp.attribution.zennit_lrp` (Zennit's LRP composites) and
+:mod:`~xwp.attribution.deactivation` (Chanchal et al. 2025, with the ``deactivate`` removal
+operator) on :mod:`~xwp.attribution.unroll` (a network as a list of layers) -- and
+:mod:`~xwp.attribution.common` (targets, output functions). Importing this package registers
+them all.
 """
 
 from xwp.attribution.baselines import RandomAttribution
 from xwp.attribution.captum import CaptumMethod, superpixel_mask
 from xwp.attribution.common import OutputFn, OutputModel, Target, indicator, output_fn, resolve_target
+from xwp.attribution.deactivation import ActivationDeactivation, deactivate
+from xwp.attribution.pathwise import Pathwise
 from xwp.attribution.registry import (
     METHODS,
     TAGS,
@@ -27,9 +33,16 @@ from xwp.attribution.registry import (
 )
 from xwp.attribution.rise import RISE, rise_masks
 from xwp.attribution.weight_perturbation import XWP, XWPc, split_first_linear
+from xwp.attribution.zennit_lrp import EpsilonPlusFlatLRP, GammaBoxLRP, ZennitLRP
 
 __all__ = [
     "METHODS",
+    "ActivationDeactivation",
+    "EpsilonPlusFlatLRP",
+    "GammaBoxLRP",
+    "Pathwise",
+    "ZennitLRP",
+    "deactivate",
     "RISE",
     "TAGS",
     "XWP",

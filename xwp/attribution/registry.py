@@ -4,7 +4,9 @@ A method declares its options once, as the class attribute ``defaults``; the opt
 caller gives (to the constructor or :func:`make_method`) are bound over them, and
 ``attribute(inputs, target=None, **overrides)`` may override them per call. Sets of
 methods (the app's default, the study's, the figures') are *tags* on the registry entry,
-read with :func:`methods_tagged`. Zennit's ``@register_composite`` is the model.
+read with :func:`methods_tagged`. A method that needs a certain kind of network says why
+it does not apply to a model in its classmethod ``problem(model, inputs=None)``. Zennit's
+``@register_composite`` is the model.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ class Method:
                 f"its options: {', '.join(cls.defaults) or 'none'}"
             )
         return {**cls.defaults, **options}
+
+    @classmethod
+    def problem(cls, model: nn.Module, inputs: torch.Tensor | None = None) -> str | None:
+        """Why this method cannot explain ``model`` (on inputs like ``inputs``, when given): one line, or None.
+
+        The app's method pickers show the line instead of running a method that would fail
+        (e.g. Pathwise on a network without ReLU). Methods that apply to any model keep None.
+        """
+        return None
 
     def call_options(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The bound options updated by one call's ``overrides`` (checked like constructor options)."""
