@@ -404,28 +404,28 @@ def test_tmnist_from_bytes_plain_and_gz():
 
 
 def test_check_upload(monkeypatch):
-    from xwp import safety
+    from xwp import uploads
     from xwp.checkpoint import checkpoint_bytes
     from xwp.config import Limits
 
-    safety.check_upload(checkpoint_bytes(xwp.MLP((784, 8, 10))), "checkpoint")
+    uploads.check_upload(checkpoint_bytes(xwp.MLP((784, 8, 10))), "checkpoint")
     png = io.BytesIO()
     Image.new("L", (16, 16)).save(png, format="PNG")
-    safety.check_upload(png.getvalue(), "image")
-    safety.check_upload(tmnist_csv(2), "csv")
+    uploads.check_upload(png.getvalue(), "image")
+    uploads.check_upload(tmnist_csv(2), "csv")
     with pytest.raises(xwp.XWPError, match="not a readable image"):
-        safety.check_upload(b"%!PS-Adobe-3.0 EPSF-3.0\n" * 4, "image")
+        uploads.check_upload(b"%!PS-Adobe-3.0 EPSF-3.0\n" * 4, "image")
     with pytest.raises(xwp.XWPError, match="not an xwp checkpoint"):
-        safety.check_upload(b"\x00" * 100, "checkpoint")
+        uploads.check_upload(b"\x00" * 100, "checkpoint")
     with pytest.raises(xwp.XWPError, match="empty"):
-        safety.check_upload(b"", "csv")
-    monkeypatch.setattr(safety, "LIMITS", Limits(max_upload_bytes=1000, max_csv_bytes=5000))
+        uploads.check_upload(b"", "csv")
+    monkeypatch.setattr(uploads, "LIMITS", Limits(max_upload_bytes=1000, max_csv_bytes=5000))
     with pytest.raises(xwp.XWPError, match="uploads are limited to"):
-        safety.check_upload(b"x" * 1001, "csv")
+        uploads.check_upload(b"x" * 1001, "csv")
     import gzip
 
     with pytest.raises(xwp.XWPError, match="unpacks to more than"):
-        safety.check_upload(gzip.compress(b"0" * 10_000), "csv")
+        uploads.check_upload(gzip.compress(b"0" * 10_000), "csv")
 
 
 def test_safe_message_is_one_short_line():
@@ -437,7 +437,7 @@ def test_safe_message_is_one_short_line():
 
 
 def test_upload_file_is_checked_first_and_removed_after(tmp_path):
-    from xwp import safety
+    from xwp import uploads
     from xwp.config import cache_dir
 
     folder = cache_dir() / "uploads"
@@ -445,17 +445,17 @@ def test_upload_file_is_checked_first_and_removed_after(tmp_path):
     stale = folder / "xwp-upload-killed.csv"
     stale.write_bytes(b"old")
     os.utime(stale, (1, 1))
-    with safety.upload_file(tmnist_csv(2), "csv", ".csv") as path:
+    with uploads.upload_file(tmnist_csv(2), "csv", ".csv") as path:
         assert path.read_bytes() == tmnist_csv(2) and (path.stat().st_mode & 0o777) == 0o600
         assert read_tmnist_csv(path)[0].shape == (20, 28, 28)
     assert not path.exists() and not stale.exists()
     with (
         pytest.raises(xwp.XWPError, match="not a readable image"),
-        safety.upload_file(b"%!PS-Adobe-3.0\n" * 4, "image", ".png"),
+        uploads.upload_file(b"%!PS-Adobe-3.0\n" * 4, "image", ".png"),
     ):
         raise AssertionError("never reached: checked before it is stored")
     assert list(folder.iterdir()) == []
-    with pytest.raises(RuntimeError), safety.upload_file(tmnist_csv(2), "csv", ".csv") as path:
+    with pytest.raises(RuntimeError), uploads.upload_file(tmnist_csv(2), "csv", ".csv") as path:
         raise RuntimeError("the caller fails")
     assert not path.exists()
 
