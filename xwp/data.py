@@ -215,7 +215,7 @@ def load_image(source: str | os.PathLike | bytes | io.IOBase, max_pixels: int | 
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
             if isinstance(e, XWPError):
                 raise
-            raise XWPError(f"not a readable image ({type(e).__name__}): upload a PNG or JPEG file") from None
+            raise XWPError("not a readable image file (damaged, or not an image): upload a PNG or JPEG file") from None
 
 
 def _to_gray(im) -> np.ndarray:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from xwp.app import workspace_glue
 from xwp.app.session import (
     ACTIVE_KEY,
     FLASH_KEY,
@@ -117,6 +118,8 @@ def sidebar() -> None:
             add_model(default_model())
         except XWPError as e:
             st.error(f"The default model could not be prepared ({e}). Train one on the Train page.")
+    workspace_glue.restore()  # a reload or a new tab of the same workspace gets its saved models back
+    models = session_models()
     pending = st.session_state.pop(PENDING_KEY, None)
     if pending in models:
         st.session_state[ACTIVE_KEY] = pending
@@ -125,13 +128,15 @@ def sidebar() -> None:
     with st.sidebar:
         if not models:
             st.caption("No model yet.")
+            workspace_glue.sidebar_section()
             return
         st.selectbox(
             "Active model",
             list(models),
             key=ACTIVE_KEY,
-            help="Every page uses this model. Models you train or upload are added here; "
-            f"they belong to your browser session only (at most {MAX_SESSION_MODELS}).",
+            help="Every page uses this model. Models you train or upload are added here and saved to the "
+            f"workspace named in the page's address (this list holds at most {MAX_SESSION_MODELS}; "
+            "older ones stay in the workspace list below).",
         )
         entry = active_model()
         acc = entry.test_accuracy
@@ -141,4 +146,5 @@ def sidebar() -> None:
             ("Test accuracy", f"{acc:.1%}" if acc is not None else "not recorded"),
             ("Initial state", "kept (XWP works)" if entry.has_initial else "missing (no XWP/XWPᶜ)"),
         ]
-        st.markdown("\n".join(f"- **{k}:** {v}" for k, v in rows))
+        st.text("\n".join(f"{k}: {v}" for k, v in rows))  # plain text: names come from files
+        workspace_glue.sidebar_section()

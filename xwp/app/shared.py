@@ -9,6 +9,7 @@ a model, and the Captum methods that attach state work on copies.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from pathlib import Path
 
@@ -39,7 +40,23 @@ def dataset(name: str, split: str, data_dir: str | None = None) -> ImageSet:
     if name not in DATASETS:
         raise XWPError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     with st.spinner(f"Loading {DATASETS[name].label} ({split} split)…", show_time=True):
-        return _shared_dataset(name, split, data_dir or None)
+        try:
+            return _shared_dataset(name, split, data_dir or None)
+        except XWPError as e:
+            raise XWPError(for_app_users(str(e), name)) from None
+
+
+def for_app_users(message: str, name: str) -> str:
+    """A core data error reworded for the app: no command-line flags, the operator configures the data folder."""
+    if "--data-dir" not in message:
+        return message
+    head = message.split(". Put the", 1)[0].split(" passed as --data-dir", 1)[0]
+    head = re.sub(r"\s*\([A-Za-z.]*(Error|Exception)\)", "", head)  # no Python class names for app users
+    label = DATASETS[name].label if name in DATASETS else name
+    return (
+        f"{head}. {label} is not available on this server: the operator must configure a data folder that "
+        "holds its files (see the help of the Data folder field), or pick a built-in dataset."
+    )
 
 
 def test_set(entry: SessionModel) -> ImageSet:
