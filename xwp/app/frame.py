@@ -24,8 +24,20 @@ from xwp.app.shared import default_model
 from xwp.app.train_page import finish_interrupted_training
 from xwp.errors import XWPError
 
-#: less empty space above the page title, so a projected page shows more of its figures
-STYLE = "<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem;}</style>"
+#: less empty space around the page, so a projected page (1280x720, 1024x768) shows more of its figures
+STYLE = (
+    "<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem; padding-left: 2rem; padding-right: 2rem;}"
+    "</style>"
+)
+PRESENTATION_KEY = "xwp_presentation"
+#: presentation mode: larger type for a projector (text, labels, captions; figures keep their size)
+PRESENTATION_STYLE = """<style>
+[data-testid='stMainBlockContainer'] [data-testid='stMarkdownContainer'] p,
+[data-testid='stMainBlockContainer'] [data-testid='stWidgetLabel'] p,
+[data-testid='stMainBlockContainer'] [data-testid='stCaptionContainer'],
+[data-testid='stMainBlockContainer'] [data-testid='stImageCaption'] {font-size: 1.25rem !important;}
+[data-testid='stMainBlockContainer'] h1 {font-size: 2.2rem !important;}
+</style>"""
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,13 @@ def sidebar() -> None:
     elif models and st.session_state.get(ACTIVE_KEY) not in models:
         st.session_state[ACTIVE_KEY] = next(reversed(models))
     with st.sidebar:
+        if st.toggle(
+            "Presentation mode",
+            key=PRESENTATION_KEY,
+            help="Larger type for a projector; the Explain page keeps the canvas, the prediction and the "
+            "heatmaps on one screen at 1280×720.",
+        ):
+            st.html(PRESENTATION_STYLE)
         if not models:
             st.caption("No model yet.")
             workspace_glue.sidebar_section()

@@ -22,7 +22,9 @@ from xwp.config import atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, load_dataset
 from xwp.errors import XWPError
 from xwp.images import check_upload
-from xwp.train import Progress, TrainConfig, fit
+from xwp.replay import SnapshotRecorder
+from xwp.storage import read_regular, snapshot_bytes, snapshots_from_bytes
+from xwp.train import Progress, TrainConfig, build_model, fit
 
 DEFAULT_NAME = "Default: typeface digits"
 
@@ -146,12 +148,30 @@ class DefaultTrainer:
                 self.fraction = p.fraction
                 self.message = f"Training the default model: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}"
 
-            fitted = fit(default_config(), progress=progress)
+            config = default_config()
+            model = build_model(config, 784, 10)
+            recorder = SnapshotRecorder(model, then=progress)  # for the Weights page's training replay
+            fitted = fit(config, model=model, progress=recorder)
+            atomic_write(snapshots_path(self.path), snapshot_bytes(recorder.snapshots))
             save_checkpoint(self.path, fitted.model.cpu(), {"name": DEFAULT_NAME, **fitted.meta})
         except Exception as e:  # reported to every waiting session, never raised in this thread
             self.error = str(e) if isinstance(e, XWPError) else f"{type(e).__name__}: {e}"
         finally:
             self.done.set()
+
+
+def snapshots_path(model_path: Path) -> Path:
+    """Where the first-layer snapshots of the default model are kept, beside its checkpoint."""
+    return model_path.with_name(model_path.name.replace(".safetensors", ".snapshots.safetensors"))
+
+
+def default_snapshots() -> dict:
+    """First-layer weights per epoch of the default model (empty when they were not recorded)."""
+    try:
+        data = read_regular(snapshots_path(default_model_path()), 64 * 2**20)
+        return snapshots_from_bytes(data)
+    except XWPError:
+        return {}
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

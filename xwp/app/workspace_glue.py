@@ -21,11 +21,13 @@ from xwp.app.session import (
     COMPARE_KEY,
     MAX_SESSION_MODELS,
     PENDING_KEY,
+    WANTED_PAGE_KEY,
     SessionModel,
     add_model,
     session_models,
     unique_name,
 )
+from xwp.app.shared import default_snapshots
 from xwp.errors import XWPError
 from xwp.storage import evaluation_from, evaluation_parts
 from xwp.workspace import Workspace, WorkspaceFull, open_workspace
@@ -36,7 +38,7 @@ WS_ERROR_KEY = "xwp_workspace_error"  # why no workspace could be opened
 WS_WARNING_KEY = "xwp_workspace_warning"  # the last refused save (WorkspaceFull), shown until the next save
 RESTORED_KEY = "xwp_workspace_restored"  # the session has loaded the workspace's models once
 SNAPSHOTS_KEY = "xwp_snapshots"  # model uid -> first-layer snapshots (epoch -> array), for the Weights page
-MAX_KEPT_SNAPSHOTS = 4  # sessions keep the snapshots of at most this many models in memory
+MAX_KEPT_SNAPSHOTS = 2  # a session keeps the snapshots of at most this many models (float16: 0.6 MB per epoch)
 
 
 def workspace() -> Workspace | None:
@@ -112,7 +114,7 @@ def save_model(entry: SessionModel, snapshots: dict[int, np.ndarray] | None = No
 def keep_snapshots(entry: SessionModel, snapshots: dict[int, np.ndarray]) -> None:
     """Keep ``entry``'s first-layer snapshots in the session (bounded) for the training replay."""
     store = st.session_state.setdefault(SNAPSHOTS_KEY, {})
-    store[entry.uid] = snapshots
+    store[entry.uid] = {e: np.asarray(w, dtype=np.float16) for e, w in snapshots.items()}
     while len(store) > MAX_KEPT_SNAPSHOTS:
         store.pop(next(iter(store)))
 
@@ -124,13 +126,26 @@ def snapshots(entry: SessionModel) -> dict[int, np.ndarray]:
         return store[entry.uid]
     ws = workspace()
     found: dict[int, np.ndarray] = {}
-    if ws is not None and entry.saved_id is not None:
-        try:
+    try:
+        if ws is not None and entry.saved_id is not None:
             found = ws.snapshots(entry.saved_id)
-        except XWPError:
-            found = {}
+        elif entry.saved_id is None:
+            found = default_snapshots()  # checked against the model below, so only the default model gets them
+    except XWPError:
+        found = {}
+    if found and not _matches(found, entry):
+        found = {}
     keep_snapshots(entry, found)
     return found
+
+
+def _matches(snaps: dict[int, np.ndarray], entry: SessionModel) -> bool:
+    """Whether the last snapshot is ``entry``'s first layer (float16 rounding allowed)."""
+    w = entry.model.linears[0].weight.detach().float().cpu().numpy()
+    last = snaps[max(snaps)]
+    if last.shape != w.shape:
+        return False
+    return bool(np.allclose(last, w, rtol=2e-3, atol=1e-4))
 
 
 def save_comparison(result: dict[str, Any], name: str | None = None) -> str | None:
@@ -176,6 +191,13 @@ def open_comparison(cid: str) -> None:
         "predictions": predictions,
         "saved_id": cid,
     }
+
+
+def _show_comparison(cid: str) -> None:
+    """Widget callback: open saved comparison ``cid`` on the Compare page."""
+    open_comparison(cid)
+    if COMPARE_KEY in st.session_state:
+        st.session_state[WANTED_PAGE_KEY] = "pages/compare.py"  # frame.sidebar() switches there
 
 
 def _open_model(mid: str, name: str) -> None:
@@ -272,7 +294,6 @@ def sidebar_section() -> None:
         for c in reversed(comparisons):
             st.text(f"{c.name}\n{_ago(c.created)}")
             c1, c2 = st.columns(2)
-            if c1.button("Open", key=f"ws_copen_{c.id}", on_click=open_comparison, args=(c.id,), width="stretch"):
-                st.switch_page("pages/compare.py")
+            c1.button("Open", key=f"ws_copen_{c.id}", on_click=_show_comparison, args=(c.id,), width="stretch")
             with c2.popover("Delete", icon=":material/delete:", width="stretch"):
                 st.button("Delete", key=f"ws_cdel_{c.id}", on_click=_delete_comparison, args=(c.id,), type="primary")
