@@ -18,7 +18,7 @@ try:
 except ImportError:  # the app still works with test and uploaded images
     st_canvas = None
 
-SOURCES = {"draw": "Draw", "test": "Test image", "upload": "Upload"}
+SOURCES = {"draw": "Draw", "test": "Test set", "upload": "Upload"}  # short: the row must fit 1024 px
 CANVAS = 280  # the drawing canvas's side in pixels (fits a 1024-pixel-wide screen beside the maps)
 #: a compact page: smaller title, less space between the tiles, so canvas, prediction and maps fit one screen
 STYLE = """<style>
@@ -44,6 +44,9 @@ def input_widgets(entry: SessionModel, source: str):
         if st_canvas is None:
             st.warning("streamlit-drawable-canvas is not installed: use a test image or upload one.")
             return None, "", None
+        # one line above the canvas: its toolbar pops up over the canvas's top edge, and would otherwise
+        # cover the Upload choice just above it
+        st.caption(f"Draw {article(entry.kind)}, large and centred:")
         result = st_canvas(
             stroke_width=18,
             stroke_color="#FFFFFF",
@@ -57,9 +60,6 @@ def input_widgets(entry: SessionModel, source: str):
         )
         x = canvas_to_input(result.image_data)
         if x is None:
-            st.caption(
-                f"Draw {article(entry.kind)}, large and centred. Point at the canvas for its toolbar (undo, clear)."
-            )
             return None, "", None
         return x, "your drawing", glue.drawing_warning(entry, x)
     if source == "test":
@@ -109,7 +109,7 @@ def input_widgets(entry: SessionModel, source: str):
 
 def settings(entry: SessionModel):
     """The row of settings above the input and the maps; returns (source, methods, target, space, shared, overlay)."""
-    c1, c2, c3, c4 = st.columns([1.45, 1, 1, 1], vertical_alignment="bottom")
+    c1, c2, c3, c4 = st.columns([1.55, 0.9, 1.1, 1.1], vertical_alignment="bottom")
     source = c1.segmented_control(
         "Input",
         list(SOURCES),
@@ -120,7 +120,7 @@ def settings(entry: SessionModel):
         persist_state="session",
         help="Draw with the mouse, take an image from the test split, or upload a photo.",
     )
-    with c2.popover("Methods & display", icon=":material/tune:", width="stretch"):
+    with c2.popover("Methods", icon=":material/tune:", width="stretch", help="Methods, colour scale, overlay"):
         methods = st.multiselect(
             "Methods",
             list(METHODS),
@@ -158,7 +158,7 @@ def settings(entry: SessionModel):
         "Class to explain",
         [None, *range(len(entry.classes))],
         key="explain_target",
-        format_func=lambda c: "the predicted class" if c is None else entry.classes[c],
+        format_func=lambda c: "predicted" if c is None else entry.classes[c],
         help="Red pixels are evidence for this class, blue pixels evidence against it.",
     )
     return source, methods, target, space, shared, overlay
@@ -170,7 +170,7 @@ def main() -> None:
     st.html(STYLE)
     st.title("Explain a prediction")
     source, methods, target, space, shared, overlay = settings(entry)
-    left, right = st.columns([0.44, 0.56], gap="medium")
+    left, right = st.columns([0.46, 0.54], gap="medium")
     x, what, warning = None, "", None
     with left:
         with frame.user_errors():
@@ -188,12 +188,13 @@ def main() -> None:
                 st.info(f"Upload a PNG or JPEG image of a single {entry.kind}.", icon=":material/upload:")
         return
     if not methods:
-        right.info("Choose at least one method under **Methods & display**.")
+        right.info("Choose at least one method under **Methods**.")
     with frame.user_errors():
         ex = glue.explain(entry, x, target, methods, shared, overlay, space)
         data, spec = ex.probability_chart()
         spec = {**spec, "height": {"step": 15}, "title": None}
         spec["encoding"]["y"]["axis"] = {"labelFontSize": 12, "labelOverlap": False}
+        spec["encoding"]["x"] = {**spec["encoding"]["x"], "title": None}  # the heading says "Predicted"
         chart.vega_lite_chart(data, spec, width="stretch")
         with right:
             if warning:
