@@ -546,6 +546,29 @@ def test_uploaded_model_is_saved_and_names_stay_plain_text(at, monkeypatch):
     assert name in models(again)
 
 
+def test_model_without_initial_state_stays_without_it_in_the_workspace(at, monkeypatch):
+    """A bare upload must not come back from the workspace with seed-made (wrong) initial weights."""
+    import json
+    import struct
+
+    from safetensors.torch import load, save
+
+    from xwp.app.session import MODELS_KEY
+
+    good = small_checkpoint(seed=3)
+    n = struct.unpack("<Q", good[:8])[0]
+    bare = save(
+        {k: v for k, v in load(good).items() if k.startswith("trained.")},
+        metadata=json.loads(good[8 : 8 + n])["__metadata__"],
+    )
+    ws = workspace_of(at)
+    upload_checkpoint(at, "bare.safetensors", bare)
+    assert_clean(at)
+    again = fresh_app(monkeypatch, ws.id)
+    assert not again.session_state[MODELS_KEY]["bare"].has_initial
+    assert ws.load_model(ws.models()[0].id).initial_model is None
+
+
 def test_full_workspace_is_a_warning_and_keeps_the_model_in_the_tab(monkeypatch):
     monkeypatch.setenv("XWP_WORKSPACE_MODELS", "0")
     app = fresh_app(monkeypatch)

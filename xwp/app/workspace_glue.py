@@ -100,7 +100,7 @@ def save_model(entry: SessionModel, snapshots: dict[int, np.ndarray] | None = No
     if ws is None or entry.saved_id is not None:
         return
     try:
-        saved = ws.save_model(entry.model, entry.meta, entry.name, snapshots=snapshots)
+        saved = ws.save_model(entry.model, entry.meta, entry.name, snapshots=snapshots, has_initial=entry.has_initial)
     except WorkspaceFull as e:
         st.session_state[WS_WARNING_KEY] = f"“{entry.name}” was not saved to the workspace: {e}."
         return
