@@ -519,7 +519,7 @@ def test_workspace_models_survive_a_new_session_and_stay_private(at, monkeypatch
     assert "kept model" in models(again)
     assert again.selectbox(key="xwp_active_model").value == "kept model"
     assert any("kept model" in t.value for t in again.sidebar.text)
-    assert any("1 models" in e.label or "1 model" in e.label for e in again.sidebar.expander)
+    assert any("Workspace: 1 model, 0 comparisons" in e.label for e in again.sidebar.expander)
     assert any("MB of 200 MB" in t.value for t in again.sidebar.text)
 
     other = fresh_app(monkeypatch)  # no id in the URL: a new workspace that sees none of it
@@ -597,7 +597,7 @@ def test_saved_comparison_is_listed_and_reopens(at, monkeypatch):
 
     again = fresh_app(monkeypatch, ws.id)
     monkeypatch.undo()
-    assert any("1 comparisons" in e.label for e in again.sidebar.expander)
+    assert any("1 comparison" in e.label for e in again.sidebar.expander)
     [open_button] = [b for b in again.sidebar.button if b.key == f"ws_copen_{saved.id}"]
     open_button.click().run()
     assert_clean(again)

@@ -168,7 +168,7 @@ def test_every_page_in_chromium(sync_playwright, app_url):
             wait_idle(page)
             assert page.url == url
             assert page.get_by_text("typeface 784-400-100-10").count() >= 1, "the trained model survived the reload"
-            page.get_by_text("Workspace: 1 models", exact=False).first.click()  # open the sidebar's list
+            page.get_by_text("Workspace: 1 model", exact=False).first.click()  # open the sidebar's list
             page.wait_for_timeout(500)
             shoot(page, "workspace-after-reload")
 

@@ -115,11 +115,17 @@ def add_model(entry: SessionModel, rerun: bool = False) -> None:
     models[entry.name] = entry
     while len(models) > MAX_SESSION_MODELS:
         oldest = next(iter(models))
-        del models[oldest]
-        flash(f"Removed the oldest model “{oldest}” (a session keeps at most {MAX_SESSION_MODELS}).")
+        gone = models.pop(oldest)
+        where = " It stays in the workspace list below." if gone.saved_id else ""
+        flash(f"Removed the oldest model “{md_escape(oldest)}” from the list (at most {MAX_SESSION_MODELS}).{where}")
     st.session_state[PENDING_KEY] = entry.name
     if rerun:
         st.rerun()
+
+
+def md_escape(text: str) -> str:
+    """``text`` with Markdown, LaTeX and emoji-code characters backslash-escaped (names from files in toasts)."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~:$" else ch for ch in str(text))
 
 
 def flash(message: str) -> None:

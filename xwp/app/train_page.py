@@ -16,6 +16,7 @@ from xwp.app.session import (
     SessionModel,
     add_model,
     flash,
+    md_escape,
     memo,
     unique_name,
 )
@@ -123,7 +124,7 @@ def finish_interrupted_training() -> None:
     save_model(entry, recorder.snapshots if recorder is not None else None)
     st.session_state[CLEAR_NAME_KEY] = True
     add_model(entry)
-    flash(f"Kept “{entry.name}” from its last complete epoch.")
+    flash(f"Kept “{md_escape(entry.name)}” from its last complete epoch.")
 
 
 def _store_result(entry: SessionModel, test: ImageSet | None, note: str, level: str) -> None:
@@ -195,7 +196,7 @@ def load_uploaded_checkpoint(upload) -> None:
     seen[upload.file_id] = None
     entry = SessionModel.from_checkpoint(unique_name(Path(upload.name).stem), ckpt)
     if not entry.has_initial:
-        flash(f"“{entry.name}” has no initial state: XWP and XWPᶜ are unavailable for it.")
-    flash(f"Loaded “{entry.name}” ({entry.model.describe()}).")
+        flash(f"“{md_escape(entry.name)}” has no initial state: XWP and XWPᶜ are unavailable for it.")
+    flash(f"Loaded “{md_escape(entry.name)}” ({entry.model.describe()}).")
     save_model(entry)
     add_model(entry, rerun=True)

@@ -6,7 +6,7 @@ same folder. Every model trained or uploaded here is saved there with its histor
 first-layer snapshots; a new session of the workspace starts with its newest models. A save
 the workspace has no room for (:class:`~xwp.workspace.WorkspaceFull`) leaves the model in the
 tab only, and the sidebar says so as a warning. Names and other metadata are shown as plain
-text only (``st.text``), never as Markdown.
+text (``st.text``), or escaped (:func:`~xwp.app.session.md_escape`) inside a message.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from xwp.app.session import (
     WANTED_PAGE_KEY,
     SessionModel,
     add_model,
+    md_escape,
     session_models,
     unique_name,
 )
@@ -73,7 +74,8 @@ def restore() -> None:
         except XWPError:
             failed.append(e.name)
     if failed:
-        st.session_state[WS_WARNING_KEY] = f"Could not load {len(failed)} saved model(s): {', '.join(failed)}."
+        names = md_escape(", ".join(failed))
+        st.session_state[WS_WARNING_KEY] = f"Could not load {len(failed)} saved model(s): {names}."
 
 
 def _open_saved(ws: Workspace, mid: str, name: str) -> SessionModel:
@@ -102,10 +104,10 @@ def save_model(entry: SessionModel, snapshots: dict[int, np.ndarray] | None = No
     try:
         saved = ws.save_model(entry.model, entry.meta, entry.name, snapshots=snapshots, has_initial=entry.has_initial)
     except WorkspaceFull as e:
-        st.session_state[WS_WARNING_KEY] = f"“{entry.name}” was not saved to the workspace: {e}."
+        st.session_state[WS_WARNING_KEY] = f"“{md_escape(entry.name)}” was not saved to the workspace: {e}."
         return
     except XWPError as e:
-        st.session_state[WS_WARNING_KEY] = f"“{entry.name}” could not be saved to the workspace: {e}."
+        st.session_state[WS_WARNING_KEY] = f"“{md_escape(entry.name)}” could not be saved to the workspace: {e}."
         return
     entry.saved_id = saved.id
     st.session_state.pop(WS_WARNING_KEY, None)
@@ -208,7 +210,7 @@ def _open_model(mid: str, name: str) -> None:
     try:
         _open_saved(ws, mid, name)
     except XWPError as e:
-        st.session_state[WS_WARNING_KEY] = f"“{name}” could not be opened: {e}."
+        st.session_state[WS_WARNING_KEY] = f"“{md_escape(name)}” could not be opened: {e}."
 
 
 def _delete_model(mid: str) -> None:
@@ -237,6 +239,11 @@ def _delete_comparison(cid: str) -> None:
             st.session_state[WS_WARNING_KEY] = str(e)
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 model``, ``2 models``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _ago(t: float) -> str:
     """``t`` (seconds since the epoch) as "5 min ago", "3 h ago" or "2 d ago"."""
     s = max(0.0, time.time() - t)
@@ -261,9 +268,8 @@ def sidebar_section() -> None:
         return
     models, comparisons = ws.models(), ws.comparisons()
     used, lim = ws.usage(), ws.limits
-    with st.expander(
-        f"Workspace: {len(models)} models, {len(comparisons)} comparisons", icon=":material/folder:", key="ws_expander"
-    ):
+    label = f"Workspace: {_count(len(models), 'model')}, {_count(len(comparisons), 'comparison')}"
+    with st.expander(label, icon=":material/folder:", key="ws_expander"):
         st.text(
             f"Workspace {ws.id[:6]}… uses {used / 2**20:.1f} MB of {lim.max_bytes / 2**20:.0f} MB "
             f"({len(models)} of {lim.max_items} models). Kept {lim.days:g} days after the last use."
