@@ -10,14 +10,21 @@ from xwp.app.session import SessionModel
 from xwp.attribution import METHODS
 from xwp.config import LIMITS
 from xwp.explanation import EXPLAIN_DEFAULT, Explanation, colorbar_png
-from xwp.images import canvas_to_input, input_preview, upload_to_input
+from xwp.images import canvas_to_input, input_preview
+from xwp.scales import LABELS, SPACES, caption, invisibility_warning
 
 try:
     from streamlit_drawable_canvas import st_canvas
 except ImportError:  # the app still works with test and uploaded images
     st_canvas = None
 
-SOURCES = {"draw": "Draw", "test": "Test image", "upload": "Upload"}
+SOURCES = {"draw": "Draw", "test": "Test set", "upload": "Upload"}  # short: the row must fit 1024 px
+CANVAS = 280  # the drawing canvas's side in pixels (fits a 1024-pixel-wide screen beside the maps)
+#: a compact page: smaller title, less space between the tiles, so canvas, prediction and maps fit one screen
+STYLE = """<style>
+[data-testid='stMainBlockContainer'] h1 {font-size: 1.9rem; padding: 0 0 0.3rem 0;}
+[data-testid='stImageCaption'] {margin-top: 0; line-height: 1.2;}
+</style>"""
 
 
 def pick_random(n_classes: int) -> None:
@@ -26,31 +33,35 @@ def pick_random(n_classes: int) -> None:
     st.session_state["explain_k"] = random.randrange(0, 50)
 
 
+def article(kind: str) -> str:
+    """``kind`` with its indefinite article ("a digit", "an item")."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
 def input_widgets(entry: SessionModel, source: str):
-    """The input widgets of ``source``; returns the model input (or None) and a note about it."""
+    """The input widgets of ``source``; returns the model input (or None), a note about it and a warning."""
     if source == "draw":
         if st_canvas is None:
             st.warning("streamlit-drawable-canvas is not installed: use a test image or upload one.")
-            return None, ""
-        canvas, preview = st.columns([2, 1], vertical_alignment="top")
-        with canvas:
-            result = st_canvas(
-                stroke_width=18,
-                stroke_color="#FFFFFF",
-                background_color="#000000",
-                height=280,
-                width=280,
-                drawing_mode="freedraw",
-                update_streamlit=True,
-                return_image_data=True,
-                key="explain_canvas",
-            )
+            return None, "", None
+        # one line above the canvas: its toolbar pops up over the canvas's top edge, and would otherwise
+        # cover the Upload choice just above it
+        st.caption(f"Draw {article(entry.kind)}, large and centred:")
+        result = st_canvas(
+            stroke_width=18,
+            stroke_color="#FFFFFF",
+            background_color="#000000",
+            height=CANVAS,
+            width=CANVAS,
+            drawing_mode="freedraw",
+            update_streamlit=True,
+            return_image_data=True,
+            key="explain_canvas",
+        )
         x = canvas_to_input(result.image_data)
-        if x is not None:
-            preview.image(input_preview(x), caption="what the network sees (28×28)")
-        else:
-            preview.caption("Draw one digit, large and centred. Point at the canvas for its toolbar (undo, clear).")
-        return x, "your drawing"
+        if x is None:
+            return None, "", None
+        return x, "your drawing", glue.drawing_warning(entry, x)
     if source == "test":
         n_classes = len(entry.classes)
         c1, c2, c3 = st.columns([1.3, 1, 0.8], vertical_alignment="bottom")
@@ -78,111 +89,151 @@ def input_widgets(entry: SessionModel, source: str):
             help="A random class and image.",
         )
         x, index = glue.test_image(entry, cls, int(k))
-        preview, _ = st.columns([1, 2.1])
-        preview.image(input_preview(x), caption=f"test image {index}, true class {entry.classes[cls]}")
-        return x, f"test image {index} (true class {entry.classes[cls]})"
+        return x, f"test image {index} (true class {entry.classes[cls]})", None
     upload = st.file_uploader(
-        "An image of one digit or object",
+        f"A photo or image of one {entry.kind}",
         type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
         key="explain_upload",
         max_upload_size=LIMITS.max_upload_bytes // (1024 * 1024),
-        help="Light on dark or dark on light (inverted automatically); it is cropped, fitted "
-        "into 20×20 and centred in 28×28 like MNIST.",
+        help="Photos are cleaned first: the background (uneven light, paper texture) is estimated and "
+        "removed, the ink is separated with Otsu's threshold (dark on light or light on dark), specks and "
+        "table edges are dropped, and the ink is cropped, fitted into 20×20 and centred in 28×28 like MNIST.",
     )
     if upload is None:
-        return None, ""
-    x = upload_to_input(upload.getvalue())
-    preview, _ = st.columns([1, 2.1])
-    preview.image(input_preview(x), caption="what the network sees (28×28)")
-    return x, upload.name
+        return None, "", None
+    x, warning = glue.upload_input(entry, upload.getvalue())
+    preview, _ = st.columns([1, 1.5])
+    preview.image(input_preview(x, 4), caption="after cleaning: what the network sees (28×28)")
+    return x, upload.name, warning
+
+
+def settings(entry: SessionModel):
+    """The row of settings above the input and the maps; returns (source, methods, target, space, shared, overlay)."""
+    unavailable = glue.unavailable(entry)
+    c1, c2, c3, c4 = st.columns([1.55, 0.9, 1.1, 1.1], vertical_alignment="bottom")
+    source = c1.segmented_control(
+        "Input",
+        list(SOURCES),
+        format_func=SOURCES.get,
+        default="draw",
+        required=True,
+        key="explain_source",
+        persist_state="session",
+        help="Draw with the mouse, take an image from the test split, or upload a photo.",
+    )
+    with c2.popover("Methods", icon=":material/tune:", width="stretch", help="Methods, colour scale, overlay"):
+        methods = st.multiselect(
+            "Methods",
+            list(METHODS),
+            default=list(EXPLAIN_DEFAULT),
+            format_func=lambda m: METHODS[m].label + (" (not for this model)" if m in unavailable else ""),
+            key="explain_methods",
+            persist_state="session",
+            help="XWP and XWPᶜ need only one pass per drawn pixel and update live; Shapley and KernelSHAP are "
+            "slower. "
+            + " · ".join(f"{s.label}: {s.summary}" for s in METHODS.values())
+            + "".join(f"\n\n{reason}" for reason in unavailable.values()),
+        )
+        shared = st.toggle(
+            "One colour scale",
+            key="explain_shared",
+            persist_state="session",
+            help="Off: each map uses its own symmetric scale (methods differ in units). On: one scale for "
+            "all maps, so their magnitudes can be compared.",
+        )
+        overlay = st.toggle(
+            "Overlay on the input",
+            key="explain_overlay",
+            persist_state="session",
+            help="Draw each heatmap semi-transparently over the input image.",
+        )
+    space = c3.selectbox(
+        "Score explained",
+        SPACES,
+        format_func=LABELS.get,
+        key="explain_space",
+        persist_state="session",
+        help="What the maps explain. Probability: the softmax output, as in the paper; on a confident "
+        "prediction its changes are tiny. Log-odds log(p / (1 − p)): the same contrast without saturation. "
+        "Logits: the raw scores before softmax.",
+    )
+    target = c4.selectbox(
+        "Class to explain",
+        [None, *range(len(entry.classes))],
+        key="explain_target",
+        format_func=lambda c: "predicted" if c is None else entry.classes[c],
+        help="Red pixels are evidence for this class, blue pixels evidence against it.",
+    )
+    return source, methods, target, space, shared, overlay
 
 
 def main() -> None:
     frame.routed("pages/explain.py")
     entry = frame.require_model()
+    st.html(STYLE)
     st.title("Explain a prediction")
-    c1, c2, c3 = st.columns([2.2, 1, 1], vertical_alignment="bottom")
-    unavailable = glue.unavailable(entry)
-    methods = c1.multiselect(
-        "Methods",
-        list(METHODS),
-        default=list(EXPLAIN_DEFAULT),
-        format_func=lambda m: METHODS[m].label + (" (not for this model)" if m in unavailable else ""),
-        key="explain_methods",
-        persist_state="session",
-        help="XWP and XWPᶜ need only one pass per drawn pixel and update live; Shapley and KernelSHAP are "
-        "slower. "
-        + " · ".join(f"{s.label}: {s.summary}" for s in METHODS.values())
-        + "".join(f"\n\n{reason}" for reason in unavailable.values()),
-    )
-    target = c2.selectbox(
-        "Class to explain",
-        [None, *range(len(entry.classes))],
-        key="explain_target",
-        format_func=lambda c: "the predicted class" if c is None else entry.classes[c],
-        help="Red pixels are evidence for this class, blue pixels evidence against it.",
-    )
-    shared = c3.toggle(
-        "One colour scale",
-        key="explain_shared",
-        persist_state="session",
-        help="Off: each map uses its own symmetric scale (methods differ in units). On: one scale for "
-        "all maps, so their magnitudes can be compared.",
-    )
-    overlay = c3.toggle(
-        "Overlay on the input",
-        key="explain_overlay",
-        persist_state="session",
-        help="Draw each heatmap semi-transparently over the input image.",
-    )
-    left, right = st.columns([1.3, 1], gap="large")
+    source, methods, target, space, shared, overlay = settings(entry)
+    left, right = st.columns([0.46, 0.54], gap="medium")
+    x, what, warning = None, "", None
     with left:
-        source = st.segmented_control(
-            "Input",
-            list(SOURCES),
-            format_func=SOURCES.get,
-            default="draw",
-            required=True,
-            key="explain_source",
-            persist_state="session",
-            help="Draw with the mouse, take an image from the test split, or upload one.",
-        )
-        x, what = None, ""
         with frame.user_errors():
-            x, what = input_widgets(entry, source)
+            x, what, warning = input_widgets(entry, source)
+        chart = st.empty()
     if x is None:
         with right:
             if source == "draw":
                 st.info(
-                    "Draw a digit on the black canvas: the prediction and the heatmaps appear after each stroke.",
+                    f"Draw {article(entry.kind)} on the black canvas: the prediction and the heatmaps appear "
+                    "after each stroke.",
                     icon=":material/draw:",
                 )
             elif source == "upload":
-                st.info("Upload a PNG or JPEG image of a single digit.", icon=":material/upload:")
+                st.info(f"Upload a PNG or JPEG image of a single {entry.kind}.", icon=":material/upload:")
         return
     if not methods:
-        st.info("Choose at least one method above.")
+        right.info("Choose at least one method under **Methods**.")
     with frame.user_errors():
-        ex = glue.explain(entry, x, target, methods, shared, overlay)
-        right.vega_lite_chart(*ex.probability_chart(), width="stretch")
-        for reason in ex.skipped.values():
-            st.info(reason, icon=":material/info:")
-        if ex.maps:
-            heatmaps(ex, what)
+        ex = glue.explain(entry, x, target, methods, shared, overlay, space)
+        data, spec = ex.probability_chart()
+        spec = {**spec, "height": {"step": 15}, "title": None}
+        spec["encoding"]["y"]["axis"] = {"labelFontSize": 12, "labelOverlap": False}
+        spec["encoding"]["x"] = {**spec["encoding"]["x"], "title": None}  # the heading says "Predicted"
+        chart.vega_lite_chart(data, spec, width="stretch")
+        with right:
+            if warning:
+                st.warning(warning, icon=":material/warning:")
+            for reason in ex.skipped.values():
+                st.info(reason, icon=":material/info:")
+            if ex.maps:
+                heatmaps(ex)
+    if ex.maps:
+        downloads(ex, what)
 
 
-def heatmaps(ex: Explanation, what: str) -> None:
-    """The input and one heatmap per method in rows of six, a colour legend and the downloads."""
-    st.markdown(f"#### {ex.title}")
+def heatmaps(ex: Explanation) -> None:
+    """The prediction, the input and one heatmap per method in rows of three, and what the values mean."""
+    st.markdown(f"**{ex.title}**")
     tiles = [("Input", ex.input_png, "28 × 28")] + [
         (METHODS[m].label, tile, f"±{ex.limits[m]:.2g}") for m, tile in ex.tiles.items()
     ]
-    per_row = 6
+    per_row = 3
     for start in range(0, len(tiles), per_row):
-        row = st.columns(per_row, vertical_alignment="bottom")
-        for col, (label, tile, caption) in zip(row, tiles[start : start + per_row], strict=False):
-            col.markdown(f"**{label}**")
-            col.image(tile, caption=caption, width="stretch")
+        row = st.columns(per_row, vertical_alignment="bottom", gap="small")
+        for col, (label, tile, note) in zip(row, tiles[start : start + per_row], strict=False):
+            col.image(tile, caption=f"{label} · {note}", width="stretch")
+    labels = {m: METHODS[m].label for m in ex.maps}
+    if ex.shared_scale:
+        hidden = invisibility_warning(ex.maps, max(ex.limits.values()), labels)
+        if hidden:
+            st.warning(hidden, icon=":material/visibility_off:")
+    st.caption(
+        f"{caption(ex.space, list(ex.maps))} ±s under a map: the value drawn darkest "
+        + ("(one colour scale for all maps)." if ex.shared_scale else "(each map on its own scale).")
+    )
+
+
+def downloads(ex: Explanation, what: str) -> None:
+    """The colour legend, the timings and the downloads, below the fold."""
     legend, note = st.columns([1, 2], vertical_alignment="center")
     legend.image(
         colorbar_png(),
@@ -190,12 +241,8 @@ def heatmaps(ex: Explanation, what: str) -> None:
         caption=f"blue: against {ex.classes[ex.target]} · white: 0 · red: for {ex.classes[ex.target]}",
     )
     timing = " · ".join(f"{METHODS[m].label} {1000 * s:.0f} ms" for m, s in ex.seconds.items())
-    note.caption(
-        f"Input: {what}. "
-        + ("One colour scale for all maps" if ex.shared_scale else "Each map on its own symmetric scale")
-        + " (±s under a map: the value drawn darkest). "
-        + f"Time per method: {timing}."
-    )
+    note.caption(f"Score: {LABELS[ex.space]}. Time per method: {timing}.")
+    note.text(f"Input: {what}")  # plain text: an uploaded file's name is not Markdown
     d1, d2, d3, _ = st.columns([1, 1, 1, 1.5])
     d1.download_button(
         "Heatmaps (PNG)",

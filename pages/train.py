@@ -70,6 +70,8 @@ def main() -> None:
         )
         st.caption(DATASETS[name].description)
         data_dir, upload_name = data_source(name)
+    if st.session_state.pop(session.CLEAR_NAME_KEY, False):
+        st.session_state["train_name"] = ""  # a new run gets a new name, not the last run's
     with right, st.form("train_form", border=True):
         c1, c2, c3 = st.columns(3)
         model_name = c1.text_input(

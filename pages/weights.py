@@ -62,7 +62,7 @@ def main() -> None:
             min(100, width),
             min(30, width),
             step=10,
-            key="weights_count",
+            key=f"weights_count_{width}",  # a narrower model must not inherit a larger count
             persist_state="session",
             help="How many units the grid shows, in order.",
         )
@@ -88,18 +88,72 @@ def main() -> None:
             image_index = int(idx)
             preview.image(input_preview(data.images[idx], 3), caption=f"class {entry.classes[int(data.labels[idx])]}")
 
+    wp, j = None, None
     with frame.user_errors():
         wp = glue.weight_patterns(entry, view, sort, cls, image_index)
         st.image(glue.grid_png(entry, wp, count, sort, cls))
-        pick, big, numbers = st.columns([1, 1.6, 1.4], gap="medium")
-        j = pick.selectbox(
-            "Unit for the large view",
-            wp.order,
-            key=f"weights_unit_{sort}_{cls}",  # a new order starts at its first unit
-            help="Any unit of the first layer, in the order of the grid.",
+        j = unit_view(entry, wp)
+    if wp is not None and j is not None:
+        with frame.user_errors():
+            replay_view(entry, wp.order[:count], j)
+
+
+def unit_view(entry, wp) -> int:
+    """One unit: initial | trained | change side by side (with the initial state), its numbers and a PNG download."""
+    st.subheader("One unit: initial, trained, change")
+    pick, download, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
+    j = pick.selectbox(
+        "Unit",
+        wp.order,
+        key=f"weights_unit_{entry.uid}_{wp.order[0]}",  # a new model or order starts at its first unit
+        help="Any unit of the first layer, in the order of the grid.",
+    )
+    if j not in wp.order:  # never a unit of another model
+        j = wp.order[0]
+    figure, numbers = st.columns([2.2, 1], gap="medium")
+    if entry.has_initial:
+        png = glue.unit_png(entry, j)
+        figure.image(png)
+    else:
+        png = neuron_png(wp, j)
+        figure.image(png)
+        figure.caption("This model has no initial state: only its trained weights can be shown.")
+    download.download_button(
+        "Unit figure (PNG)",
+        png,
+        f"xwp-unit-{j}.png",
+        "image/png",
+        on_click="ignore",
+        icon=":material/image:",
+        help="The figure as shown: initial, trained and change of this unit's 784 weights.",
+    )
+    numbers.table(glue.neuron_stats(entry, wp, j).set_index("quantity").style.format("{:.4g}"))
+    return j
+
+
+def replay_view(entry, units: list[int], j: int) -> None:
+    """A slider over the first-layer snapshots recorded per epoch: watch the patterns form."""
+    st.subheader("Training replay")
+    snaps = glue.snapshots(entry)
+    if len(snaps) < 2:
+        st.info(
+            "No per-epoch snapshots for this model: they are recorded when a model is trained on the Train page "
+            "(at most 20 per run, kept with the model in the workspace).",
+            icon=":material/history:",
         )
-        big.image(neuron_png(wp, j))
-        numbers.table(glue.neuron_stats(entry, wp, j).set_index("quantity").style.format("{:.4g}"))
+        return
+    epochs = list(snaps)
+    epoch = st.select_slider(
+        "Epoch",
+        epochs,
+        value=epochs[-1],
+        key=f"weights_replay_{entry.uid}",
+        help=f"The first layer after each recorded epoch ({len(epochs)} snapshots, epoch 0 = initialisation). "
+        "Step through them to see the strokes appear.",
+    )
+    grid, unit = st.columns([1.6, 1], gap="medium")
+    grid.image(glue.replay_grid_png(entry, snaps, epoch, units))
+    unit.image(glue.replay_unit_png(snaps, epoch, j), caption=f"Unit #{j} (chosen above) at epoch {epoch}")
 
 
 main()

@@ -1,7 +1,11 @@
 """The real app in headless Chromium: every page opens, a drawn digit gets heatmaps, no exception box.
 
-Screenshots of every page go to artifacts/screenshots/. Skipped when /usr/bin/chromium or
-the playwright package is missing (``playwright install`` is never run).
+Also (issue 15): a trained model survives a reload (the workspace in the URL), and at a
+projector's 1280x720 and 1024x768 the Explain page shows the canvas, the prediction and the
+heatmaps of the default methods without scrolling (bounding boxes against the viewport).
+Screenshots of every page go to assets/screenshots/ (committed; the README shows them).
+Skipped when /usr/bin/chromium or the playwright package is missing (``playwright install``
+is never run).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from appserver import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE_JS, ROOT, streaml
 
 pytestmark = pytest.mark.browser
 
-SHOTS = ROOT / "artifacts" / "screenshots"
-VIEWPORT = {"width": 1280, "height": 800}
+SHOTS = ROOT / "assets" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 720}  # a projector
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +93,44 @@ def draw_digit(page) -> None:
         page.wait_for_timeout(400)
 
 
+def box_of(page, locator) -> dict:
+    """The bounding box of the first visible element of ``locator`` (fails when there is none)."""
+    for k in range(locator.count()):
+        box = locator.nth(k).bounding_box()
+        if box and box["width"] > 0 and box["height"] > 0:
+            return box
+    raise AssertionError(f"nothing visible for {locator}")
+
+
+def check_explain_fits(page, width: int, height: int) -> None:
+    """Canvas, prediction chart and the five tiles (input + 4 default maps) lie inside the viewport unscrolled."""
+    page.set_viewport_size({"width": width, "height": height})
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(1500)  # columns and the chart settle after a resize
+    wait_images(page)
+    canvas = box_of(page, page.locator("canvas.upper-canvas, iframe"))
+    chart = box_of(page, page.locator('[data-testid="stVegaLiteChart"]'))
+    tiles = page.locator('[data-testid="stMainBlockContainer"] [data-testid="stImage"] img')
+    assert tiles.count() >= 5
+    boxes = {"canvas": canvas, "prediction": chart} | {f"tile {k}": tiles.nth(k).bounding_box() for k in range(5)}
+    for name, b in boxes.items():
+        assert b["y"] >= 0 and b["y"] + b["height"] <= height + 1, f"{width}x{height}: {name} at {b}"
+        assert b["x"] >= 0 and b["x"] + b["width"] <= width + 1, f"{width}x{height}: {name} at {b}"
+    assert canvas["width"] >= 270 and canvas["height"] >= 270, f"{width}x{height}: canvas cut to {canvas}"
+    upload = page.get_by_role("radio", name="Upload", exact=True).first
+    methods = box_of(page, page.get_by_role("button", name="Methods"))
+    up = upload.bounding_box()
+    assert up["x"] + up["width"] <= methods["x"], f"{width}x{height}: the Upload choice is clipped: {up}"
+    page.mouse.move(canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2)  # shows the toolbar
+    page.wait_for_timeout(300)
+    on_top = upload.evaluate(
+        "e => { const r = e.getBoundingClientRect();"
+        " const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);"
+        " return e.contains(hit) || hit.contains(e); }"
+    )
+    assert on_top, "the canvas toolbar covers the Upload button"
+
+
 def test_every_page_in_chromium(sync_playwright, app_url):
     started = time.time()
     with sync_playwright() as p:
@@ -118,6 +160,18 @@ def test_every_page_in_chromium(sync_playwright, app_url):
             done.evaluate("e => e.scrollIntoView({block: 'start'})")  # the result: curves and confusion matrix
             shoot(page, "train")
 
+            # Reload (F5): the model was saved to the workspace named in the URL and comes back.
+            assert "workspace=" in page.url, page.url
+            url = page.url
+            page.reload()
+            page.get_by_text("Test accuracy").first.wait_for(timeout=60_000)
+            wait_idle(page)
+            assert page.url == url
+            assert page.get_by_text("typeface 784-400-100-10").count() >= 1, "the trained model survived the reload"
+            page.get_by_text("Workspace: 1 model", exact=False).first.click()  # open the sidebar's list
+            page.wait_for_timeout(500)
+            shoot(page, "workspace-after-reload")
+
             goto(page, "Weights")
             page.locator('[data-testid="stImage"] img').first.wait_for()
             page.locator('[data-testid="stSelectbox"]', has_text="Order").locator("input").click()
@@ -125,7 +179,13 @@ def test_every_page_in_chromium(sync_playwright, app_url):
             wait_idle(page)
             page.get_by_role("radio", name="Change", exact=True).click()  # trained minus initial: the strokes
             wait_idle(page)
+            page.get_by_text("Training replay").first.wait_for()
+            page.wait_for_timeout(1000)
+            wait_idle(page)
             shoot(page, "weights")
+            page.get_by_text("Training replay").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(500)
+            shoot(page, "weights-replay")
 
             goto(page, "Explain")
             page.get_by_text("Draw a digit", exact=False).first.wait_for()
@@ -133,10 +193,17 @@ def test_every_page_in_chromium(sync_playwright, app_url):
             page.get_by_text("Time per method", exact=False).first.wait_for(timeout=60_000)
             wait_idle(page)
             assert page.get_by_text("Draw a digit on the black canvas", exact=False).count() == 0
-            page.locator("canvas.upper-canvas").first.evaluate("e => e.scrollIntoView({block: 'start'})")
-            page.mouse.move(800, 400)
-            page.mouse.wheel(0, -90)  # the drawing, the probabilities and the heatmaps in one view
+            check_explain_fits(page, 1280, 720)  # the drawing, the probabilities and the heatmaps in one view
             shoot(page, "explain")
+            check_explain_fits(page, 1024, 768)
+            shoot(page, "explain-1024x768")
+            page.set_viewport_size(VIEWPORT)
+            page.get_by_text("Presentation mode").first.click()
+            wait_idle(page)
+            page.evaluate("window.scrollTo(0, 0)")
+            shoot(page, "explain-presentation")
+            page.get_by_text("Presentation mode").first.click()
+            wait_idle(page)
 
             goto(page, "Compare")
             n = page.get_by_role("spinbutton", name="Test images", exact=True)

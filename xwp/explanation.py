@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xwp import plots
+from xwp import plots, scales
 from xwp.attribution import METHODS, make_method, methods_tagged
 from xwp.data import ImageSet
 from xwp.errors import XWPError
@@ -71,15 +71,16 @@ def _float64(model: nn.Module | None) -> nn.Module | None:
     return copy64
 
 
-def attribution_method(name: str, model: nn.Module, initial_model: nn.Module | None = None):
+def attribution_method(name: str, model: nn.Module, initial_model: nn.Module | None = None, space: str = "probability"):
     """Method ``name`` for ``model``, run in float64 (the model itself is left as it is).
 
     A confident prediction has a softmax output within 1e-6 of 1, where float32 keeps only
     a few distinct values. XWP and XWPc difference ``1 - p`` and stay exact in float32, but
     the baselines that perturb softmax outputs (Occlusion, Shapley, ...) would show rounding
-    noise. Float64 costs about a millisecond more per stroke.
+    noise. Float64 costs about a millisecond more per stroke. ``space``: the score explained
+    (:data:`xwp.scales.SPACES`; methods without an output option ignore it).
     """
-    return make_method(name, _float64(model), _float64(initial_model))
+    return make_method(name, _float64(model), _float64(initial_model), **scales.method_options(space, name))
 
 
 def _attribution(
@@ -90,11 +91,12 @@ def _attribution(
     target: int,
     memo: MutableMapping | None,
     memo_key: Any,
+    space: str = "probability",
 ) -> tuple[np.ndarray, float]:
-    """One method's map ``(28, 28)`` and seconds, remembered in ``memo`` per (model, method, target, input)."""
-    key = ("attr", memo_key, name, target, hashlib.blake2b(x.numpy().tobytes(), digest_size=12).hexdigest())
+    """One method's map ``(28, 28)`` and seconds, remembered in ``memo`` per (model, method, space, target, input)."""
+    key = ("attr", memo_key, name, space, target, hashlib.blake2b(x.numpy().tobytes(), digest_size=12).hexdigest())
     if memo is None or key not in memo:
-        method = attribution_method(name, model, initial_model)
+        method = attribution_method(name, model, initial_model, space)
         t0 = time.perf_counter()
         a = method.attribute(x.double(), target=target)
         value = (a.detach().reshape(28, 28).double().numpy(), time.perf_counter() - t0)
@@ -125,6 +127,7 @@ class Explanation:
     classes: list[str]
     shared_scale: bool = False
     overlay: bool = False
+    space: str = "probability"  # the score the maps explain (xwp.scales.SPACES)
     input_png: bytes = b""
     tiles: dict[str, bytes] = field(default_factory=dict)  # method name -> PNG
 
@@ -220,6 +223,7 @@ def explain(
     scale: int = 7,
     memo: MutableMapping | None = None,
     memo_key: Any = None,
+    space: str = "probability",
 ) -> Explanation:
     """Predict ``x`` ``(1, 1, 28, 28)``, attribute it with ``methods`` and colour the maps (the per-stroke path).
 
@@ -233,7 +237,10 @@ def explain(
         scale: pixels per input pixel of the PNG tiles.
         memo, memo_key: a dict that keeps maps already computed (at most :data:`MEMO_SIZE`),
             keyed by ``memo_key`` (which names the model), method, target and input.
+        space: the score the maps explain: ``"probability"`` (the paper's softmax),
+            ``"log-odds"`` or ``"logits"`` (see :mod:`xwp.scales`).
     """
+    scales.check_space(space)
     x = x.detach().reshape(1, 1, 28, 28).float()
     with torch.no_grad():
         probs = torch.softmax(model(x), dim=1)[0].double().numpy()
@@ -247,13 +254,15 @@ def explain(
         if problem:
             skipped[name] = problem
             continue
-        maps[name], seconds[name] = _attribution(name, model, initial_model, x, target, memo, memo_key)
+        maps[name], seconds[name] = _attribution(name, model, initial_model, x, target, memo, memo_key, space)
     image = x.reshape(28, 28).numpy()
     shared = plots.symmetric_limit(*maps.values()) if shared_scale and maps else None
     shown = {name: plots.display_map(a, shared) for name, a in maps.items()}  # as the downloaded figure draws them
     limits = {name: s for name, (_, s) in shown.items()}
     names = class_names(model, classes)
-    ex = Explanation(image, probs, predicted, target, maps, limits, seconds, skipped, names, shared_scale, overlay)
+    ex = Explanation(
+        image, probs, predicted, target, maps, limits, seconds, skipped, names, shared_scale, overlay, space
+    )
     ex.input_png = png((np.clip(image, 0, 1) * 255).round().astype(np.uint8).repeat(scale, 0).repeat(scale, 1))
     ex.tiles = {name: png(plots.heatmap_rgb(a, s, image, overlay, scale=scale)) for name, (a, s) in shown.items()}
     return ex

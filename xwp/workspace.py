@@ -125,6 +125,18 @@ def _item_id(item: object, what: str) -> str:
     return item
 
 
+def _without_initial(data: bytes) -> bytes:
+    """Checkpoint bytes with the ``initial.*`` tensors removed (same metadata)."""
+    import json
+    import struct
+
+    from safetensors.torch import load, save
+
+    n = struct.unpack("<Q", data[:8])[0]
+    metadata = json.loads(data[8 : 8 + n]).get("__metadata__")
+    return save({k: v for k, v in load(data).items() if not k.startswith("initial.")}, metadata=metadata)
+
+
 # --------------------------------------------------------------------------- the workspace
 
 
@@ -235,13 +247,19 @@ class Workspace:
         meta: dict[str, Any],
         name: str,
         snapshots: dict[int, np.ndarray] | None = None,
+        has_initial: bool = True,
     ) -> ModelEntry:
         """Store ``model`` (an ``xwp.MLP``) with ``meta`` and optional first-layer ``snapshots`` (epoch -> array).
 
-        Raises :class:`WorkspaceFull` (nothing written) when the workspace has no room.
+        ``has_initial=False`` (a checkpoint uploaded without its initial state) stores no
+        initial state: the model's seed-made initial buffers are not the ones it was trained
+        from, and XWP on them would be wrong. Raises :class:`WorkspaceFull` (nothing written)
+        when the workspace has no room.
         """
         name = clean_name(name)
         data = checkpoint_bytes(model, {**meta, "name": name})
+        if not has_initial:
+            data = _without_initial(data)
         snap = snapshot_bytes(snapshots) if snapshots else None
         history = meta.get("history") if isinstance(meta.get("history"), dict) else None
         acc = meta.get("test_accuracy")

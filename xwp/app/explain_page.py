@@ -1,16 +1,21 @@
-"""The Explain page's glue: test images of the active model's dataset and the session's memo of maps."""
+"""The Explain page's glue: test images, the session's memo of maps, photo cleaning and the familiarity warning."""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 
 import torch
 
 from xwp.app.session import SessionModel, memo
-from xwp.app.shared import test_set
+from xwp.app.shared import dataset, test_set
+from xwp.cleaning import Reference, build_reference, photo_to_input, unlike_training
+from xwp.data import DATASETS, load_image
 from xwp.errors import XWPError
 from xwp.explanation import EXPLAIN_DEFAULT, Explanation, method_problems
 from xwp.explanation import explain as _explain
+from xwp.images import check_upload
 
 
 def test_image(entry: SessionModel, label: int, k: int) -> tuple[torch.Tensor, int]:
@@ -43,6 +48,7 @@ def explain(
     methods: Sequence[str] = EXPLAIN_DEFAULT,
     shared_scale: bool = False,
     overlay: bool = False,
+    space: str = "probability",
 ) -> Explanation:
     """:func:`xwp.explanation.explain` for a model of this session; maps already computed come from its memo."""
     return _explain(
@@ -56,4 +62,48 @@ def explain(
         overlay=overlay,
         memo=memo(),
         memo_key=entry.uid,
+        space=space,
     )
+
+
+# --------------------------------------------------------------------------- unlike the training data
+
+MAX_REFERENCES = 6  # per-model references kept by the process (about 6 MB each)
+_references: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> Reference | None
+_references_lock = threading.Lock()
+
+
+def reference(entry: SessionModel) -> Reference | None:
+    """What ``entry``'s training data looks like (built once per model, at most :data:`MAX_REFERENCES` kept).
+
+    None when the model's dataset is not available here (an uploaded checkpoint of unknown
+    data): the warning then rests on the photo's own facts.
+    """
+    with _references_lock:
+        if entry.model in _references:
+            return _references[entry.model]
+    try:
+        name = entry.meta.get("dataset")
+        if name not in DATASETS:
+            raise XWPError("unknown dataset")
+        train = dataset(name, "train", entry.meta.get("data_dir"))
+        test = test_set(entry)
+        ref = build_reference(train.images, test.images, entry.model)
+    except XWPError:
+        ref = None
+    with _references_lock:
+        while len(_references) >= MAX_REFERENCES:
+            _references.pop(next(iter(_references.keys())))
+        _references[entry.model] = ref
+    return ref
+
+
+def upload_input(entry: SessionModel, data: bytes) -> tuple[torch.Tensor, str | None]:
+    """An uploaded photo cleaned (ink separated from background, MNIST layout) and its warning, if any."""
+    x, cleaned = photo_to_input(load_image(check_upload(data)))
+    return x, unlike_training(x, reference(entry), entry.model, cleaned)
+
+
+def drawing_warning(entry: SessionModel, x: torch.Tensor) -> str | None:
+    """The "unlike the training data" warning for a drawn or test input (None if it looks familiar)."""
+    return unlike_training(x, reference(entry), entry.model)

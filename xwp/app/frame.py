@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from xwp.app import workspace_glue
 from xwp.app.session import (
     ACTIVE_KEY,
     FLASH_KEY,
@@ -23,8 +24,20 @@ from xwp.app.shared import default_model
 from xwp.app.train_page import finish_interrupted_training
 from xwp.errors import XWPError
 
-#: less empty space above the page title, so a projected page shows more of its figures
-STYLE = "<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem;}</style>"
+#: less empty space around the page, so a projected page (1280x720, 1024x768) shows more of its figures
+STYLE = (
+    "<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem; padding-left: 2rem; padding-right: 2rem;}"
+    "</style>"
+)
+PRESENTATION_KEY = "xwp_presentation"
+#: presentation mode: larger type for a projector (text, labels, captions; figures keep their size)
+PRESENTATION_STYLE = """<style>
+[data-testid='stMainBlockContainer'] [data-testid='stMarkdownContainer'] p,
+[data-testid='stMainBlockContainer'] [data-testid='stWidgetLabel'] p,
+[data-testid='stMainBlockContainer'] [data-testid='stCaptionContainer'],
+[data-testid='stMainBlockContainer'] [data-testid='stImageCaption'] {font-size: 1.25rem !important;}
+[data-testid='stMainBlockContainer'] h1 {font-size: 2.2rem !important;}
+</style>"""
 
 
 @dataclass(frozen=True)
@@ -117,21 +130,32 @@ def sidebar() -> None:
             add_model(default_model())
         except XWPError as e:
             st.error(f"The default model could not be prepared ({e}). Train one on the Train page.")
+    workspace_glue.restore()  # a reload or a new tab of the same workspace gets its saved models back
+    models = session_models()
     pending = st.session_state.pop(PENDING_KEY, None)
     if pending in models:
         st.session_state[ACTIVE_KEY] = pending
     elif models and st.session_state.get(ACTIVE_KEY) not in models:
         st.session_state[ACTIVE_KEY] = next(reversed(models))
     with st.sidebar:
+        if st.toggle(
+            "Presentation mode",
+            key=PRESENTATION_KEY,
+            help="Larger type for a projector; the Explain page keeps the canvas, the prediction and the "
+            "heatmaps on one screen at 1280×720.",
+        ):
+            st.html(PRESENTATION_STYLE)
         if not models:
             st.caption("No model yet.")
+            workspace_glue.sidebar_section()
             return
         st.selectbox(
             "Active model",
             list(models),
             key=ACTIVE_KEY,
-            help="Every page uses this model. Models you train or upload are added here; "
-            f"they belong to your browser session only (at most {MAX_SESSION_MODELS}).",
+            help="Every page uses this model. Models you train or upload are added here and saved to the "
+            f"workspace named in the page's address (this list holds at most {MAX_SESSION_MODELS}; "
+            "older ones stay in the workspace list below).",
         )
         entry = active_model()
         acc = entry.test_accuracy
@@ -141,4 +165,5 @@ def sidebar() -> None:
             ("Test accuracy", f"{acc:.1%}" if acc is not None else "not recorded"),
             ("Initial state", "kept (XWP works)" if entry.has_initial else "missing (no XWP/XWPᶜ)"),
         ]
-        st.markdown("\n".join(f"- **{k}:** {v}" for k, v in rows))
+        st.text("\n".join(f"{k}: {v}" for k, v in rows))  # plain text: names come from files
+        workspace_glue.sidebar_section()

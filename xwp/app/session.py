@@ -23,6 +23,7 @@ FLASH_KEY = "xwp_flash"  # messages shown once as toasts on the next run
 PARTIAL_KEY = "xwp_training_in_progress"  # snapshot of a running training (last complete epoch)
 RESULT_KEY = "xwp_training_result"  # the last training's outcome, shown on the Train page
 STOP_KEY = "xwp_stop_training"
+CLEAR_NAME_KEY = "xwp_clear_model_name"  # empty the Train page's model-name field on the next run
 UPLOADS_KEY = "xwp_uploads"  # file_id -> error message (None: loaded) for uploaded checkpoints
 COMPARE_KEY = "xwp_comparison"  # the last evaluation, kept across page switches
 MEMO_KEY = "xwp_memo"  # attributions and figures already computed in this session
@@ -40,6 +41,7 @@ class SessionModel:
     initial_model: MLP | None
     meta: dict[str, Any]
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    saved_id: str | None = None  # its id in the workspace once saved there (see xwp.app.workspace_glue)
 
     @classmethod
     def from_checkpoint(cls, name: str, ckpt: Checkpoint) -> SessionModel:
@@ -64,6 +66,13 @@ class SessionModel:
         """Test accuracy recorded when the model was trained, if any."""
         acc = self.meta.get("test_accuracy")
         return float(acc) if isinstance(acc, int | float) else None
+
+    @property
+    def kind(self) -> str:
+        """What one input shows, for prompts: "digit" for digit datasets, else "item" (e.g. Fashion-MNIST)."""
+        if self.classes == [str(i) for i in range(10)]:
+            return "digit"
+        return "item of clothing" if self.meta.get("dataset") == "fashion-mnist" else "item"
 
     def dataset_label(self) -> str:
         """Human name of the training dataset."""
@@ -106,11 +115,17 @@ def add_model(entry: SessionModel, rerun: bool = False) -> None:
     models[entry.name] = entry
     while len(models) > MAX_SESSION_MODELS:
         oldest = next(iter(models))
-        del models[oldest]
-        flash(f"Removed the oldest model “{oldest}” (a session keeps at most {MAX_SESSION_MODELS}).")
+        gone = models.pop(oldest)
+        where = " It stays in the workspace list below." if gone.saved_id else ""
+        flash(f"Removed the oldest model “{md_escape(oldest)}” from the list (at most {MAX_SESSION_MODELS}).{where}")
     st.session_state[PENDING_KEY] = entry.name
     if rerun:
         st.rerun()
+
+
+def md_escape(text: str) -> str:
+    """``text`` with Markdown, LaTeX and emoji-code characters backslash-escaped (names from files in toasts)."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~:$" else ch for ch in str(text))
 
 
 def flash(message: str) -> None:

@@ -9,6 +9,7 @@ a model, and the Captum methods that attach state work on copies.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from xwp.config import atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, load_dataset
 from xwp.errors import XWPError
 from xwp.images import check_upload
-from xwp.train import Progress, TrainConfig, fit
+from xwp.replay import SnapshotRecorder
+from xwp.storage import read_regular, snapshot_bytes, snapshots_from_bytes
+from xwp.train import Progress, TrainConfig, build_model, fit
 
 DEFAULT_NAME = "Default: typeface digits"
 
@@ -39,7 +42,23 @@ def dataset(name: str, split: str, data_dir: str | None = None) -> ImageSet:
     if name not in DATASETS:
         raise XWPError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     with st.spinner(f"Loading {DATASETS[name].label} ({split} split)…", show_time=True):
-        return _shared_dataset(name, split, data_dir or None)
+        try:
+            return _shared_dataset(name, split, data_dir or None)
+        except XWPError as e:
+            raise XWPError(for_app_users(str(e), name)) from None
+
+
+def for_app_users(message: str, name: str) -> str:
+    """A core data error reworded for the app: no command-line flags, the operator configures the data folder."""
+    if "--data-dir" not in message:
+        return message
+    head = message.split(". Put the", 1)[0].split(" passed as --data-dir", 1)[0]
+    head = re.sub(r"\s*\([A-Za-z.]*(Error|Exception)\)", "", head)  # no Python class names for app users
+    label = DATASETS[name].label if name in DATASETS else name
+    return (
+        f"{head}. {label} is not available on this server: the operator must configure a data folder that "
+        "holds its files (see the help of the Data folder field), or pick a built-in dataset."
+    )
 
 
 def test_set(entry: SessionModel) -> ImageSet:
@@ -129,12 +148,30 @@ class DefaultTrainer:
                 self.fraction = p.fraction
                 self.message = f"Training the default model: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}"
 
-            fitted = fit(default_config(), progress=progress)
+            config = default_config()
+            model = build_model(config, 784, 10)
+            recorder = SnapshotRecorder(model, then=progress)  # for the Weights page's training replay
+            fitted = fit(config, model=model, progress=recorder)
+            atomic_write(snapshots_path(self.path), snapshot_bytes(recorder.snapshots))
             save_checkpoint(self.path, fitted.model.cpu(), {"name": DEFAULT_NAME, **fitted.meta})
         except Exception as e:  # reported to every waiting session, never raised in this thread
             self.error = str(e) if isinstance(e, XWPError) else f"{type(e).__name__}: {e}"
         finally:
             self.done.set()
+
+
+def snapshots_path(model_path: Path) -> Path:
+    """Where the first-layer snapshots of the default model are kept, beside its checkpoint."""
+    return model_path.with_name(model_path.name.replace(".safetensors", ".snapshots.safetensors"))
+
+
+def default_snapshots() -> dict:
+    """First-layer weights per epoch of the default model (empty when they were not recorded)."""
+    try:
+        data = read_regular(snapshots_path(default_model_path()), 64 * 2**20)
+        return snapshots_from_bytes(data)
+    except XWPError:
+        return {}
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

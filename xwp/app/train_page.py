@@ -8,6 +8,7 @@ import streamlit as st
 
 from xwp import plots
 from xwp.app.session import (
+    CLEAR_NAME_KEY,
     PARTIAL_KEY,
     RESULT_KEY,
     STOP_KEY,
@@ -15,14 +16,17 @@ from xwp.app.session import (
     SessionModel,
     add_model,
     flash,
+    md_escape,
     memo,
     unique_name,
 )
 from xwp.app.shared import dataset, test_set
+from xwp.app.workspace_glue import save_model
 from xwp.checkpoint import checkpoint_bytes, load_checkpoint
 from xwp.data import ImageSet
 from xwp.errors import TrainingDiverged, XWPError
 from xwp.images import check_upload
+from xwp.replay import SnapshotRecorder
 from xwp.train import Progress, TrainConfig, build_model, confusion_matrix, fit
 
 
@@ -67,8 +71,10 @@ def train_model(config: TrainConfig, name: str = "", upload_name: str | None = N
             chart.image(plots.png_bytes(plots.training_figure(p.history.as_dict(), f"Training {name}"), dpi=80))
         return True
 
+    recorder = SnapshotRecorder(model, then=progress)  # first-layer weights per epoch, for the replay
+    partial["recorder"] = recorder
     try:
-        history = fit(config, train_set, test, model=model, progress=progress).history
+        history = fit(config, train_set, test, model=model, progress=recorder).history
     except TrainingDiverged as e:
         st.session_state.pop(PARTIAL_KEY, None)
         raise XWPError(f"{e} The diverged model was discarded; nothing was added to your models.") from None
@@ -86,6 +92,8 @@ def train_model(config: TrainConfig, name: str = "", upload_name: str | None = N
     meta.update(test_accuracy=history.test_accuracy[-1], history=history.as_dict())
     entry = SessionModel(name, model, model.initial_model(), meta)
     _store_result(entry, test, f"Trained **{name}** for {history.epochs} epochs.", "success")
+    save_model(entry, recorder.snapshots)
+    st.session_state[CLEAR_NAME_KEY] = True  # the next run starts with an empty model name
     add_model(entry, rerun=True)
 
 
@@ -112,8 +120,11 @@ def finish_interrupted_training() -> None:
     except XWPError:
         test = None
     _store_result(entry, test, note, "warning")
+    recorder = partial.get("recorder")
+    save_model(entry, recorder.snapshots if recorder is not None else None)
+    st.session_state[CLEAR_NAME_KEY] = True
     add_model(entry)
-    flash(f"Kept “{entry.name}” from its last complete epoch.")
+    flash(f"Kept “{md_escape(entry.name)}” from its last complete epoch.")
 
 
 def _store_result(entry: SessionModel, test: ImageSet | None, note: str, level: str) -> None:
@@ -185,6 +196,7 @@ def load_uploaded_checkpoint(upload) -> None:
     seen[upload.file_id] = None
     entry = SessionModel.from_checkpoint(unique_name(Path(upload.name).stem), ckpt)
     if not entry.has_initial:
-        flash(f"“{entry.name}” has no initial state: XWP and XWPᶜ are unavailable for it.")
-    flash(f"Loaded “{entry.name}” ({entry.model.describe()}).")
+        flash(f"“{md_escape(entry.name)}” has no initial state: XWP and XWPᶜ are unavailable for it.")
+    flash(f"Loaded “{md_escape(entry.name)}” ({entry.model.describe()}).")
+    save_model(entry)
     add_model(entry, rerun=True)

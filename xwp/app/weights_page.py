@@ -1,10 +1,12 @@
-"""The Weights page's glue: the session keeps the latest patterns and their figures."""
+"""The Weights page's glue: the latest patterns and figures, the per-unit side-by-side view and the training replay."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from xwp import patterns
+from xwp import patterns, plots, replay
+from xwp.app import workspace_glue
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import test_set
 from xwp.errors import XWPError
@@ -41,3 +43,45 @@ def grid_png(entry: SessionModel, wp: WeightPatterns, count: int, sort: str, cls
 def neuron_stats(entry: SessionModel, wp: WeightPatterns, j: int) -> pd.DataFrame:
     """Numbers about first-layer unit ``j`` of ``entry`` (see :func:`xwp.patterns.neuron_stats`)."""
     return patterns.neuron_stats(entry.model, entry.initial_model, wp, j, entry.classes)
+
+
+def unit_png(entry: SessionModel, j: int) -> bytes:
+    """Initial | trained | change of unit ``j`` side by side (the paper's Figure 2 per unit), as PNG."""
+    store = memo()
+    key = ("unit", entry.uid, j)
+    if store.get("weights_unit", (None,))[0] != key:
+        w0 = patterns.first_layer(entry.model, entry.initial_model, "initial")[j]
+        w1 = patterns.first_layer(entry.model, entry.initial_model, "trained")[j]
+        store["weights_unit"] = (key, replay.unit_png(w0, w1, j, dpi=plots.FIG_DPI))
+    return store["weights_unit"][1]
+
+
+def snapshots(entry: SessionModel) -> dict[int, np.ndarray]:
+    """First-layer weights per recorded epoch of ``entry`` (empty when none were recorded)."""
+    return workspace_glue.snapshots(entry)
+
+
+def replay_grid_png(entry: SessionModel, snaps: dict[int, np.ndarray], epoch: int, units: list[int]) -> bytes:
+    """The change of ``units`` since initialisation at recorded ``epoch``, on the last epoch's colour scale."""
+    store = memo()
+    key = ("replay", entry.uid, epoch, tuple(units))
+    if store.get("weights_replay", (None,))[0] != key:
+        first = snaps[min(snaps)][units].astype(np.float32)
+        limit = plots.symmetric_limit(snaps[max(snaps)][units].astype(np.float32) - first)
+        fig = plots.weights_grid(
+            snaps[epoch][units].astype(np.float32) - first,
+            titles=[f"#{j}" for j in units],
+            limit=limit,
+            title=f"Epoch {epoch}: change since initialisation (scale of the last epoch)",
+        )
+        store["weights_replay"] = (key, plots.png_bytes(fig, dpi=plots.FIG_DPI))
+    return store["weights_replay"][1]
+
+
+def replay_unit_png(snaps: dict[int, np.ndarray], epoch: int, j: int) -> bytes:
+    """Initial | epoch | change of unit ``j`` at recorded ``epoch`` (see :func:`xwp.replay.replay_png`)."""
+    store = memo()
+    key = ("replay_unit", id(snaps), epoch, j)
+    if store.get("weights_replay_unit", (None,))[0] != key:
+        store["weights_replay_unit"] = (key, replay.replay_png(snaps, epoch, j, dpi=plots.FIG_DPI)[0])
+    return store["weights_replay_unit"][1]
