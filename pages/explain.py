@@ -6,11 +6,13 @@ import streamlit as st
 
 from xwp.app import explain_page as glue
 from xwp.app import frame
+from xwp.app.safe import md
 from xwp.app.session import SessionModel
 from xwp.attribution import METHODS
 from xwp.config import LIMITS
 from xwp.explanation import EXPLAIN_DEFAULT, Explanation, colorbar_png
 from xwp.images import canvas_to_input, input_preview, upload_to_input
+from xwp.safety import check_upload
 
 try:
     from streamlit_drawable_canvas import st_canvas
@@ -79,11 +81,12 @@ def input_widgets(entry: SessionModel, source: str):
         )
         x, index = glue.test_image(entry, cls, int(k))
         preview, _ = st.columns([1, 2.1])
-        preview.image(input_preview(x), caption=f"test image {index}, true class {entry.classes[cls]}")
-        return x, f"test image {index} (true class {entry.classes[cls]})"
+        true = md(entry.classes[cls])
+        preview.image(input_preview(x), caption=f"test image {index}, true class {true}")
+        return x, f"test image {index} (true class {true})"
     upload = st.file_uploader(
         "An image of one digit or object",
-        type=["png", "jpg", "jpeg", "bmp", "gif", "webp"],
+        type=["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"],
         key="explain_upload",
         max_upload_size=LIMITS.max_upload_bytes // (1024 * 1024),
         help="Light on dark or dark on light (inverted automatically); it is cropped, fitted "
@@ -91,10 +94,12 @@ def input_widgets(entry: SessionModel, source: str):
     )
     if upload is None:
         return None, ""
-    x = upload_to_input(upload.getvalue())
+    data = upload.getvalue()
+    check_upload(data, "image", upload.name)  # size and format by content, before decoding
+    x = upload_to_input(data)
     preview, _ = st.columns([1, 2.1])
     preview.image(input_preview(x), caption="what the network sees (28×28)")
-    return x, upload.name
+    return x, md(upload.name, 80)
 
 
 def main() -> None:
@@ -155,7 +160,9 @@ def main() -> None:
                     icon=":material/draw:",
                 )
             elif source == "upload":
-                st.info("Upload a PNG or JPEG image of a single digit.", icon=":material/upload:")
+                st.info(
+                    "Upload an image (PNG, JPEG, BMP, GIF, WebP or TIFF) of a single digit.", icon=":material/upload:"
+                )
         return
     if not methods:
         st.info("Choose at least one method above.")
@@ -170,7 +177,7 @@ def main() -> None:
 
 def heatmaps(ex: Explanation, what: str) -> None:
     """The input and one heatmap per method in rows of six, a colour legend and the downloads."""
-    st.markdown(f"#### {ex.title}")
+    st.markdown(f"#### {md(ex.title, 300)}")
     tiles = [("Input", ex.input_png, "28 × 28")] + [
         (METHODS[m].label, tile, f"±{ex.limits[m]:.2g}") for m, tile in ex.tiles.items()
     ]
@@ -184,7 +191,7 @@ def heatmaps(ex: Explanation, what: str) -> None:
     legend.image(
         colorbar_png(),
         width="stretch",
-        caption=f"blue: against {ex.classes[ex.target]} · white: 0 · red: for {ex.classes[ex.target]}",
+        caption=f"blue: against {md(ex.classes[ex.target])} · white: 0 · red: for {md(ex.classes[ex.target])}",
     )
     timing = " · ".join(f"{METHODS[m].label} {1000 * s:.0f} ms" for m, s in ex.seconds.items())
     note.caption(

@@ -15,6 +15,7 @@ import streamlit as st
 from xwp.checkpoint import Checkpoint
 from xwp.data import DATASETS
 from xwp.models import MLP
+from xwp.safety import plain_text
 
 MODELS_KEY = "xwp_models"  # dict name -> SessionModel, in the order they were added
 ACTIVE_KEY = "xwp_active_model"  # the sidebar's selectbox: name of the active model
@@ -107,7 +108,7 @@ def add_model(entry: SessionModel, rerun: bool = False) -> None:
     while len(models) > MAX_SESSION_MODELS:
         oldest = next(iter(models))
         del models[oldest]
-        flash(f"Removed the oldest model “{oldest}” (a session keeps at most {MAX_SESSION_MODELS}).")
+        flash(f"Removed the oldest model “{plain_text(oldest)}” (a session keeps at most {MAX_SESSION_MODELS}).")
     st.session_state[PENDING_KEY] = entry.name
     if rerun:
         st.rerun()
