@@ -209,7 +209,8 @@ def test_diverging_training_is_an_error_not_a_traceback(at):
     assert models(at) == ["Default: typeface digits"]
 
 
-def test_mnist_without_files_explains_what_to_do(at, tmp_path):
+def test_mnist_without_files_explains_what_to_do(at, tmp_path, monkeypatch):
+    monkeypatch.setenv("XWP_DATA_DIRS", str(tmp_path))  # an allowed folder without the files
     at.switch_page("pages/train.py").run()
     at.selectbox(key="train_dataset").set_value("mnist").run()
     at.text_input(key="train_dir_mnist").set_value(str(tmp_path)).run()

@@ -52,7 +52,7 @@ def train_model(
     name = unique_name(name.strip() or f"{config.dataset} {model.describe()}")
     meta = {"name": name, "upload_name": upload_name, **config.meta(train_set.classes)}
     meta.pop("data_dir", None)  # a model never carries a server path
-    partial = {"name": name, "epochs": config.epochs, "checkpoint": None, "epochs_done": 0}
+    partial = {"name": name, "epochs": config.epochs, "checkpoint": None, "epochs_done": 0, "source": source}
     st.session_state[PARTIAL_KEY] = partial
     top = st.columns([1, 3], vertical_alignment="center")
     top[0].button(
@@ -117,6 +117,7 @@ def finish_interrupted_training() -> None:
     ckpt = load_checkpoint(partial["checkpoint"])
     entry = SessionModel.from_checkpoint(partial["name"], ckpt)
     entry.meta["epochs_done"] = partial["epochs_done"]
+    safe.remember_source(entry.uid, partial.get("source"))  # its test images: the folder or upload it used
     note = (
         f"Training was stopped after epoch {partial['epochs_done']} of {partial['epochs']}; "
         f"the model from that epoch was kept as **{safe.md(entry.name)}**."
