@@ -370,8 +370,8 @@ def test_only_the_app_package_imports_streamlit():
 
 # --------------------------------------------------------------------------- the bad-input corpus in the app
 
-APP_KINDS = ("checkpoint", "image", "tmnist", "datadir", "datapath")
-APP_CASES = [c for c in __import__("corpus").CASES if c.kind in APP_KINDS and c.app]
+APP_KINDS = ("checkpoint", "image", "tmnist", "datadir", "datapath", "train", "evaluate")
+APP_CASES = [c for c in __import__("corpus").CASES if c.app]
 
 
 def walk(node):
@@ -426,6 +426,13 @@ def test_corpus_uploads_give_clear_errors_and_lose_nothing(case, at, tmp_path, m
         at.selectbox(key="train_dataset").set_value("fashion-mnist").run()
         at.text_input(key="train_dir_fashion-mnist").set_value(str(made)).run()
         button(at, "Train").click().run()
+    elif case.kind == "train":  # the hidden sizes box (the number inputs cannot hold the other cases)
+        train_small(at, "digits", hidden=made["hidden"])
+    elif case.kind == "evaluate":  # more images than the active model's test split
+        at.switch_page("pages/compare.py").run()
+        at.multiselect(key="compare_methods").set_value(["xwp"])
+        at.number_input(key="compare_n").set_value(made["n"])
+        button(at, "Run comparison").click().run()
     else:  # datapath: a visitor types a path; only tmp/allowed is allowed
         monkeypatch.setenv("XWP_DATA_DIRS", str(tmp_path / "allowed"))
         at.switch_page("pages/train.py").run()
@@ -720,3 +727,16 @@ def test_session_memory_stays_under_the_stated_bound(at):
     print(f"session holds {used / 2**20:.1f} MiB; bound {bound / 2**20:.1f} MiB ({len(data) / 2**20:.1f} MiB files)")
     assert used <= bound
     assert not [v for v in state.values() if isinstance(v, bytes) and len(v) > 100_000]
+
+
+def test_uploads_old_versions_stored_are_removed(tmp_path, monkeypatch):
+    from xwp.app import safe
+
+    monkeypatch.setenv("XWP_CACHE_DIR", str(tmp_path))
+    (tmp_path / "uploads").mkdir()
+    old = [tmp_path / "uploads" / f"{'ab' * 10}{suffix}" for suffix in (".csv", ".csv.gz")]
+    keep = tmp_path / "uploads" / "notes.csv"
+    for path in [*old, keep]:
+        path.write_bytes(b"names,labels\n")
+    assert sorted(safe.remove_old_uploads()) == sorted(old)
+    assert keep.exists() and not any(p.exists() for p in old)

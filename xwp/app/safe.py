@@ -15,10 +15,12 @@ are not (README, "Many users, bad inputs, bounded memory"). Here:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +30,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from xwp.config import allowed_data_dirs, allowed_data_path, register_data_dir
+from xwp.config import allowed_data_dirs, allowed_data_path, cache_dir, register_data_dir
 from xwp.data import ImageSet, tmnist_split
 from xwp.datasets_files import read_tmnist_csv
 from xwp.errors import XWPError
@@ -71,11 +73,31 @@ _started: list[Path] | None = None
 
 
 def startup() -> list[Path]:
-    """Register the start-up folders once per server process (called by streamlit_app.py on every run)."""
+    """Register the start-up folders and remove old stored uploads, once per server process.
+
+    streamlit_app.py calls it on every run; only the first call does anything.
+    """
     global _started
     if _started is None:
         _started = register_startup_dirs()
+        remove_old_uploads()
     return _started
+
+
+_OLD_UPLOAD = re.compile(r"^[0-9a-f]{20}(\.csv|\.csv\.gz|\.safetensors)$")
+
+
+def remove_old_uploads() -> list[Path]:
+    """Delete ``CACHE/uploads/<hash>.csv*`` files: older versions kept every TMNIST upload there forever."""
+    folder = cache_dir() / "uploads"
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if _OLD_UPLOAD.match(path.name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 # --------------------------------------------------------------------------- data folders
