@@ -301,6 +301,15 @@ def test_train_on_an_uploaded_tmnist_csv(at):
     assert_clean(at)
     assert any("Trained" in shown(s) for s in at.success)
     assert "TMNIST_Data.csv" in shown(at.sidebar.markdown[0])  # the sidebar names the uploaded file
+    from xwp.config import cache_dir
+
+    uploads = cache_dir() / "uploads"
+    assert not uploads.exists() or not list(uploads.iterdir())  # parsed in memory, nothing stored
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("test").run()
+    assert_clean(at)  # its test images: the held-out fonts of the uploaded file
+    assert any("test image" in shown(c) for c in at.caption)
+    at.switch_page("pages/train.py").run()
 
     at.file_uploader(key="train_tmnist_upload").set_value(("bad.csv", b"a,b\n1,2\n", "text/csv")).run()
     button(at, "Train").click().run()
