@@ -749,3 +749,20 @@ def test_uploads_old_versions_stored_are_removed(tmp_path, monkeypatch):
         path.write_bytes(b"names,labels\n")
     assert sorted(safe.remove_old_uploads()) == sorted(old)
     assert keep.exists() and not any(p.exists() for p in old)
+
+
+def test_checkpoint_download_is_built_on_click_and_loads():
+    """The download keeps no bytes: a function builds them; they load back to the same weights, no data_dir."""
+    from xwp.app.session import SessionModel
+    from xwp.app.train_page import checkpoint_file
+    from xwp.checkpoint import load_checkpoint
+    from xwp.models import MLP
+
+    model = MLP((784, 16, 10), seed=2)
+    entry = SessionModel("a/b: c", model, model.initial_model(), {"dataset": "digits", "data_dir": "/etc"})
+    build, name = checkpoint_file(entry)
+    assert callable(build) and name == "a-b--c.safetensors"
+    ckpt = load_checkpoint(build())
+    assert "data_dir" not in ckpt.meta and ckpt.meta["dataset"] == "digits"
+    pairs = zip(ckpt.model.state_dict().values(), model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
