@@ -40,7 +40,7 @@ def folder_widgets(name: str, label: str, placeholder: str, help: str) -> str | 
     return typed.strip() or picked
 
 
-def data_source(name: str):
+def data_source(name: str) -> tuple[str | None, object | None]:
     """Widgets for where the dataset's files are; returns (data_dir, the uploaded TMNIST file or None)."""
     if not DATASETS[name].offline:  # MNIST, Fashion-MNIST: torchvision's files
         folder = "MNIST" if name == "mnist" else "FashionMNIST"
@@ -55,8 +55,8 @@ def data_source(name: str):
     if name == "tmnist":
         path = folder_widgets(
             name,
-            "TMNIST_Data.csv",
-            "path of TMNIST_Data.csv or its folder",
+            "Path of TMNIST_Data.csv",
+            "TMNIST_Data.csv or its folder, inside the allowed data folders",
             "The Typeface-MNIST CSV from Kaggle (saurabhvyawahare/tmnist-typeface-mnist), or the folder that holds it.",
         )
         upload = st.file_uploader(
