@@ -271,10 +271,10 @@ def test_checkpoint_upload_and_model_without_initial_state(at):
 
 
 def test_upload_size_limit(at, monkeypatch):
-    from xwp import safety
+    from xwp import uploads
     from xwp.config import Limits
 
-    monkeypatch.setattr(safety, "LIMITS", Limits(max_upload_bytes=1000))
+    monkeypatch.setattr(uploads, "LIMITS", Limits(max_upload_bytes=1000))
     at.switch_page("pages/train.py").run()
     at.file_uploader(key="checkpoint_upload").set_value(("big.safetensors", b"0" * 2000, "application/octet-stream"))
     at.run()
@@ -309,7 +309,7 @@ def test_train_on_an_uploaded_tmnist_csv(at):
     at.switch_page("pages/explain.py").run()
     at.segmented_control(key="explain_source").set_value("test").run()
     assert_clean(at)  # its test images: the held-out fonts of the uploaded file
-    assert any("test image" in shown(c) for c in at.caption)
+    assert any("test image" in shown(c) for c in [*at.caption, *at.text])  # the input line names it
     at.switch_page("pages/train.py").run()
 
     at.file_uploader(key="train_tmnist_upload").set_value(("bad.csv", b"a,b\n1,2\n", "text/csv")).run()
