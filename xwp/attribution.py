@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xwp.errors import XWPError
+from xwp.first_layer import conv_split, initial_first_weight, weight_perturbation
 from xwp.models import MLP
 
 Target = int | torch.Tensor | list[int] | None
@@ -197,8 +198,13 @@ class _WeightPerturbation:
         image_chunk: int = 1024,
     ):
         self.model = model
-        self.first, self.rest = split_first_linear(model)
-        self.w0 = _initial_first_weight(model, initial_model)  # (H, D)
+        self.conv = conv_split(model)  # a convolutional first layer is handled by xwp.first_layer
+        if self.conv is not None:
+            self.first, self.rest = self.conv.layer, self.conv.rest
+            self.w0 = initial_first_weight(model, self.conv, initial_model)  # (C1, C, k, k)
+        else:
+            self.first, self.rest = split_first_linear(model)
+            self.w0 = _initial_first_weight(model, initial_model)  # (H, D)
         self.output = output
         self.out = output_fn(output)
         on_gpu = self.w0.device.type == "cuda"
@@ -248,6 +254,13 @@ class _WeightPerturbation:
     def _attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
         """Attributions ``(b, D)`` of one chunk of images."""
         raise NotImplementedError
+
+    def _conv_attribute(self, inputs: torch.Tensor, target: Target, complement: bool, literal: bool = False):
+        """XWP / XWPc of one chunk of images for a convolutional first layer (:mod:`xwp.first_layer`)."""
+        return weight_perturbation(
+            self.conv, inputs, self.w0, target, self._score_rows, self._difference, run_chunked,
+            complement=complement, chunk_elements=self.chunk_elements, literal=literal,
+        )  # fmt: skip
 
     def _score_rows(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """What ``sum_n I_n out_n(logits)`` (eq. 4) needs per row, as ``(n, k)``; see :meth:`_difference`.
@@ -315,6 +328,8 @@ class XWP(_WeightPerturbation):
 
     def _attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
         """XWP of one chunk of images, flat ``(b, D)``."""
+        if self.conv is not None:
+            return self._conv_attribute(inputs, target, complement=False)
         x, w, _, h1, logits, t = self._prepare(inputs, target)
         delta_t = (self.w0 - w).t().contiguous()  # (D, H): change of h1 per unit of x_i
         ref = self._score_rows(logits, t)  # (B,)
@@ -351,6 +366,8 @@ class XWPc(_WeightPerturbation):
 
     def _attribute(self, inputs: torch.Tensor, target: Target) -> torch.Tensor:
         """XWPc of one chunk of images, flat ``(b, D)``."""
+        if self.conv is not None:
+            return self._conv_attribute(inputs, target, complement=True, literal=self.rule == "eq5-literal")
         x, w, b, _, logits, t = self._prepare(inputs, target)
         h1_init = torch.addmm(b, x, self.w0.t())  # (B, H): first layer all initial
         delta_t = (w - self.w0).t().contiguous()  # (D, H): giving feature i its trained weights back

@@ -19,7 +19,7 @@ import torch
 
 from xwp.config import atomic_write
 from xwp.errors import XWPError
-from xwp.models import MLP, check_sizes
+from xwp.models import CNN, MLP, build_model
 
 FORMAT = "xwp-checkpoint"
 VERSION = 1
@@ -31,8 +31,8 @@ MAX_BYTES = 2 * 1024**3
 class Checkpoint:
     """What :func:`load_checkpoint` returns."""
 
-    model: MLP
-    initial_model: MLP | None
+    model: MLP | CNN
+    initial_model: MLP | CNN | None
     meta: dict[str, Any]
 
 
@@ -50,14 +50,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-def checkpoint_bytes(model: MLP, meta: dict[str, Any] | None = None) -> bytes:
+def checkpoint_bytes(model: MLP | CNN, meta: dict[str, Any] | None = None) -> bytes:
     """Serialise ``model`` (trained and initial weights) and ``meta`` to safetensors bytes."""
     from safetensors.torch import save
 
-    if not isinstance(model, MLP):
-        raise XWPError("only xwp.MLP models can be saved (they carry their initial state)")
+    if not isinstance(model, MLP | CNN):
+        raise XWPError("only xwp.MLP and xwp.CNN models can be saved (they carry their initial state)")
     meta = dict(meta or {})
-    meta.update({"sizes": list(model.sizes), "init": model.init, "seed": model.seed, "versions": versions()})
+    meta.pop("sizes", None)
+    meta.update({**model.arch(), "init": model.init, "seed": model.seed, "versions": versions()})
     tensors = {f"trained.{k}": v.detach().cpu().float().contiguous() for k, v in model.net.state_dict().items()}
     tensors.update({f"initial.{k}": v.detach().cpu().float().contiguous() for k, v in model.initial_state().items()})
     header = {"format": FORMAT, "version": str(VERSION), "meta": json.dumps(meta, default=_json_default)}
@@ -73,12 +74,13 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def save_checkpoint(path: str | os.PathLike, model: MLP, meta: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: MLP | CNN, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model`` and ``meta`` to ``path`` atomically (no partial file is ever visible).
 
     Args:
         path: destination, conventionally ``*.safetensors``.
-        model: an ``xwp.MLP``; its initial state is saved with it.
+        model: an ``xwp.MLP`` or ``xwp.CNN``; its initial state is saved with it, and its
+            architecture goes into the metadata (``arch`` plus its sizes, see ``model.arch()``).
         meta: JSON-friendly facts (dataset, epochs, accuracy, history, ...).
     """
     path = Path(path)
@@ -159,14 +161,18 @@ def load_checkpoint(
         raise XWPError("this safetensors file is not an xwp checkpoint (no xwp metadata)")
     try:
         meta = json.loads(info.get("meta", "{}"))
-        sizes = check_sizes(meta["sizes"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise XWPError("the checkpoint's metadata is damaged (no valid layer sizes)") from None
+    except (json.JSONDecodeError, TypeError, ValueError, RecursionError):
+        raise XWPError("the checkpoint's metadata is damaged (not JSON)") from None
+    if not isinstance(meta, dict) or ("sizes" not in meta and "arch" not in meta):
+        raise XWPError("the checkpoint's metadata is damaged (no valid layer sizes)")
     try:
         tensors = load(data)
     except Exception as e:  # safetensors raises its own error types
         raise XWPError(f"the checkpoint's tensors cannot be read ({type(e).__name__}); the file is damaged") from None
-    model = MLP(sizes, seed=int(meta.get("seed", 0)), init=meta.get("init", "torch"))
+    try:
+        model = build_model(meta, seed=meta.get("seed", 0), init=meta.get("init", "torch"))
+    except XWPError as e:
+        raise XWPError(f"the checkpoint's architecture is invalid: {e}") from None
     trained = _take(tensors, "trained.", model)
     model.net.load_state_dict(trained)
     initial = _take(tensors, "initial.", model, missing_ok=not require_initial)
@@ -178,7 +184,7 @@ def load_checkpoint(
     return Checkpoint(model, model.initial_model() if initial is not None else None, meta)
 
 
-def _take(tensors: dict[str, torch.Tensor], prefix: str, model: MLP, missing_ok: bool = False) -> dict | None:
+def _take(tensors: dict[str, torch.Tensor], prefix: str, model: MLP | CNN, missing_ok: bool = False) -> dict | None:
     """The tensors under ``prefix``, checked against the model's parameter shapes."""
     expected = dict(model.net.named_parameters())
     got = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
