@@ -237,10 +237,22 @@ def test_cnn_seeds_are_deterministic_and_do_not_touch_the_global_rng():
     assert torch.equal(a.net[6].weight, ref[2].weight)
 
 
-def test_cnn_initial_state_is_kept_through_training(typeface):
+def small_set(n=64, seed=0):
+    """A synthetic 10-class ImageSet of 28x28 images (fast; no dataset to build)."""
+    from xwp.data import ImageSet
+
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    x = images(n, 1, 28, seed=seed).float() * 0.3
+    for k in range(n):  # a bright bar whose row says the class
+        x[k, 0, 2 + 2 * int(labels[k]), 4:24] = 1.0
+    return ImageSet(x, labels, [str(i) for i in range(10)], "bars", "test", info={"gen": str(gen.initial_seed())})
+
+
+def test_cnn_initial_state_is_kept_through_training():
     m = CNN(channels=(4,), hidden=(16,), seed=0)
     init = {k: v.clone() for k, v in m.initial_state().items()}
-    xwp.train(m, typeface[0].subset(range(256)) if hasattr(typeface[0], "subset") else typeface[0], epochs=1)
+    xwp.train(m, small_set(), epochs=1, device="cpu")
     assert not torch.equal(m.net[0].weight, init["0.weight"])  # trained
     assert all(torch.equal(v, init[k]) for k, v in m.initial_state().items())  # initial state untouched
     m0 = m.initial_model()
@@ -374,3 +386,66 @@ def test_build_model_round_trips_both_families():
         other = build_model(m.arch(), seed=m.seed, init=m.init)
         assert type(other) is type(m) and other.arch() == m.arch()
         assert all(torch.equal(p, q) for p, q in zip(m.parameters(), other.parameters(), strict=True))
+
+
+# ----------------------------------------------------------------------------- every method on a CNN
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn():
+    """A small CNN moved away from its initial state, and a few 28x28 images."""
+    m = CNN(channels=(3, 4), kernel=3, hidden=(8,), seed=0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    return m.eval(), images(2, 1, 28, seed=4).float()
+
+
+CHEAP = {"shapley": {"n_samples": 1}, "kernelshap": {"n_samples": 20}, "rise": {"n_masks": 50}, "ig": {"n_steps": 8}}
+CHEAP["gradientshap"] = {"n_samples": 4}
+
+
+@pytest.mark.parametrize("name", list(xwp.METHODS))
+def test_every_registry_method_runs_on_a_cnn(tiny_cnn, name):
+    model, x = tiny_cnn
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    attr = xwp.make_method(name, model, **CHEAP.get(name, {})).attribute(x, target=torch.tensor([1, 2]))
+    assert attr.shape == x.shape and torch.isfinite(attr).all()
+    assert attr.abs().sum() > 0
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()), "the model was modified"
+    assert all(isinstance(m, nn.Module) and not m._forward_hooks for m in model.modules()), "hooks left behind"
+
+
+def test_lrp_on_a_cnn_is_conservative(tiny_cnn):
+    """LRP-epsilon with zero biases: the relevances sum to the target logit (rules exist for Conv2d and MaxPool2d)."""
+    model, x = tiny_cnn
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in m.net:
+            if isinstance(layer, nn.Linear | nn.Conv2d):
+                layer.bias.zero_()
+    attr = xwp.make_method("lrp", m).attribute(x, target=torch.tensor([1, 2]))
+    logits = m(x).gather(1, torch.tensor([[1], [2]]))[:, 0]
+    torch.testing.assert_close(attr.sum((1, 2, 3)), logits.detach(), rtol=1e-3, atol=1e-4)
+
+
+def test_deeplift_on_a_cnn_is_complete(tiny_cnn):
+    """DeepLIFT (rescale) sums to f(x) - f(baseline) on a CNN with max pooling."""
+    model, x = tiny_cnn
+    attr = xwp.make_method("deeplift", model).attribute(x, target=torch.tensor([1, 2]))
+    with torch.no_grad():
+        diff = (model(x) - model(torch.zeros_like(x))).gather(1, torch.tensor([[1], [2]]))[:, 0]
+    torch.testing.assert_close(attr.sum((1, 2, 3)), diff, rtol=1e-3, atol=1e-4)
+
+
+def test_evaluate_and_metrics_on_a_cnn(tiny_cnn):
+    model, _ = tiny_cnn
+    data = small_set()
+    ev = xwp.evaluate(model, data, methods=["xwp", "xwpc", "occlusion", "random"], n=6, batch_size=4)
+    assert list(ev.table.index) == ["xwp", "xwpc", "occlusion", "random"]
+    assert ev.table["deletion_auc_mean"].notna().all()
+    x, t = data.images[:3], data.labels[:3]
+    a = xwp.XWP(model).attribute(x, target=t)
+    for fn in (xwp.deletion_auc, xwp.insertion_auc, xwp.average_drop):
+        v = fn(model, x, t, a)
+        assert v.shape == (3,) and torch.isfinite(v).all()

@@ -574,7 +574,7 @@ def _gradientshap_kwargs(x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, A
 
 
 class LRPMethod(CaptumMethod):
-    """Captum's LRP with an epsilon rule on every linear layer, attached anew on each call.
+    """Captum's LRP with an epsilon rule on every linear and conv layer, attached anew on each call.
 
     Captum drops custom rules after each call and writes state onto the layers, so the
     model is copied once and the rules are set before every call.
@@ -593,7 +593,7 @@ class LRPMethod(CaptumMethod):
 
         eps = overrides.pop("epsilon", self.epsilon)
         for m in self.model.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear | nn.Conv2d):  # max pooling keeps Captum's default rule
                 m.rule = EpsilonRule(epsilon=eps)
         return super().attribute(inputs, target, **overrides)
 
