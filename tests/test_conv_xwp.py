@@ -449,3 +449,31 @@ def test_evaluate_and_metrics_on_a_cnn(tiny_cnn):
     for fn in (xwp.deletion_auc, xwp.insertion_auc, xwp.average_drop):
         v = fn(model, x, t, a)
         assert v.shape == (3,) and torch.isfinite(v).all()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_trains_a_cnn_and_explains_with_it(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from PIL import Image
+
+    import xwp.data
+    from xwp.cli import main
+
+    monkeypatch.setattr(xwp.data, "load_dataset", lambda name, split, data_dir=None: small_set(32))
+    out = tmp_path / "cnn.safetensors"
+    args = ["train", "--arch", "cnn", "--channels", "2,3", "--kernel", "5", "--hidden", "8", "--epochs", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    ck = load_checkpoint(out)
+    assert isinstance(ck.model, CNN) and ck.model.channels == (2, 3) and ck.model.kernel == 5
+    assert ck.meta["arch"] == "cnn" and ck.meta["hidden"] == [8]
+    img = tmp_path / "bar.png"
+    Image.fromarray(np.pad(np.full((4, 20), 255, np.uint8), 12)).save(img)
+    npy = tmp_path / "maps.npy"
+    assert (
+        main(["explain", "--checkpoint", str(out), "--method", "xwp,xwpc", "--image", str(img), "--out", str(npy)]) == 0
+    )
+    assert np.load(npy).shape == (2, 1, 28, 28)
+    assert main(["train", "--arch", "cnn", "--channels", "0", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "channels" in capsys.readouterr().err

@@ -38,21 +38,28 @@ def _out_path(path: str, suffixes: tuple[str, ...]) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Train an MLP and write a checkpoint."""
+    """Train an MLP or a CNN and write a checkpoint."""
     from tqdm import tqdm
 
     from xwp.checkpoint import save_checkpoint
     from xwp.data import load_dataset
-    from xwp.models import MLP, check_sizes, parse_hidden
+    from xwp.models import CNN, MLP, check_sizes, parse_hidden
     from xwp.train import check_settings, train, training_meta
 
     out = _out_path(args.out, (".safetensors",))
-    hidden = parse_hidden(args.hidden)
-    check_sizes((784, *hidden, 10))
+    hidden = parse_hidden(args.hidden if args.hidden is not None else ("400,100" if args.arch == "mlp" else "128"))
+    if args.arch == "cnn":
+        cnn = {"channels": parse_hidden(args.channels), "kernel": args.kernel, "hidden": hidden}
+        CNN(**cnn, init=args.init)  # validate the sizes before loading data
+    else:
+        check_sizes((784, *hidden, 10))
     check_settings(args.epochs, args.lr, args.batch_size, args.optimizer)
     train_set = load_dataset(args.dataset, "train", args.data_dir)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
-    model = MLP((784, *hidden, len(train_set.classes)), seed=args.seed, init=args.init)
+    if args.arch == "cnn":
+        model = CNN(**cnn, n_classes=len(train_set.classes), seed=args.seed, init=args.init)
+    else:
+        model = MLP((784, *hidden, len(train_set.classes)), seed=args.seed, init=args.init)
     bar = tqdm(total=args.epochs, desc=f"training {model.describe()} on {args.dataset}", unit="epoch")
 
     def progress(p):
@@ -90,7 +97,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     out = _out_path(args.out, (".png", ".npy"))
     methods = _methods(args.method)
     ckpt = _load(args)
-    classes = ckpt.meta.get("classes") or [str(i) for i in range(ckpt.model.sizes[-1])]
+    classes = ckpt.meta.get("classes") or [str(i) for i in range(ckpt.model.n_classes)]
     if args.image:
         x = image_to_input(load_image(args.image))
         label, source = None, args.image
@@ -212,10 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m xwp", description="Weight-perturbation attribution (XWP, XWPc).")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an MLP and save a checkpoint")
+    t = sub.add_parser("train", help="train an MLP or a CNN and save a checkpoint")
     t.add_argument("--dataset", default="typeface", choices=list(DATASETS))
     t.add_argument("--data-dir", help="torchvision-layout folder (mnist, fashion-mnist) or TMNIST CSV")
-    t.add_argument("--hidden", default="400,100", help="hidden sizes, e.g. 400,100 (the paper) or 256")
+    t.add_argument("--arch", default="mlp", choices=["mlp", "cnn"], help="network family (default mlp)")
+    t.add_argument("--hidden", help="hidden sizes, e.g. 400,100 (the paper) or 256; the CNN's dense head (default 128)")
+    t.add_argument("--channels", default="16,32", help="CNN: output channels of each conv block")
+    t.add_argument("--kernel", type=int, default=3, help="CNN: square kernel size (padding kernel // 2)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=128)
