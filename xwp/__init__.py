@@ -1,4 +1,4 @@
-"""xwp: weight-perturbation attribution (XWP, XWPc) for fully connected networks.
+"""xwp: weight-perturbation attribution (XWP, XWPc) for networks with a dense or convolutional first layer.
 
 The core is importable without Streamlit::
 
@@ -16,10 +16,11 @@ from xwp.data import DATASETS, ImageSet, load_dataset  # noqa: E402
 from xwp.errors import TrainingDiverged, XWPError  # noqa: E402
 from xwp.evaluation import Evaluation, evaluate  # noqa: E402
 from xwp.metrics import METRICS, average_drop, deletion_auc, insertion_auc  # noqa: E402
-from xwp.models import MLP  # noqa: E402
+from xwp.models import CNN, MLP  # noqa: E402
 from xwp.train import History, train  # noqa: E402
 
 __all__ = [
+    "CNN",
     "DATASETS",
     "METHODS",
     "METRICS",
