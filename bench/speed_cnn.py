@@ -95,20 +95,24 @@ def main() -> None:
         ("Occlusion 1x1, float32", occ32),
         ("Occlusion 1x1, float64 (registry default)", occ64),
     ]
-    times = {}
-    for name, method in runs:
-        times[name] = best_time(
-            lambda m=method: m.attribute(x, target=t), args.repeat, lambda m=method: m.attribute(x[:4], target=t[:4])
-        )
+    times = {name: float("inf") for name, _ in runs}
+    for _name, method in runs:  # warm-up on 4 images
+        method.attribute(x[:4], target=t[:4])
+    for _ in range(args.repeat):  # round robin, so that changes in the machine's load hit every method
+        for name, method in runs:
+            t0 = time.perf_counter()
+            method.attribute(x, target=t)
+            times[name] = min(times[name], time.perf_counter() - t0)
+    for name, _ in runs:
         rows.append(name)
         print(f"{name}: {times[name]:.3f} s for {args.batch} images", flush=True)
 
-    # what one row costs: the whole network against layers 2..L, on 4096 rows
+    # what one row costs: the whole network against layers 2..L, on 4096 rows in batches of 64
     probe = x.repeat(4096 // args.batch, 1, 1, 1)
     with torch.no_grad():
         h1 = model.net[0](probe)
-        full = best_time(lambda: model(probe), args.repeat)
-        rest = best_time(lambda: model.after_first(h1), args.repeat)
+        full = best_time(lambda: [model(p) for p in probe.split(64)], args.repeat)
+        rest = best_time(lambda: [model.after_first(h) for h in h1.split(64)], args.repeat)
     print(f"per 4096 rows: whole network {full:.3f} s, layers 2..L {rest:.3f} s", flush=True)
 
     ref = times["Occlusion 1x1, float32"]
@@ -117,7 +121,7 @@ def main() -> None:
         "",
         f"Machine: {cpu_name()}, {args.threads} torch thread(s) (the machine has 2 cores shared with other "
         f"work), torch {torch.__version__}. Written by `bench/speed_cnn.py`; one run, best of {args.repeat} "
-        "repeat(s) after a warm-up on 4 images, all in the same process. 1-minute load average "
+        "round-robin repeat(s) after a warm-up on 4 images, all in the same process. 1-minute load average "
         f"{load0:.1f} before and {os.getloadavg()[0]:.1f} after the timings: above 2 means other jobs shared "
         "the cores, so absolute times are inflated and noisy and the ratios are the result.",
         "",
@@ -133,6 +137,7 @@ def main() -> None:
             f"| {name} | {times[name]:.3f} | {1000 * times[name] / args.batch:.1f} | {ref / times[name]:.2f}x |"
         )
     ratio = full / rest
+    occ_est, xwp_est = args.batch * d * full / 4096, nnz * rest / 4096
     lines += [
         "",
         "Why XWP is faster here:",
@@ -142,12 +147,18 @@ def main() -> None:
         f"({args.batch * d / nnz:.2f}x fewer). A zero pixel has no first-layer contribution, so its "
         "score is exactly 0 without computing anything.",
         f"- Cost per row: XWP skips the first convolution (the k x k patch it changes is added with an "
-        f"index scatter). Measured on 4096 rows: whole network {full:.3f} s, layers 2..L {rest:.3f} s "
-        f"({ratio:.2f}x). On this CNN the second convolution dominates, so skipping the first saves little;",
-        "  most of the gain is the zero pixels.",
+        f"index scatter). Measured on 4096 rows in batches of 64: whole network {full:.3f} s, layers 2..L {rest:.3f} s "
+        f"({ratio:.2f}x). On this CNN layers 2..L cost most of a row (a profile shows the max pooling of "
+        "the 16x28x28 map, then the second convolution, on top), so skipping the first convolution saves "
+        "little; the zero pixels matter more.",
         f"- Expected ratio from these two factors: {args.batch * d / nnz * ratio:.2f}x; measured: "
-        f"{ref / times['XWP']:.2f}x (XWP) and {ref / times['XWPᶜ']:.2f}x (XWPᶜ, which also needs the "
-        "all-initial reference pass).",
+        f"{ref / times['XWP']:.2f}x (XWP) and {ref / times['XWPᶜ']:.2f}x (XWPᶜ: the same work plus one "
+        "all-initial reference pass per image; XWP and XWPᶜ differ by run-to-run noise).",
+        f"- The remainder is overhead: at the probe's rates Occlusion's {args.batch * d} forwards take "
+        f"{occ_est:.1f} s but the call took {ref:.1f} s ({ref / occ_est:.1f}x: Captum builds and "
+        f"bookkeeps every perturbed copy); XWP's {nnz} rows take {xwp_est:.1f} s through layers 2..L and "
+        f"the call took {times['XWP']:.1f} s ({times['XWP'] / xwp_est:.1f}x: gathering h1, the patch "
+        "scatter and the scores).",
         "- Not used yet: the change after the first layer stays local through ReLU and pooling, so "
         "layers 2..k could be recomputed only on the affected window (incremental evaluation); "
         "that would make the cost per row much smaller than a full pass.",

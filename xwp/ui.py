@@ -636,6 +636,8 @@ def load_uploaded_checkpoint(upload) -> None:
         return
     try:
         ckpt = load_checkpoint(check_upload(upload.getvalue()), require_initial=False)
+        if not isinstance(ckpt.model, MLP):  # CNN checkpoints load in the library and CLI, not yet in the app
+            raise XWPError(f"this is a {ckpt.model.describe()} checkpoint; the app shows MLPs only for now")
     except XWPError as e:
         seen[upload.file_id] = f"{upload.name}: {e}. Your other models are unchanged."
         st.error(seen[upload.file_id], icon=":material/error:")
