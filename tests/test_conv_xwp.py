@@ -477,3 +477,14 @@ def test_cli_trains_a_cnn_and_explains_with_it(tmp_path, monkeypatch, capsys):
     assert np.load(npy).shape == (2, 1, 28, 28)
     assert main(["train", "--arch", "cnn", "--channels", "0", "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "channels" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_conv_xwp_on_cuda_matches_cpu():
+    model, model0 = conv_net(*SHAPES[2])
+    x = images(3, 3, 8)
+    for cls in (XWP, XWPc):
+        cpu = cls(model, model0).attribute(x, target=1)
+        gpu = cls(copy.deepcopy(model).cuda(), copy.deepcopy(model0).cuda()).attribute(x.cuda(), target=1)
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-9, atol=1e-11)

@@ -153,8 +153,8 @@ def split_first_linear(model: nn.Module) -> tuple[nn.Linear, Callable[[torch.Ten
             if not isinstance(m, nn.Flatten):
                 break
     raise XWPError(
-        "XWP needs a fully connected network whose first layer is nn.Linear: "
-        "an xwp.MLP, or an nn.Sequential of (Flatten,) Linear, ReLU, Linear, ..."
+        "XWP needs a network whose first layer is nn.Linear or nn.Conv2d: an xwp.MLP, an xwp.CNN, "
+        "or an nn.Sequential that starts with (Flatten,) Linear or with Conv2d"
     )
 
 
