@@ -218,6 +218,13 @@ def test_bad_checkpoint_upload_keeps_the_session(at):
     at.file_uploader(key="checkpoint_upload").set_value(("x.safetensors", b"12345678", "application/octet-stream"))
     at.run()
     assert any("not an xwp checkpoint" in e.value for e in at.error)
+    from xwp.checkpoint import checkpoint_bytes
+    from xwp.models import CNN
+
+    cnn = checkpoint_bytes(CNN(channels=(2,), hidden=()))
+    at.file_uploader(key="checkpoint_upload").set_value(("cnn.safetensors", cnn, "application/octet-stream"))
+    at.run()
+    assert any("MLPs only" in e.value for e in at.error)  # CNNs: library and CLI for now
     assert models(at) == ["Default: typeface digits"]
 
 
