@@ -1,4 +1,4 @@
-"""One evaluation of every cheap method on a trained CNN (the preliminary check in docs/results/cnn_eval_fashion-mnist.md).
+"""One evaluation of the cheaper methods on a trained CNN (docs/results/cnn_eval_fashion-mnist.md).
 
     python bench/eval_cnn.py CHECKPOINT [DATA_DIR]
 
