@@ -1,8 +1,14 @@
-"""XWP explainer: routes to the pages in pages/ (run with `streamlit run streamlit_app.py`)."""
+"""XWP explainer: routes to the pages in pages/.
+
+Run with ``streamlit run streamlit_app.py``; ``streamlit run streamlit_app.py -- --data-dir DIR``
+(repeatable) lets visitors train on and test with the datasets in DIR (see docs/app.md, Limits).
+"""
 
 import streamlit as st
 
-from xwp.app import frame
+from xwp.app import frame, safe
+
+safe.startup()
 
 st.set_page_config(page_title="XWP: weight-perturbation attribution", page_icon=":material/blur_on:", layout="wide")
 page = st.navigation([st.Page(p.path, title=p.title, icon=p.icon, default=i == 0) for i, p in enumerate(frame.PAGES)])

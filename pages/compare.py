@@ -4,6 +4,7 @@ import streamlit as st
 
 from xwp.app import compare_page as glue
 from xwp.app import frame
+from xwp.app.safe import md
 from xwp.attribution import METHODS
 from xwp.comparison import comparison_table
 from xwp.config import LIMITS
@@ -62,10 +63,10 @@ def main() -> None:
         st.info("Choose methods and the number of test images, then press **Run comparison**.")
         return
     if result["uid"] != entry.uid:
-        st.warning(f"These results are for the model “{result['model']}”, not the active one. Run again to update.")
+        st.warning(f"These results are for the model “{md(result['model'])}”, not the active one. Run again to update.")
     ev = result["evaluation"]
-    st.subheader(f"{ev.settings['n']} test images · {result['dataset']} · seed {ev.settings['seed']}")
-    st.caption(f"Model “{result['model']}”.")
+    st.subheader(f"{ev.settings['n']} test images · {md(result['dataset'])} · seed {ev.settings['seed']}")
+    st.caption(f"Model “{md(result['model'])}”.")
     correct = st.toggle(
         "Only images the model classifies correctly",
         key="compare_correct",

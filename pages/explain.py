@@ -6,6 +6,7 @@ import streamlit as st
 
 from xwp.app import explain_page as glue
 from xwp.app import frame
+from xwp.app.safe import md
 from xwp.app.session import SessionModel
 from xwp.attribution import METHODS
 from xwp.config import LIMITS
@@ -188,7 +189,10 @@ def main() -> None:
                     icon=":material/draw:",
                 )
             elif source == "upload":
-                st.info(f"Upload a PNG or JPEG image of a single {entry.kind}.", icon=":material/upload:")
+                st.info(
+                    f"Upload an image (PNG, JPEG, BMP, GIF, WebP or TIFF) of a single {entry.kind}.",
+                    icon=":material/upload:",
+                )
         return
     if not methods:
         right.info("Choose at least one method under **Methods**.")
@@ -212,7 +216,7 @@ def main() -> None:
 
 def heatmaps(ex: Explanation) -> None:
     """The prediction, the input and one heatmap per method in rows of three, and what the values mean."""
-    st.markdown(f"**{ex.title}**")
+    st.markdown(f"**{md(ex.title, 300)}**")
     tiles = [("Input", ex.input_png, "28 × 28")] + [
         (METHODS[m].label, tile, f"±{ex.limits[m]:.2g}") for m, tile in ex.tiles.items()
     ]
@@ -238,7 +242,7 @@ def downloads(ex: Explanation, what: str) -> None:
     legend.image(
         colorbar_png(),
         width="stretch",
-        caption=f"blue: against {ex.classes[ex.target]} · white: 0 · red: for {ex.classes[ex.target]}",
+        caption=f"blue: against {md(ex.classes[ex.target])} · white: 0 · red: for {md(ex.classes[ex.target])}",
     )
     timing = " · ".join(f"{METHODS[m].label} {1000 * s:.0f} ms" for m, s in ex.seconds.items())
     note.caption(f"Score: {LABELS[ex.space]}. Time per method: {timing}.")

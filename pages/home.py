@@ -3,6 +3,7 @@
 import streamlit as st
 
 from xwp.app import frame, home_page, session
+from xwp.app.safe import md
 
 CITATION = """@unpublished{lympelopoulos2026xwp,
   author = {Thodoris Lympelopoulos and Denia Kanellopoulou},
@@ -49,7 +50,7 @@ def main() -> None:
                 st.image(
                     png,
                     caption=f"XWP and XWPᶜ for three test images, explaining the true class, with the "
-                    f"active model “{entry.name}”. Red: evidence for the class; blue: against.",
+                    f"active model “{md(entry.name)}”. Red: evidence for the class; blue: against.",
                 )
             else:
                 st.info("The active model's test images are not available here; try the Explain page.")

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from xwp.app import frame, session, shared
+from xwp.app import frame, session
+from xwp.app import safe as app_safe
 from xwp.app import train_page as glue
 from xwp.config import LIMITS
 from xwp.data import DATASETS
@@ -13,41 +14,60 @@ from xwp.train import OPTIMIZERS, TrainConfig
 MB = 1024 * 1024
 
 
-def data_source(name: str) -> tuple[str | None, str | None]:
-    """Widgets for where the dataset's files are; returns (data_dir, name of an uploaded file)."""
+def folder_widgets(name: str, label: str, placeholder: str, help: str) -> str | None:
+    """A pick among the operator's folders that hold ``name`` and a box to type another one inside them.
+
+    Returns what was typed (checked against the allowed folders when training starts) or the
+    picked folder; visitors never reach a folder the operator did not allow.
+    """
+    folders = app_safe.dataset_folders(name)
+    picked = None
+    if folders:
+        picked = st.selectbox(
+            label,
+            folders,
+            key=f"train_pick_{name}",
+            help="Folders of this server that hold the files (set by the operator with --data-dir or XWP_DATA_DIRS).",
+        )
+    typed = st.text_input(
+        "…or a path inside the allowed data folders" if folders else label,
+        value="",
+        key=f"train_dir_{name}" if name != "tmnist" else "train_tmnist_path",
+        persist_state="session",
+        placeholder=placeholder,
+        help=help + " Only folders the operator allowed can be read (--data-dir, XWP_DATA_DIRS).",
+    )
+    return typed.strip() or picked
+
+
+def data_source(name: str) -> tuple[str | None, object | None]:
+    """Widgets for where the dataset's files are; returns (data_dir, the uploaded TMNIST file or None)."""
     if not DATASETS[name].offline:  # MNIST, Fashion-MNIST: torchvision's files
         folder = "MNIST" if name == "mnist" else "FashionMNIST"
-        path = st.text_input(
+        path = folder_widgets(
+            name,
             "Data folder",
-            value="",
-            key=f"train_dir_{name}",
-            persist_state="session",
-            placeholder=f"folder that holds {folder}/raw/*-ubyte.gz",
-            help=f"A folder in torchvision's layout: DIR/{folder}/raw/ with the four .gz files. It is only read. "
+            f"folder that holds {folder}/raw/*-ubyte.gz",
+            f"A folder in torchvision's layout: DIR/{folder}/raw/ with the four .gz files. It is only read. "
             "Leave empty to download the files into the cache (needs internet).",
         )
-        return path.strip() or None, None
+        return path, None
     if name == "tmnist":
-        path = st.text_input(
+        path = folder_widgets(
+            name,
             "Path of TMNIST_Data.csv",
-            value="",
-            key="train_tmnist_path",
-            persist_state="session",
-            help="The Typeface-MNIST CSV from Kaggle (saurabhvyawahare/tmnist-typeface-mnist), "
-            "or the folder that holds it.",
+            "TMNIST_Data.csv or its folder, inside the allowed data folders",
+            "The Typeface-MNIST CSV from Kaggle (saurabhvyawahare/tmnist-typeface-mnist), or the folder that holds it.",
         )
         upload = st.file_uploader(
             "…or upload it",
             type=["csv", "gz"],
             key="train_tmnist_upload",
             max_upload_size=LIMITS.max_upload_bytes // MB,
-            help=f"TMNIST_Data.csv (or .csv.gz), at most {LIMITS.max_upload_bytes // MB} MB.",
+            help=f"TMNIST_Data.csv (or .csv.gz), at most {LIMITS.max_upload_bytes // MB} MB. It is checked and "
+            "read in memory, never stored on the server.",
         )
-        if upload is not None:
-            with frame.user_errors():
-                return shared.tmnist_upload(upload.getvalue()), upload.name
-            return None, None
-        return path.strip() or None, None
+        return (None, upload) if upload is not None else (path, None)
     return None, None
 
 
@@ -69,7 +89,7 @@ def main() -> None:
             help="Typeface and scikit-learn digits are built in and need no download.",
         )
         st.caption(DATASETS[name].description)
-        data_dir, upload_name = data_source(name)
+        data_dir, upload = data_source(name)
     if st.session_state.pop(session.CLEAR_NAME_KEY, False):
         st.session_state["train_name"] = ""  # a new run gets a new name, not the last run's
     with right, st.form("train_form", border=True):
@@ -145,7 +165,7 @@ def main() -> None:
         submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
 
     if submitted:
-        if name == "tmnist" and not data_dir:
+        if name == "tmnist" and not data_dir and upload is None:
             st.error("TMNIST needs the path of TMNIST_Data.csv or an uploaded copy.")
         else:
             with frame.user_errors():
@@ -160,7 +180,12 @@ def main() -> None:
                     init=init,
                     seed=int(seed),
                 )
-                glue.train_model(config, name=model_name, upload_name=upload_name)
+                glue.train_model(
+                    config,
+                    name=model_name,
+                    upload_name=upload.name if upload is not None else None,
+                    upload=upload.getvalue() if upload is not None else None,
+                )
     glue.show_training_result()
 
     st.divider()
@@ -172,7 +197,7 @@ def main() -> None:
             try:
                 data, file_name = glue.checkpoint_file(entry)
                 st.download_button(
-                    f"Download “{entry.name}”",
+                    f"Download “{app_safe.md(entry.name)}”",
                     data,
                     file_name=file_name,
                     on_click="ignore",

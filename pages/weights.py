@@ -4,6 +4,7 @@ import streamlit as st
 
 from xwp.app import frame, shared
 from xwp.app import weights_page as glue
+from xwp.app.safe import md
 from xwp.images import input_preview
 from xwp.patterns import neuron_png
 
@@ -86,7 +87,9 @@ def main() -> None:
                 help=f"Index in the test split (0 to {len(data) - 1}).",
             )
             image_index = int(idx)
-            preview.image(input_preview(data.images[idx], 3), caption=f"class {entry.classes[int(data.labels[idx])]}")
+            preview.image(
+                input_preview(data.images[idx], 3), caption=f"class {md(entry.classes[int(data.labels[idx])])}"
+            )
 
     wp, j = None, None
     with frame.user_errors():

@@ -13,7 +13,7 @@ import os
 import pickle
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ class Case:
     """One corpus entry."""
 
     id: str
-    kind: str  # checkpoint | image | canvas | tmnist | datadir | train | explain | evaluate | outpath | args
+    kind: str  # checkpoint | image | canvas | tmnist | datadir | datapath | train | explain | evaluate | outpath | args
     make: Callable[[Path], object]
     expect: str | None
     app: bool = True  # False: no app widget can deliver it (a FIFO), or the app's outcome differs (see below)
@@ -707,3 +707,72 @@ CASES += [
         "--force",
     ),
 ]
+
+
+# --------------------------------------------------------------------------- issue 9: paths a visitor types
+
+# datapath cases: make(tmp) -> {"dataset": ..., "path": what a visitor types}; the allowed data
+# folder (XWP_DATA_DIRS) is tmp/"allowed". The API resolves the path with
+# xwp.config.allowed_data_path and loads it; the app types it into the Train page's path box.
+# The CLI's user is the operator, whose paths are not restricted, so these have no CLI outcome.
+OUTSIDE = "not in a data folder this server allows"
+
+
+def allowed(tmp: Path) -> Path:
+    """The one allowed data folder of a datapath case."""
+    folder = tmp / "allowed"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _typed(dataset: str, path: Callable[[Path], object]) -> Callable[[Path], dict]:
+    return lambda t: {"dataset": dataset, "path": str(path(t))}
+
+
+def _link(tmp: Path, target: str) -> Path:
+    link = allowed(tmp) / "TMNIST_Data.csv"
+    link.symlink_to(target)
+    return link
+
+
+def _outside(tmp: Path) -> Path:
+    allowed(tmp)
+    (tmp / "TMNIST_Data.csv").write_bytes(tmnist_csv(3))
+    return tmp / "allowed" / ".." / "TMNIST_Data.csv"
+
+
+CASES += [
+    Case("path-etc-shadow", "datapath", _typed("tmnist", lambda t: allowed(t) and "/etc/shadow"), OUTSIDE),
+    Case("path-proc-environ", "datapath", _typed("tmnist", lambda t: allowed(t) and "/proc/self/environ"), OUTSIDE),
+    Case("path-dotdot-escape", "datapath", _typed("tmnist", _outside), OUTSIDE),
+    Case("path-link-to-environ", "datapath", _typed("tmnist", lambda t: _link(t, "/proc/self/environ")), OUTSIDE),
+    Case("path-missing-in-allowed", "datapath", _typed("tmnist", lambda t: allowed(t) / "nope.csv"), OUTSIDE),
+    Case("path-nul-byte", "datapath", _typed("tmnist", lambda t: str(allowed(t)) + "/\x00x"), OUTSIDE),
+    Case("path-fashion-proc", "datapath", _typed("fashion-mnist", lambda t: allowed(t) and "/proc/self"), OUTSIDE),
+    Case("path-mnist-root", "datapath", _typed("mnist", lambda t: allowed(t) and "/"), OUTSIDE),
+    Case(
+        "path-allowed-secret-file",
+        "datapath",
+        _typed(
+            "tmnist",
+            lambda t: _write(allowed(t), "TMNIST_Data.csv", f"root:{SECRET}:19000:0:99999:7:::\n".encode()),
+        ),
+        "not a readable CSV|no 'labels' column|header but no rows",
+    ),
+    Case(
+        "path-allowed-folder-works",
+        "datapath",
+        _typed("tmnist", lambda t: _write(allowed(t), "TMNIST_Data.csv", tmnist_csv(10)).parent),
+        None,
+    ),
+]
+
+
+# --------------------------------------------------------------------------- which cases the app can receive
+
+# No app widget can deliver these, so tests/test_app.py does not run them: the canvas is a
+# browser component AppTest cannot draw on (the same preprocessing is tested directly); the
+# number inputs' bounds cannot hold NaN, 1e9 or 0 (learning rate 1e-6..10, epochs >= 1); the
+# class selectbox offers only the model's classes; output paths and arguments are the CLI's.
+_NOT_IN_APP = {"nan-learning-rate", "huge-learning-rate", "zero-epochs", "target-out-of-range"}
+CASES = [replace(c, app=False) if c.kind in ("canvas", "outpath", "args") or c.id in _NOT_IN_APP else c for c in CASES]

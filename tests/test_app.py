@@ -7,6 +7,7 @@ shared by this module; ``st.cache_resource`` keeps it for every AppTest here.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,14 @@ def at(monkeypatch):
 
 
 def assert_clean(app, errors_expected: bool = False) -> None:
-    assert not app.exception, [e.value for e in app.exception]
+    assert not app.exception, [shown(e) for e in app.exception]
     if not errors_expected:
-        assert not app.error, [e.value for e in app.error]
+        assert not app.error, [shown(e) for e in app.error]
+
+
+def shown(element) -> str:
+    """The text a Markdown element shows: its body without the backslash escapes of ``plain_text``."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(element.value))
 
 
 def button(app, label: str):
@@ -127,25 +133,25 @@ def test_train_page_widgets(at):
     assert list(at.selectbox(key="train_optimizer").options) == list(OPTIMIZERS)
     assert list(at.selectbox(key="train_init").options) == list(INITS)
     downloads = at.get("download_button")
-    assert [d.proto.label for d in downloads] == ["Download “Default: typeface digits”"]  # the active model
+    assert [d.proto.label for d in downloads] == ["Download “Default\\: typeface digits”"]  # the active model, escaped
     assert [u.proto.label for u in at.get("file_uploader")] == ["Upload a checkpoint"]
 
 
 def test_train_then_explain_then_compare(at):
     train_small(at, "digits", epochs=2, name="small digits")
     assert_clean(at)
-    assert any("Trained" in s.value for s in at.success)
+    assert any("Trained" in shown(s) for s in at.success)
     assert models(at)[-1] == "small digits"
     assert at.selectbox(key="xwp_active_model").value == "small digits"
     assert any(m.label == "Test accuracy" for m in at.metric)
 
     at.switch_page("pages/explain.py").run()
     assert_clean(at)
-    assert any("Draw a digit" in i.value for i in at.info)  # the canvas is blank in AppTest
+    assert any("Draw a digit" in shown(i) for i in at.info)  # the canvas is blank in AppTest
     at.segmented_control(key="explain_source").set_value("test").run()
     assert_clean(at)
     assert len(at.get("download_button")) == 3  # PNG, NPY, CSV
-    assert any("Time per method" in c.value for c in at.caption)
+    assert any("Time per method" in shown(c) for c in at.caption)
     at.selectbox(key="explain_target").set_value(3).run()
     at.multiselect(key="explain_methods").set_value(["xwp", "xwpc", "lrp", "rise"]).run()
     at.toggle(key="explain_shared").set_value(True).run()
@@ -190,26 +196,27 @@ def test_limits_and_bad_settings_give_clear_errors(at):
 
     train_small(at, "digits", hidden=str(LIMITS.max_hidden_width + 1))
     assert_clean(at, errors_expected=True)
-    assert any("limited to" in e.value for e in at.error)
+    assert any("limited to" in shown(e) for e in at.error)
     train_small(at, "digits", hidden="400,abc")
-    assert any("whole numbers" in e.value for e in at.error)
+    assert any("whole numbers" in shown(e) for e in at.error)
     assert models(at) == ["Default: typeface digits"]
 
 
 def test_diverging_training_is_an_error_not_a_traceback(at):
     train_small(at, "digits", epochs=3, lr=10.0, optimizer="sgd")
     assert_clean(at, errors_expected=True)
-    assert any("diverged" in e.value for e in at.error)
+    assert any("diverged" in shown(e) for e in at.error)
     assert models(at) == ["Default: typeface digits"]
 
 
-def test_mnist_without_files_explains_what_to_do(at, tmp_path):
+def test_mnist_without_files_explains_what_to_do(at, tmp_path, monkeypatch):
+    monkeypatch.setenv("XWP_DATA_DIRS", str(tmp_path))  # an allowed folder without the files
     at.switch_page("pages/train.py").run()
     at.selectbox(key="train_dataset").set_value("mnist").run()
     at.text_input(key="train_dir_mnist").set_value(str(tmp_path)).run()
     button(at, "Train").click().run()
     assert_clean(at, errors_expected=True)
-    assert any("MNIST" in e.value and ".gz" in e.value for e in at.error)
+    assert any("MNIST" in shown(e) and ".gz" in shown(e) for e in at.error)
     assert models(at) == ["Default: typeface digits"]
 
 
@@ -218,10 +225,10 @@ def test_bad_checkpoint_upload_keeps_the_session(at):
     at.file_uploader(key="checkpoint_upload").set_value(("model.pt", b"\x80\x02garbage", "application/octet-stream"))
     at.run()
     assert_clean(at, errors_expected=True)
-    assert any("pickle" in e.value for e in at.error)
+    assert any("pickle" in shown(e) for e in at.error)
     at.file_uploader(key="checkpoint_upload").set_value(("x.safetensors", b"12345678", "application/octet-stream"))
     at.run()
-    assert any("not an xwp checkpoint" in e.value for e in at.error)
+    assert any("not an xwp checkpoint" in shown(e) for e in at.error)
     assert models(at) == ["Default: typeface digits"]
 
 
@@ -255,24 +262,24 @@ def test_checkpoint_upload_and_model_without_initial_state(at):
     at.switch_page("pages/explain.py").run()
     at.segmented_control(key="explain_source").set_value("test").run()
     assert_clean(at)
-    assert any("initial weights" in i.value for i in at.info)
-    assert any("Time per method" in c.value for c in at.caption)  # IG and Occlusion still run
+    assert any("initial weights" in shown(i) for i in at.info)
+    assert any("Time per method" in shown(c) for c in at.caption)  # IG and Occlusion still run
     at.switch_page("pages/weights.py").run()
     at.segmented_control(key="weights_view").set_value("initial").run()
     assert_clean(at)
-    assert any("no initial state" in i.value for i in at.info)
+    assert any("no initial state" in shown(i) for i in at.info)
 
 
 def test_upload_size_limit(at, monkeypatch):
-    from xwp import images
+    from xwp import safety
     from xwp.config import Limits
 
-    monkeypatch.setattr(images, "LIMITS", Limits(max_upload_bytes=1000))
+    monkeypatch.setattr(safety, "LIMITS", Limits(max_upload_bytes=1000))
     at.switch_page("pages/train.py").run()
     at.file_uploader(key="checkpoint_upload").set_value(("big.safetensors", b"0" * 2000, "application/octet-stream"))
     at.run()
     assert_clean(at, errors_expected=True)
-    assert any("limited to" in e.value for e in at.error)
+    assert any("limited to" in shown(e) for e in at.error)
 
 
 def test_train_on_an_uploaded_tmnist_csv(at):
@@ -292,12 +299,22 @@ def test_train_on_an_uploaded_tmnist_csv(at):
     at.number_input(key="train_epochs").set_value(1)
     button(at, "Train").click().run()
     assert_clean(at)
-    assert any("Trained" in s.value for s in at.success)
-    assert "TMNIST_Data.csv" in at.sidebar.text[0].value  # the sidebar names the uploaded file (plain text)
+    assert any("Trained" in shown(s) for s in at.success)
+    sidebar = [shown(e) for e in [*at.sidebar.text, *at.sidebar.markdown]]
+    assert any("TMNIST_Data.csv" in s for s in sidebar)  # the sidebar names the uploaded file
+    from xwp.config import cache_dir
+
+    uploads = cache_dir() / "uploads"
+    assert not uploads.exists() or not list(uploads.iterdir())  # parsed in memory, nothing stored
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("test").run()
+    assert_clean(at)  # its test images: the held-out fonts of the uploaded file
+    assert any("test image" in shown(c) for c in at.caption)
+    at.switch_page("pages/train.py").run()
 
     at.file_uploader(key="train_tmnist_upload").set_value(("bad.csv", b"a,b\n1,2\n", "text/csv")).run()
     button(at, "Train").click().run()
-    assert any("labels" in e.value for e in at.error)
+    assert any("labels" in shown(e) for e in at.error)
 
 
 def test_stopped_training_keeps_last_complete_epoch(at):
@@ -317,11 +334,11 @@ def test_stopped_training_keeps_last_complete_epoch(at):
     at.switch_page("pages/train.py").run()
     assert_clean(at)
     assert at.selectbox(key="xwp_active_model").value == "stopped run"
-    assert any("stopped after epoch 1 of 5" in w.value for w in at.warning)
+    assert any("stopped after epoch 1 of 5" in shown(w) for w in at.warning)
 
     at.session_state[PARTIAL_KEY] = {"name": "too early", "epochs": 5, "checkpoint": None, "epochs_done": 0}
     at.run()
-    assert any("no model was kept" in w.value for w in at.warning)
+    assert any("no model was kept" in shown(w) for w in at.warning)
     assert "too early" not in models(at)
 
 
@@ -354,7 +371,7 @@ def test_explain_upload_good_and_bad_images(at):
 
     at.switch_page("pages/explain.py").run()
     at.segmented_control(key="explain_source").set_value("upload").run()
-    assert any("Upload" in i.value for i in at.info)
+    assert any("Upload" in shown(i) for i in at.info)
     im = Image.new("L", (120, 120), 255)
     ImageDraw.Draw(im).line([(60, 15), (60, 105)], fill=0, width=12)  # a dark "1" on white
     buf = io.BytesIO()
@@ -364,7 +381,7 @@ def test_explain_upload_good_and_bad_images(at):
     assert len(at.get("download_button")) == 3
     at.file_uploader(key="explain_upload").set_value(("junk.png", b"not an image", "image/png")).run()
     assert_clean(at, errors_expected=True)
-    assert any("not a readable image" in e.value for e in at.error)
+    assert any("not a readable image" in shown(e) for e in at.error)
 
 
 def test_pages_never_import_torch():
@@ -387,15 +404,39 @@ def test_only_the_app_package_imports_streamlit():
 
 # --------------------------------------------------------------------------- the bad-input corpus in the app
 
-APP_CASES = [c for c in __import__("corpus").CASES if c.kind in ("checkpoint", "image", "tmnist", "datadir") and c.app]
+APP_KINDS = ("checkpoint", "image", "tmnist", "datadir", "datapath", "train", "evaluate")
+APP_CASES = [c for c in __import__("corpus").CASES if c.app]
+
+
+def walk(node):
+    """Every element of an AppTest tree (depth first)."""
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from walk(child)
+
+
+def page_text(app) -> str:
+    """Everything the page holds as text: each element's protobuf (bodies, labels, options, captions)."""
+    return "\n".join(str(getattr(n, "proto", "")) for n in walk(app._tree))
+
+
+def server_secrets() -> list[str]:
+    """Long values of this process's real environment (what /proc/self/environ would show)."""
+    raw = Path("/proc/self/environ").read_bytes().split(b"\0")
+    values = [item.partition(b"=")[2].decode(errors="replace") for item in raw]
+    return [v for v in values if len(v) >= 24]
+
+
+def test_app_cases_cover_every_app_kind():
+    assert {c.kind for c in APP_CASES} == set(APP_KINDS)
+    assert sum(c.kind == "datapath" for c in APP_CASES) >= 8
 
 
 @pytest.mark.parametrize("case", APP_CASES, ids=[c.id for c in APP_CASES])
-def test_corpus_uploads_give_clear_errors_and_lose_nothing(case, at, tmp_path):
-    """Each bad file through the widget a user would use: a clear st.error, no traceback, models kept."""
-    import re
-
-    from corpus import MARKER
+def test_corpus_uploads_give_clear_errors_and_lose_nothing(case, at, tmp_path, monkeypatch):
+    """Each bad file or path through the widget a user would use: its exact expected outcome, no
+    traceback, models kept, and no planted secret or server environment value on the page."""
+    from corpus import MARKER, SECRET
 
     made = case.make(tmp_path)
     before = models(at)
@@ -413,26 +454,53 @@ def test_corpus_uploads_give_clear_errors_and_lose_nothing(case, at, tmp_path):
         at.file_uploader(key="train_tmnist_upload").set_value((made.name, made.read_bytes(), "text/csv")).run()
         at.number_input(key="train_epochs").set_value(1)
         button(at, "Train").click().run()
-    else:
+    elif case.kind == "datadir":  # the operator allowed the folder; its files are broken
+        monkeypatch.setenv("XWP_DATA_DIRS", str(tmp_path))
         at.switch_page("pages/train.py").run()
         at.selectbox(key="train_dataset").set_value("fashion-mnist").run()
         at.text_input(key="train_dir_fashion-mnist").set_value(str(made)).run()
         button(at, "Train").click().run()
-    assert not at.exception, [e.value for e in at.exception]
+    elif case.kind == "train":  # the hidden sizes box (the number inputs cannot hold the other cases)
+        train_small(at, "digits", hidden=made["hidden"])
+    elif case.kind == "evaluate":  # more images than the active model's test split
+        at.switch_page("pages/compare.py").run()
+        at.multiselect(key="compare_methods").set_value(["xwp"])
+        at.number_input(key="compare_n").set_value(made["n"])
+        button(at, "Run comparison").click().run()
+    else:  # datapath: a visitor types a path; only tmp/allowed is allowed
+        monkeypatch.setenv("XWP_DATA_DIRS", str(tmp_path / "allowed"))
+        at.switch_page("pages/train.py").run()
+        at.selectbox(key="train_dataset").set_value(made["dataset"]).run()
+        box = "train_tmnist_path" if made["dataset"] == "tmnist" else f"train_dir_{made['dataset']}"
+        at.text_input(key=box).set_value(made["path"]).run()
+        at.number_input(key="train_epochs").set_value(1)
+        at.text_input(key="train_hidden").set_value("16")
+        button(at, "Train").click().run()
+    assert not at.exception, [shown(e) for e in at.exception]
+    text = page_text(at)
+    assert SECRET not in text
+    assert not [v for v in server_secrets() if v in text]
     if case.id == "no-initial-state":  # the app keeps it: the other methods work; XWP/XWPᶜ say why not
-        assert any("no initial state" in t.value for t in at.toast), [t.value for t in at.toast]
+        assert any("no initial state" in shown(t) for t in at.toast), [shown(t) for t in at.toast]
         assert models(at)[-1] == "noinit"
         at.switch_page("pages/explain.py").run()
         at.segmented_control(key="explain_source").set_value("test").run()
-        assert any("initial weights" in i.value for i in at.info)
+        assert any("initial weights" in shown(i) for i in at.info)
         return
-    if case.expect is None:
-        assert not at.error, [e.value for e in at.error]
+    if case.expect is None and case.kind == "datapath":
+        assert not at.error, [shown(e) for e in at.error]
+        assert any("Trained" in shown(s) for s in at.success)
+    elif case.expect is None:
+        assert not at.error, [shown(e) for e in at.error]
         assert len(at.get("download_button")) == 3  # the maps of the uploaded image
     else:
-        assert any(re.search(case.expect, e.value) for e in at.error), [e.value for e in at.error]
+        assert any(re.search(case.expect, shown(e)) for e in at.error), [shown(e) for e in at.error]
+        assert all(len(shown(e)) <= 400 and "\n" not in shown(e) for e in at.error)
     assert models(at)[: len(before)] == before  # nothing lost
     assert not (tmp_path / MARKER).exists()
+    if case.kind == "checkpoint" and case.expect is not None:  # the error shows once, then the page works
+        at.run()
+        assert not at.exception and not at.error, [shown(e) for e in at.error]
 
 
 def test_results_survive_errors(at):
@@ -447,7 +515,7 @@ def test_results_survive_errors(at):
     at.file_uploader(key="checkpoint_upload").set_value(("evil.pt", b"\x80\x04junk", "application/octet-stream"))
     at.run()
     train_small(at, "digits", hidden="0")
-    assert any("at least 1" in e.value for e in at.error)
+    assert any("at least 1" in shown(e) for e in at.error)
     assert "keep me" in models(at)
     at.switch_page("pages/compare.py").run()
     assert_clean(at)
@@ -761,3 +829,242 @@ def test_weights_side_by_side_download_and_replay(at):
     assert len(at.get("image")) == images_before
     [replay] = [s for s in at.select_slider if s.key and s.key.startswith("weights_replay_")]
     assert replay.value == 1
+
+
+# --------------------------------------------------------------------------- issue 9: paths, Markdown, memory
+
+UNSAFE_MARKDOWN = re.compile(r"\]\(|!\[|<img|<a |:red\[|\$\\frac")
+
+
+def markdown_bodies(app) -> list[str]:
+    """Every Markdown text of the page: bodies of Markdown-rendering elements, widget labels, image captions."""
+    kinds = {"markdown", "caption", "error", "warning", "info", "success", "toast", "title", "header", "subheader"}
+    bodies = []
+    for node in walk(app._tree):
+        if getattr(node, "type", None) in kinds and isinstance(getattr(node, "value", None), str):
+            bodies.append(node.value)
+        proto = getattr(node, "proto", None)
+        if proto is not None and hasattr(proto, "label") and isinstance(proto.label, str):
+            bodies.append(proto.label)
+        if proto is not None and hasattr(proto, "imgs"):
+            bodies += [img.caption for img in proto.imgs]
+    return bodies
+
+
+def rendered_unsafe(body: str) -> bool:
+    """Whether Markdown ``body`` would render a link, an image, HTML, a colour directive or LaTeX from a name."""
+    return bool(UNSAFE_MARKDOWN.search(re.sub(r"\\[!-/:-@\[-`{-~]", "", body)))  # drop CommonMark escapes
+
+
+HOSTILE_CLASSES = [
+    "![x](http://evil/x.png)",
+    "[link](http://evil)",
+    ":red[big] :smile:",
+    "$\\frac{$",
+    "<img src=x onerror=alert(1)>",
+    "**bold** _it_",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+]
+
+
+def test_markdown_in_a_checkpoint_shows_as_typed_text(at):
+    """Class names, dataset and file name from a checkpoint never render as links, images, HTML or LaTeX."""
+    from xwp.checkpoint import checkpoint_bytes
+    from xwp.models import MLP
+
+    data = checkpoint_bytes(MLP((784, 16, 10), seed=3), {"dataset": "typeface", "classes": HOSTILE_CLASSES})
+    at.switch_page("pages/train.py").run()
+    name = "![pic](evil.png) [up](evil:x)"  # a file name has no "/"
+    at.file_uploader(key="checkpoint_upload").set_value((f"{name}.safetensors", data, "x")).run()
+    assert_clean(at)
+    assert models(at)[-1] == name
+    seen = markdown_bodies(at)
+    at.switch_page("pages/home.py").run()
+    assert_clean(at)
+    seen += markdown_bodies(at)
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("test").run()
+    at.multiselect(key="explain_methods").set_value(["xwp", "saliency"]).run()
+    for target in (0, 1, 3):
+        at.selectbox(key="explain_class").set_value(target).run()
+        at.selectbox(key="explain_target").set_value(target).run()
+        assert_clean(at)
+        seen += markdown_bodies(at)
+    at.switch_page("pages/weights.py").run()
+    at.selectbox(key="weights_sort").set_value("drive").run()
+    at.selectbox(key="weights_class").set_value(3).run()
+    at.toggle(key="weights_weigh").set_value(True).run()
+    assert_clean(at)
+    seen += markdown_bodies(at)
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="compare_methods").set_value(["xwp"])
+    at.number_input(key="compare_n").set_value(2)
+    button(at, "Run comparison").click().run()
+    assert_clean(at)
+    seen += markdown_bodies(at)
+    at.switch_page("pages/train.py").run()
+    seen += markdown_bodies(at)
+    unescaped = [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", body) for body in seen]
+    for typed in ("![x](http://evil/x.png)", "[link](http://evil)", "$\\frac{$", name):  # the names are on the page ...
+        assert any(typed in body for body in unescaped), typed
+    assert not [body for body in seen if rendered_unsafe(body)]  # ... as text only
+
+
+def test_rendered_unsafe_detects_raw_markdown():
+    """The check above can fail: raw names are unsafe, plain_text makes them safe."""
+    from xwp.safety import plain_text
+
+    for name in HOSTILE_CLASSES[:5]:
+        assert rendered_unsafe(f"class {name}") and not rendered_unsafe(f"class {plain_text(name)}")
+
+
+@pytest.mark.parametrize("dataset", ["typeface", "tmnist"])
+def test_checkpoint_naming_proc_environ_reads_nothing_from_it(at, tmp_path, monkeypatch, dataset):
+    """data_dir=/proc/self/environ in a checkpoint: it loads, its test images come from the operator's
+    folder (tmnist) or the built-in set (typeface), and nothing under /proc is opened or shown."""
+    import builtins
+    import os
+
+    from corpus import _forged, tmnist_csv
+
+    secrets = server_secrets()
+    ops = tmp_path / "operator"
+    ops.mkdir()
+    (ops / "TMNIST_Data.csv").write_bytes(tmnist_csv(10))
+    monkeypatch.setenv("XWP_DATA_DIRS", str(ops))
+    opened = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def spy_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def spy_os_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_os_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    data = _forged(meta={"dataset": dataset, "data_dir": "/proc/self/environ"})
+    at.switch_page("pages/train.py").run()
+    at.file_uploader(key="checkpoint_upload").set_value(("environ.safetensors", data, "x")).run()
+    assert_clean(at)
+    assert models(at)[-1] == "environ"
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("test").run()
+    assert_clean(at)
+    assert len(at.get("download_button")) == 3  # maps of a test image from the allowed folder / built-in set
+    at.switch_page("pages/weights.py").run()
+    at.toggle(key="weights_weigh").set_value(True).run()
+    assert_clean(at)
+    assert not [p for p in opened if p.startswith("/proc")]
+    text = page_text(at)
+    assert not [v for v in secrets if v in text]
+    if dataset == "tmnist":
+        assert any(str(ops) in p for p in opened)  # the operator's TMNIST file was read
+
+
+def test_typed_paths_outside_the_allowed_folders_are_refused_with_one_message(at, tmp_path, monkeypatch):
+    """/etc/shadow, /proc/self/environ and a missing file give the same message; nothing is read."""
+    monkeypatch.setenv("XWP_DATA_DIRS", str(tmp_path))
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_dataset").set_value("tmnist").run()
+    messages = []
+    for path in ("/etc/shadow", "/proc/self/environ", str(tmp_path / "missing.csv")):
+        at.text_input(key="train_tmnist_path").set_value(path).run()
+        button(at, "Train").click().run()
+        assert_clean(at, errors_expected=True)
+        messages.append([shown(e) for e in at.error])
+    assert messages[0] == messages[1] == messages[2] and len(messages[0]) == 1
+    assert "not in a data folder" in messages[0][0] and "shadow" not in messages[0][0]
+
+
+def test_operator_folders_are_offered_for_picking(at, tmp_path, monkeypatch):
+    """A folder the operator allowed that holds TMNIST_Data.csv is offered; training from it works."""
+    from corpus import tmnist_csv
+
+    (tmp_path / "tm").mkdir()
+    (tmp_path / "tm" / "TMNIST_Data.csv").write_bytes(tmnist_csv(10))
+    monkeypatch.setenv("XWP_DATA_DIRS", str(tmp_path))
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_dataset").set_value("tmnist").run()
+    pick = at.selectbox(key="train_pick_tmnist")
+    assert list(pick.options) == [str((tmp_path / "tm").resolve())]
+    at.number_input(key="train_epochs").set_value(1)
+    at.text_input(key="train_hidden").set_value("16")
+    button(at, "Train").click().run()
+    assert_clean(at)
+    assert any("Trained" in shown(s) for s in at.success)
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("test").run()
+    assert_clean(at)
+
+
+def test_start_up_data_dir_argument_is_registered(tmp_path, monkeypatch):
+    from xwp import config
+    from xwp.app import safe
+
+    monkeypatch.setattr(config, "_startup_dirs", [])
+    got = safe.register_startup_dirs(["--data-dir", str(tmp_path), f"--data-dir={tmp_path / 'no'}", "--other"])
+    assert got == [tmp_path.resolve()]
+    assert config.allowed_data_path(tmp_path) == tmp_path.resolve()
+    with pytest.raises(config.XWPError, match="not in a data folder"):
+        config.allowed_data_path("/etc")
+
+
+def test_session_memory_stays_under_the_stated_bound(at):
+    """16 uploaded checkpoints: the session keeps at most 8 models and no checkpoint bytes."""
+    from xwp.app import safe
+    from xwp.app.session import MAX_SESSION_MODELS
+    from xwp.checkpoint import checkpoint_bytes
+    from xwp.models import MLP
+
+    at.switch_page("pages/train.py").run()
+    sizes = (784, 400, 100, 10)
+    for k in range(16):
+        data = checkpoint_bytes(MLP(sizes, seed=k), {"dataset": "typeface"})
+        at.file_uploader(key="checkpoint_upload").set_value((f"m{k}.safetensors", data, "x")).run()
+        assert_clean(at)
+    assert len(models(at)) == MAX_SESSION_MODELS
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    per_model = safe.model_bytes(params)
+    state = at._session_state.filtered_state  # what st.session_state holds, widgets (the uploader) included
+    used = safe.session_bytes(state)
+    # 8 models, the latest upload the uploader holds, and the memo of a session that only uploaded
+    bound = MAX_SESSION_MODELS * per_model + len(data) + 8 * 2**20
+    print(f"session holds {used / 2**20:.1f} MiB; bound {bound / 2**20:.1f} MiB ({len(data) / 2**20:.1f} MiB files)")
+    assert used <= bound
+    assert not [v for v in state.values() if isinstance(v, bytes) and len(v) > 100_000]
+
+
+def test_uploads_old_versions_stored_are_removed(tmp_path, monkeypatch):
+    from xwp.app import safe
+
+    monkeypatch.setenv("XWP_CACHE_DIR", str(tmp_path))
+    (tmp_path / "uploads").mkdir()
+    old = [tmp_path / "uploads" / f"{'ab' * 10}{suffix}" for suffix in (".csv", ".csv.gz")]
+    keep = tmp_path / "uploads" / "notes.csv"
+    for path in [*old, keep]:
+        path.write_bytes(b"names,labels\n")
+    assert sorted(safe.remove_old_uploads()) == sorted(old)
+    assert keep.exists() and not any(p.exists() for p in old)
+
+
+def test_checkpoint_download_is_built_on_click_and_loads():
+    """The download keeps no bytes: a function builds them; they load back to the same weights, no data_dir."""
+    from xwp.app.session import SessionModel
+    from xwp.app.train_page import checkpoint_file
+    from xwp.checkpoint import load_checkpoint
+    from xwp.models import MLP
+
+    model = MLP((784, 16, 10), seed=2)
+    entry = SessionModel("a/b: c", model, model.initial_model(), {"dataset": "digits", "data_dir": "/etc"})
+    build, name = checkpoint_file(entry)
+    assert callable(build) and name == "a-b--c.safetensors"
+    ckpt = load_checkpoint(build())
+    assert "data_dir" not in ckpt.meta and ckpt.meta["dataset"] == "digits"
+    pairs = zip(ckpt.model.state_dict().values(), model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)

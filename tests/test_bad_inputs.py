@@ -50,6 +50,12 @@ def api_outcome(case, tmp_path, ckpt, typeface):
         return tmnist_split(*read_tmnist_csv(made), split="train")
     if case.kind == "datadir":
         return xwp.load_dataset("fashion-mnist", "test", made)
+    if case.kind == "datapath":  # what the app does with a typed path (the allowed folder: tmp/allowed)
+        from xwp.config import allowed_data_path
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("XWP_DATA_DIRS", str(tmp_path / "allowed"))
+            return xwp.load_dataset(made["dataset"], "train", allowed_data_path(made["path"]))
     if case.kind == "outpath":
         return check_out_path(made["out"], SUFFIXES[made["cmd"]], force=made["cmd"] != "train")
     if case.kind == "args":
@@ -80,6 +86,8 @@ def test_api(case, tmp_path, ckpt, typeface):
         out = api_outcome(case, tmp_path, ckpt, typeface)
         if case.kind == "checkpoint":
             assert isinstance(out, xwp.Checkpoint) and "data_dir" not in out.meta
+        elif case.kind == "datapath":
+            assert isinstance(out, xwp.ImageSet) and len(out) > 0 and out.info["file"].startswith(str(tmp_path))
         elif case.kind == "outpath":
             assert out.name in ("X.NPY", "X.PNG") and not out.exists()  # checked, nothing written yet
         else:
@@ -161,6 +169,8 @@ def cli_args(case, tmp_path, ckpt):
     "case", [c for c in CASES if c.kind != "canvas"], ids=[c.id for c in CASES if c.kind != "canvas"]
 )
 def test_cli(case, tmp_path, ckpt, capsys):
+    if case.kind == "datapath":
+        pytest.skip("the CLI's user is the operator, whose paths are not restricted")
     args = cli_args(case, tmp_path, ckpt)
     before = {p.name for p in tmp_path.iterdir()}
     code = main(args)

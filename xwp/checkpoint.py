@@ -53,8 +53,13 @@ def versions() -> dict[str, str]:
     return out
 
 
-def checkpoint_bytes(model: MLP | CNN, meta: dict[str, Any] | None = None) -> bytes:
-    """Serialise ``model`` (trained and initial weights), its architecture and ``meta`` to safetensors bytes."""
+def checkpoint_bytes(model: MLP | CNN, meta: dict[str, Any] | None = None, initial: bool = True) -> bytes:
+    """Serialise ``model`` (trained and initial weights), its architecture and ``meta`` to safetensors bytes.
+
+    ``initial=False`` leaves the initial state out: for a model whose initial buffers are
+    not the ones it was trained from (a checkpoint uploaded without them), where XWP on
+    them would be wrong.
+    """
     from safetensors.torch import save
 
     if not isinstance(model, MLP | CNN):
@@ -62,7 +67,10 @@ def checkpoint_bytes(model: MLP | CNN, meta: dict[str, Any] | None = None) -> by
     meta = {k: v for k, v in (meta or {}).items() if k not in ("arch", "sizes", *CNN_KEYS)}
     meta.update({**model.arch(), "init": model.init, "seed": model.seed, "versions": versions()})
     tensors = {f"trained.{k}": v.detach().cpu().float().contiguous() for k, v in model.net.state_dict().items()}
-    tensors.update({f"initial.{k}": v.detach().cpu().float().contiguous() for k, v in model.initial_state().items()})
+    if initial:
+        tensors.update(
+            {f"initial.{k}": v.detach().cpu().float().contiguous() for k, v in model.initial_state().items()}
+        )
     for key in SERVER_KEYS:
         meta.pop(key, None)
     text = json.dumps(meta, default=_json_default)

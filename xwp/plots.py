@@ -20,7 +20,11 @@ from matplotlib.figure import Figure  # noqa: E402
 
 DIVERGING = "RdBu_r"
 INPUT = "gray"
-plt.rcParams.update({"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "figure.dpi": 100})
+# text.parse_math off: titles and labels quote class and model names from visitors' files, and a
+# name such as "$\\frac{$" would otherwise make mathtext raise while the figure is drawn
+plt.rcParams.update(
+    {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "figure.dpi": 100, "text.parse_math": False}
+)
 
 
 def _np(a) -> np.ndarray:

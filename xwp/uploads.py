@@ -32,7 +32,7 @@ def check_upload(data: bytes, kind: str, name: str = "upload") -> None:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise XWPError("an upload must be bytes")
     if len(data) == 0:
-        raise XWPError(f"{name} is empty")
+        raise XWPError(f"{name} is empty or truncated: it has no bytes")
     if len(data) > LIMITS.max_upload_bytes:
         raise XWPError(
             f"{name} is {len(data) / 2**20:.1f} MiB; uploads are limited to "

@@ -23,14 +23,10 @@ back is treated as untrusted (the disk may be shared): regular files only (no li
 FIFOs), size caps, JSON checked field by field, checkpoints through
 :func:`xwp.checkpoint.load_checkpoint`.
 
-Limits (environment variables): ``XWP_WORKSPACE_MB`` (200) bytes per workspace and
-``XWP_WORKSPACE_MODELS`` (20) models / comparisons per workspace: a save that would pass
-either is **refused** with :class:`WorkspaceFull` (nothing is evicted behind the user's
-back; the message says what to delete). ``XWP_WORKSPACE_DAYS`` (7): a workspace not used
-for that long is deleted by :func:`cleanup_expired`, which :func:`open_workspace` runs at
-most every 10 minutes. ``XWP_WORKSPACES_MAX`` (1000): new workspaces beyond this many are
-refused; ``XWP_WORKSPACES_TOTAL_MB`` (2048): saves that would pass this total over all
-workspaces are refused (the disk stays bounded however many ids visitors invent).
+Limits (``XWP_WORKSPACE_MB``, ``XWP_WORKSPACE_MODELS``, ``XWP_WORKSPACE_DAYS``,
+``XWP_WORKSPACES_MAX``, ``XWP_WORKSPACES_TOTAL_MB``; docs/app.md, "Workspaces"): a save that
+would pass one is refused with :class:`WorkspaceFull`, nothing is evicted behind the user's
+back; unused workspaces expire (:func:`cleanup_expired`).
 """
 
 from __future__ import annotations
@@ -123,18 +119,6 @@ def _item_id(item: object, what: str) -> str:
     if not (isinstance(item, str) and ITEM_RE.match(item)):
         raise XWPError(f"no such {what} in this workspace")
     return item
-
-
-def _without_initial(data: bytes) -> bytes:
-    """Checkpoint bytes with the ``initial.*`` tensors removed (same metadata)."""
-    import json
-    import struct
-
-    from safetensors.torch import load, save
-
-    n = struct.unpack("<Q", data[:8])[0]
-    metadata = json.loads(data[8 : 8 + n]).get("__metadata__")
-    return save({k: v for k, v in load(data).items() if not k.startswith("initial.")}, metadata=metadata)
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -257,9 +241,7 @@ class Workspace:
         when the workspace has no room.
         """
         name = clean_name(name)
-        data = checkpoint_bytes(model, {**meta, "name": name})
-        if not has_initial:
-            data = _without_initial(data)
+        data = checkpoint_bytes(model, {**meta, "name": name}, initial=has_initial)
         snap = snapshot_bytes(snapshots) if snapshots else None
         history = meta.get("history") if isinstance(meta.get("history"), dict) else None
         acc = meta.get("test_accuracy")

@@ -15,7 +15,7 @@ from xwp.data import DATASETS, load_image
 from xwp.errors import XWPError
 from xwp.explanation import EXPLAIN_DEFAULT, Explanation, method_problems
 from xwp.explanation import explain as _explain
-from xwp.images import check_upload
+from xwp.uploads import check_upload
 
 
 def test_image(entry: SessionModel, label: int, k: int) -> tuple[torch.Tensor, int]:
@@ -100,7 +100,8 @@ def reference(entry: SessionModel) -> Reference | None:
 
 def upload_input(entry: SessionModel, data: bytes) -> tuple[torch.Tensor, str | None]:
     """An uploaded photo cleaned (ink separated from background, MNIST layout) and its warning, if any."""
-    x, cleaned = photo_to_input(load_image(check_upload(data)))
+    check_upload(data, "image")  # size and format by content, before anything decodes it
+    x, cleaned = photo_to_input(load_image(data))
     return x, unlike_training(x, reference(entry), entry.model, cleaned)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from xwp.app import workspace_glue
+from xwp.app import safe, workspace_glue
 from xwp.app.session import (
     ACTIVE_KEY,
     FLASH_KEY,
@@ -22,7 +22,7 @@ from xwp.app.session import (
 )
 from xwp.app.shared import default_model
 from xwp.app.train_page import finish_interrupted_training
-from xwp.errors import XWPError
+from xwp.errors import MAX_MESSAGE_CHARS, XWPError
 
 #: less empty space around the page, so a projected page (1280x720, 1024x768) shows more of its figures
 STYLE = (
@@ -93,11 +93,15 @@ def require_model() -> SessionModel:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Show an :class:`~xwp.errors.XWPError` raised in the block as ``st.error`` and carry on."""
+    """Show an :class:`~xwp.errors.XWPError` raised in the block as ``st.error`` and carry on.
+
+    The message (one line, at most 300 characters) is shown as plain text: it may quote a
+    name from a visitor's file, which must not render as a link or an image.
+    """
     try:
         yield
     except XWPError as e:
-        st.error(str(e), icon=":material/error:")
+        st.error(safe.md(e, MAX_MESSAGE_CHARS), icon=":material/error:")
 
 
 def routed(page: str) -> None:
@@ -129,9 +133,13 @@ def sidebar() -> None:
         try:
             add_model(default_model())
         except XWPError as e:
-            st.error(f"The default model could not be prepared ({e}). Train one on the Train page.")
+            st.error(
+                f"The default model could not be prepared ({safe.md(e, MAX_MESSAGE_CHARS)}). "
+                "Train one on the Train page."
+            )
     workspace_glue.restore()  # a reload or a new tab of the same workspace gets its saved models back
     models = session_models()
+    safe.forget_sources([m.uid for m in models.values()])
     pending = st.session_state.pop(PENDING_KEY, None)
     if pending in models:
         st.session_state[ACTIVE_KEY] = pending
@@ -160,7 +168,7 @@ def sidebar() -> None:
         entry = active_model()
         acc = entry.test_accuracy
         rows = [
-            ("Dataset", entry.dataset_label()),
+            ("Dataset", safe.md(entry.dataset_label())),
             ("Architecture", entry.model.describe()),
             ("Test accuracy", f"{acc:.1%}" if acc is not None else "not recorded"),
             ("Initial state", "kept (XWP works)" if entry.has_initial else "missing (no XWP/XWPᶜ)"),

@@ -15,6 +15,7 @@ import streamlit as st
 from xwp.checkpoint import Checkpoint
 from xwp.data import DATASETS
 from xwp.models import MLP
+from xwp.safety import plain_text
 
 MODELS_KEY = "xwp_models"  # dict name -> SessionModel, in the order they were added
 ACTIVE_KEY = "xwp_active_model"  # the sidebar's selectbox: name of the active model
@@ -117,15 +118,10 @@ def add_model(entry: SessionModel, rerun: bool = False) -> None:
         oldest = next(iter(models))
         gone = models.pop(oldest)
         where = " It stays in the workspace list below." if gone.saved_id else ""
-        flash(f"Removed the oldest model “{md_escape(oldest)}” from the list (at most {MAX_SESSION_MODELS}).{where}")
+        flash(f"Removed the oldest model “{plain_text(oldest)}” from the list (at most {MAX_SESSION_MODELS}).{where}")
     st.session_state[PENDING_KEY] = entry.name
     if rerun:
         st.rerun()
-
-
-def md_escape(text: str) -> str:
-    """``text`` with Markdown, LaTeX and emoji-code characters backslash-escaped (names from files in toasts)."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~:$" else ch for ch in str(text))
 
 
 def flash(message: str) -> None:

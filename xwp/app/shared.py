@@ -1,4 +1,4 @@
-"""What ``st.cache_resource`` shares between sessions: datasets, the default model, uploaded files.
+"""What ``st.cache_resource`` shares between sessions: datasets and the default model.
 
 Everything shared is read-only: the default model (trained once in a background thread,
 written atomically under :func:`xwp.config.cache_dir`, so restarts start instantly) and
@@ -8,7 +8,6 @@ a model, and the Captum methods that attach state work on copies.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from pathlib import Path
@@ -16,12 +15,12 @@ from pathlib import Path
 import streamlit as st
 
 import xwp
+from xwp.app import safe
 from xwp.app.session import SessionModel
 from xwp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from xwp.config import atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, load_dataset
 from xwp.errors import XWPError
-from xwp.images import check_upload
 from xwp.replay import SnapshotRecorder
 from xwp.storage import read_regular, snapshot_bytes, snapshots_from_bytes
 from xwp.train import Progress, TrainConfig, build_model, fit
@@ -38,9 +37,14 @@ def _shared_dataset(name: str, split: str, data_dir: str | None) -> ImageSet:
 
 
 def dataset(name: str, split: str, data_dir: str | None = None) -> ImageSet:
-    """A dataset split from the shared cache, with a spinner while it loads."""
+    """A dataset split from the shared cache, with a spinner while it loads.
+
+    ``data_dir`` must lie inside the allowed data folders (:func:`xwp.config.allowed_data_path`):
+    every path that reaches a loader from the app passes here.
+    """
     if name not in DATASETS:
         raise XWPError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    data_dir = safe.visitor_path(data_dir)
     with st.spinner(f"Loading {DATASETS[name].label} ({split} split)…", show_time=True):
         try:
             return _shared_dataset(name, split, data_dir or None)
@@ -62,39 +66,25 @@ def for_app_users(message: str, name: str) -> str:
 
 
 def test_set(entry: SessionModel) -> ImageSet:
-    """The test split of the dataset ``entry`` was trained on."""
+    """The test split of the dataset ``entry`` was trained on.
+
+    From the folder or upload it was trained from in this session, else the operator's
+    folders or the built-in datasets; never a folder its metadata names.
+    """
     name = entry.meta.get("dataset")
     if name not in DATASETS:
         raise XWPError(
             "this model's checkpoint does not say which dataset it was trained on, so there are no "
             "test images for it; draw or upload an image on the Explain page instead"
         )
+    kind, where = safe.test_source(entry.uid, name)
     try:
-        data = dataset(name, "test", entry.meta.get("data_dir"))
+        data = safe.upload_test_set(where) if kind == "upload" else dataset(name, "test", where)
     except XWPError as e:
         raise XWPError(f"the test images of this model's dataset are not available here: {e}") from None
     if len(data.classes) != entry.model.sizes[-1] or data.images[0].numel() != entry.model.sizes[0]:
         raise XWPError(f"the {name} test images do not fit this model ({entry.model.describe()})")
     return data
-
-
-# --------------------------------------------------------------------------- uploads
-
-
-def save_upload(data: bytes, suffix: str) -> str:
-    """Store uploaded bytes under the cache (named by content hash) and return the path."""
-    check_upload(data)
-    path = cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:20]}{suffix}"
-    if not path.exists():
-        atomic_write(path, data)
-    return str(path)
-
-
-def tmnist_upload(data: bytes) -> str:
-    """Store an uploaded TMNIST CSV (plain or gzip) and return the path to train from."""
-    if not data:
-        raise XWPError("the uploaded TMNIST file is empty")
-    return save_upload(data, ".csv.gz" if data[:2] == b"\x1f\x8b" else ".csv")
 
 
 # --------------------------------------------------------------------------- default model

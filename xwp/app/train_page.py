@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 
 from xwp import plots
+from xwp.app import safe
 from xwp.app.session import (
     CLEAR_NAME_KEY,
     PARTIAL_KEY,
@@ -16,8 +18,6 @@ from xwp.app.session import (
     SessionModel,
     add_model,
     flash,
-    md_escape,
-    memo,
     unique_name,
 )
 from xwp.app.shared import dataset, test_set
@@ -25,26 +25,37 @@ from xwp.app.workspace_glue import save_model
 from xwp.checkpoint import checkpoint_bytes, load_checkpoint
 from xwp.data import ImageSet
 from xwp.errors import TrainingDiverged, XWPError
-from xwp.images import check_upload
 from xwp.replay import SnapshotRecorder
 from xwp.train import Progress, TrainConfig, build_model, confusion_matrix, fit
+from xwp.uploads import check_upload
+
+MAX_SEEN_UPLOADS = 64  # file ids of uploaded checkpoints remembered per session
 
 
-def train_model(config: TrainConfig, name: str = "", upload_name: str | None = None) -> None:
+def train_model(
+    config: TrainConfig, name: str = "", upload_name: str | None = None, upload: bytes | None = None
+) -> None:
     """Train a new model with live progress; keep it, make it active and rerun to show the result.
 
-    ``name``: how the sidebar lists it (default: dataset and architecture); ``upload_name``:
-    the uploaded file it was trained from, if any. A Stop click (or any other interruption)
-    ends this run; the next run keeps the model of the last complete epoch (see
-    :func:`finish_interrupted_training`).
+    ``name``: how the sidebar lists it (default: dataset and architecture); ``upload_name``
+    and ``upload``: the uploaded TMNIST CSV to train from, if any (checked, parsed in
+    memory, never stored). ``config.data_dir`` must lie in the allowed data folders. A Stop
+    click (or any other interruption) ends this run; the next run keeps the model of the
+    last complete epoch (see :func:`finish_interrupted_training`).
     """
     config.check()  # before the data is loaded
-    train_set = dataset(config.dataset, "train", config.data_dir)
-    test = dataset(config.dataset, "test", config.data_dir)
+    if upload is not None:
+        train_set, test, digest = safe.tmnist_upload_sets(upload, upload_name or "the upload")
+        source = ("upload", digest)
+    else:
+        train_set = dataset(config.dataset, "train", config.data_dir)
+        test = dataset(config.dataset, "test", config.data_dir)
+        source = ("folder", safe.visitor_path(config.data_dir)) if config.data_dir else None
     model = build_model(config, train_set.images[0].numel(), len(train_set.classes))
     name = unique_name(name.strip() or f"{config.dataset} {model.describe()}")
     meta = {"name": name, "upload_name": upload_name, **config.meta(train_set.classes)}
-    partial = {"name": name, "epochs": config.epochs, "checkpoint": None, "epochs_done": 0}
+    meta.pop("data_dir", None)  # a model never carries a server path
+    partial = {"name": name, "epochs": config.epochs, "checkpoint": None, "epochs_done": 0, "source": source}
     st.session_state[PARTIAL_KEY] = partial
     top = st.columns([1, 3], vertical_alignment="center")
     top[0].button(
@@ -91,7 +102,8 @@ def train_model(config: TrainConfig, name: str = "", upload_name: str | None = N
     model.cpu()
     meta.update(test_accuracy=history.test_accuracy[-1], history=history.as_dict())
     entry = SessionModel(name, model, model.initial_model(), meta)
-    _store_result(entry, test, f"Trained **{name}** for {history.epochs} epochs.", "success")
+    safe.remember_source(entry.uid, source)
+    _store_result(entry, test, f"Trained **{safe.md(name)}** for {history.epochs} epochs.", "success")
     save_model(entry, recorder.snapshots)
     st.session_state[CLEAR_NAME_KEY] = True  # the next run starts with an empty model name
     add_model(entry, rerun=True)
@@ -105,15 +117,17 @@ def finish_interrupted_training() -> None:
     if partial["checkpoint"] is None:
         st.session_state[RESULT_KEY] = {
             "level": "warning",
-            "note": f"Training of “{partial['name']}” was stopped before its first epoch finished; no model was kept.",
+            "note": f"Training of “{safe.md(partial['name'])}” was stopped before its first epoch finished; "
+            "no model was kept.",
         }
         return
     ckpt = load_checkpoint(partial["checkpoint"])
     entry = SessionModel.from_checkpoint(partial["name"], ckpt)
     entry.meta["epochs_done"] = partial["epochs_done"]
+    safe.remember_source(entry.uid, partial.get("source"))  # its test images: the folder or upload it used
     note = (
         f"Training was stopped after epoch {partial['epochs_done']} of {partial['epochs']}; "
-        f"the model from that epoch was kept as **{entry.name}**."
+        f"the model from that epoch was kept as **{safe.md(entry.name)}**."
     )
     try:
         test = test_set(entry)
@@ -124,7 +138,7 @@ def finish_interrupted_training() -> None:
     save_model(entry, recorder.snapshots if recorder is not None else None)
     st.session_state[CLEAR_NAME_KEY] = True
     add_model(entry)
-    flash(f"Kept “{md_escape(entry.name)}” from its last complete epoch.")
+    flash(f"Kept “{safe.md(entry.name)}” from its last complete epoch.")
 
 
 def _store_result(entry: SessionModel, test: ImageSet | None, note: str, level: str) -> None:
@@ -168,35 +182,53 @@ def show_training_result() -> None:
         right.image(result["confusion_png"])
 
 
-def checkpoint_file(entry: SessionModel) -> tuple[bytes, str]:
-    """The model as checkpoint bytes and a file name (computed once per model)."""
-    store = memo()
-    key = ("checkpoint", entry.uid)
-    if key not in store:
-        store[key] = checkpoint_bytes(entry.model, entry.meta)  # sizes, init, seed, versions: from the model
+def checkpoint_file(entry: SessionModel) -> tuple[Callable[[], bytes], str]:
+    """A function that makes the model's checkpoint bytes when the download is clicked, and a file name.
+
+    Nothing is kept: the bytes are built on click (sizes, init, seed, versions from the model),
+    so a session never holds a checkpoint buffer per model it offered for download.
+    """
+    model, meta = entry.model, dict(entry.meta)
+
+    def build() -> bytes:
+        return checkpoint_bytes(model, meta)
+
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in entry.name).strip("-") or "model"
-    return store[key], f"{stem}.safetensors"
+    return build, f"{stem}.safetensors"
 
 
 def load_uploaded_checkpoint(upload) -> None:
-    """Add an uploaded checkpoint to this session once; a bad file shows why and changes nothing."""
+    """Add an uploaded checkpoint to this session once; a bad file shows why (once) and changes nothing.
+
+    The bytes are checked (:func:`xwp.uploads.check_upload`) before they are parsed and are not
+    kept: the session keeps the model only, and remembers the file's id (so a rerun does not
+    load it again or repeat its error).
+    """
     if upload is None:
         return
     seen = st.session_state.setdefault(UPLOADS_KEY, {})
     if upload.file_id in seen:
-        if seen[upload.file_id]:
-            st.error(seen[upload.file_id], icon=":material/error:")
-        return
+        return  # loaded, or its error was shown on the run it arrived
+    while len(seen) >= MAX_SEEN_UPLOADS:
+        seen.pop(next(iter(seen)))
     try:
-        ckpt = load_checkpoint(check_upload(upload.getvalue()), require_initial=False)
+        data = upload.getvalue()
+        check_upload(data, "checkpoint", upload.name)
+        ckpt = load_checkpoint(data, require_initial=False)
     except XWPError as e:
-        seen[upload.file_id] = f"{upload.name}: {e}. Your other models are unchanged."
-        st.error(seen[upload.file_id], icon=":material/error:")
+        seen[upload.file_id] = str(e)
+        end = "" if str(e).endswith(".") else "."
+        st.error(
+            f"{safe.md(upload.name, 80)}: {safe.md(e, 300)}{end} Your other models are unchanged.",
+            icon=":material/error:",
+        )
         return
+    finally:
+        data = None
     seen[upload.file_id] = None
     entry = SessionModel.from_checkpoint(unique_name(Path(upload.name).stem), ckpt)
     if not entry.has_initial:
-        flash(f"“{md_escape(entry.name)}” has no initial state: XWP and XWPᶜ are unavailable for it.")
-    flash(f"Loaded “{md_escape(entry.name)}” ({entry.model.describe()}).")
+        flash(f"“{safe.md(entry.name)}” has no initial state: XWP and XWPᶜ are unavailable for it.")
+    flash(f"Loaded “{safe.md(entry.name)}” ({entry.model.describe()}).")
     save_model(entry)
     add_model(entry, rerun=True)

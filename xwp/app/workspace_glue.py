@@ -6,7 +6,7 @@ same folder. Every model trained or uploaded here is saved there with its histor
 first-layer snapshots; a new session of the workspace starts with its newest models. A save
 the workspace has no room for (:class:`~xwp.workspace.WorkspaceFull`) leaves the model in the
 tab only, and the sidebar says so as a warning. Names and other metadata are shown as plain
-text (``st.text``), or escaped (:func:`~xwp.app.session.md_escape`) inside a message.
+text (``st.text``), or escaped (:func:`xwp.safety.plain_text`) inside a message.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from xwp.app.session import (
     WANTED_PAGE_KEY,
     SessionModel,
     add_model,
-    md_escape,
     session_models,
     unique_name,
 )
 from xwp.app.shared import default_snapshots
 from xwp.errors import XWPError
+from xwp.safety import plain_text
 from xwp.storage import evaluation_from, evaluation_parts
 from xwp.workspace import Workspace, WorkspaceFull, open_workspace
 
@@ -74,7 +74,7 @@ def restore() -> None:
         except XWPError:
             failed.append(e.name)
     if failed:
-        names = md_escape(", ".join(failed))
+        names = plain_text(", ".join(failed))
         st.session_state[WS_WARNING_KEY] = f"Could not load {len(failed)} saved model(s): {names}."
 
 
@@ -104,10 +104,10 @@ def save_model(entry: SessionModel, snapshots: dict[int, np.ndarray] | None = No
     try:
         saved = ws.save_model(entry.model, entry.meta, entry.name, snapshots=snapshots, has_initial=entry.has_initial)
     except WorkspaceFull as e:
-        st.session_state[WS_WARNING_KEY] = f"“{md_escape(entry.name)}” was not saved to the workspace: {e}."
+        st.session_state[WS_WARNING_KEY] = f"“{plain_text(entry.name)}” was not saved to the workspace: {e}."
         return
     except XWPError as e:
-        st.session_state[WS_WARNING_KEY] = f"“{md_escape(entry.name)}” could not be saved to the workspace: {e}."
+        st.session_state[WS_WARNING_KEY] = f"“{plain_text(entry.name)}” could not be saved to the workspace: {e}."
         return
     entry.saved_id = saved.id
     st.session_state.pop(WS_WARNING_KEY, None)
@@ -210,7 +210,7 @@ def _open_model(mid: str, name: str) -> None:
     try:
         _open_saved(ws, mid, name)
     except XWPError as e:
-        st.session_state[WS_WARNING_KEY] = f"“{md_escape(name)}” could not be opened: {e}."
+        st.session_state[WS_WARNING_KEY] = f"“{plain_text(name)}” could not be opened: {e}."
 
 
 def _delete_model(mid: str) -> None:
