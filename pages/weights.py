@@ -15,8 +15,15 @@ ORDERS = {"index": "Neuron index", "norm": "Largest norm first", "drive": "Stron
 def main() -> None:
     frame.routed("pages/weights.py")
     entry = frame.require_model()
-    width = entry.model.sizes[1]
     st.title("First-layer weights")
+    if entry.model.family != "mlp":
+        st.info(
+            "This model is a CNN: its first layer is a set of small convolution kernels shared by every "
+            "position, not one 28x28 pattern per unit, so the per-unit patterns, the class drive and the "
+            "training replay shown here for MLPs do not apply. Explain and Compare work for CNNs."
+        )
+        return
+    width = entry.model.sizes[1]
     st.caption(
         "Each image shows the 784 weights that connect the input pixels to one unit of the first layer: "
         "red pixels excite the unit, blue pixels inhibit it (colours centred on 0, one scale per grid)."

@@ -134,6 +134,24 @@ def test_fit_is_build_then_train(typeface):
     assert fitted.meta == expected
 
 
+def test_fit_builds_a_cnn_through_the_one_build_path(typeface):
+    """TrainConfig(arch="cnn") gives the same CNN as xwp.CNN + train() by hand; its defaults pick the CNN's head."""
+    from xwp.train import TrainConfig, build_model, fit
+
+    assert TrainConfig(arch="cnn").hidden == (128,) and TrainConfig().hidden == (400, 100)
+    small_train, small_test = typeface[0].sample(256, seed=0), typeface[1].sample(64, seed=0)
+    config = TrainConfig(arch="cnn", channels="3,4", kernel=5, hidden=(8,), epochs=1, seed=2, batch_size=64)
+    built = build_model(config, (1, 28, 28), 10)
+    assert isinstance(built, xwp.CNN) and built.describe() == "cnn 1x28x28 c3-c4 k5 p2 | 8-10"
+    fitted = fit(config, small_train, small_test, device="cpu")
+    model = xwp.CNN(channels=(3, 4), kernel=5, hidden=(8,), n_classes=10, seed=2)
+    train(model, small_train, small_test, device="cpu", epochs=1, batch_size=64, seed=2)
+    for a, b in zip(fitted.model.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(xwp.XWPError, match="square"):
+        build_model(config, 784, 10)  # a CNN needs the image's shape
+
+
 def test_fit_loads_the_data_it_names(tmp_path):
     from xwp.train import TrainConfig, fit
 
@@ -165,7 +183,10 @@ def test_fit_stop_callback_ends_training(typeface):
         ({"epochs": 0}, "epochs"),
         ({"optimizer": "lbfgs"}, "optimizer"),
         ({"schedule": "step"}, "schedule"),
-        ({"arch": "cnn"}, "arch"),
+        ({"arch": "transformer"}, "arch"),
+        ({"arch": "cnn", "channels": (0,)}, "channels"),
+        ({"arch": "cnn", "kernel": 99}, "kernel"),
+        ({"arch": "cnn", "channels": (4, 4, 4, 4, 4)}, "channels"),
     ],
 )
 def test_bad_config_is_refused_before_any_data_is_loaded(fields, message, monkeypatch):

@@ -123,10 +123,12 @@ def test_sequential_without_initial_state_is_a_clear_error():
         XWP(seq)
 
 
-def test_non_fully_connected_model_is_refused():
+def test_other_first_layers_are_refused():
+    conv1d = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 26, 10))
+    with pytest.raises(xwp.XWPError, match="nn.Linear or nn.Conv2d"):
+        XWP(conv1d, conv1d)
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 26 * 26, 10))
-    with pytest.raises(xwp.XWPError, match="nn.Linear"):
-        XWP(conv, conv)
+    assert XWP(conv, conv).attribute(torch.rand(1, 1, 28, 28)).shape == (1, 1, 28, 28)  # tests/test_conv_xwp.py
 
 
 @pytest.mark.parametrize("cls", [XWP, XWPc])

@@ -1,4 +1,4 @@
-"""xwp: weight-perturbation attribution (XWP, XWPc) for fully connected networks.
+"""xwp: weight-perturbation attribution (XWP, XWPc) for networks with a dense or convolutional first layer.
 
 The core is importable without Streamlit::
 
@@ -15,10 +15,11 @@ from xwp.data import DATASETS, ImageSet, load_dataset
 from xwp.errors import TrainingDiverged, XWPError
 from xwp.evaluation import Evaluation, evaluate
 from xwp.metrics import METRICS, average_drop, deletion_auc, insertion_auc
-from xwp.models import MLP
+from xwp.models import CNN, MLP
 from xwp.train import History, TrainConfig, fit, train
 
 __all__ = [
+    "CNN",
     "DATASETS",
     "METHODS",
     "METRICS",

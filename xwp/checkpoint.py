@@ -20,7 +20,7 @@ import torch
 from xwp._version import __version__
 from xwp.config import LIMITS, atomic_write
 from xwp.errors import XWPError
-from xwp.models import INITS, MLP, check_sizes
+from xwp.models import CNN, CNN_KEYS, INITS, MLP, arch_io, build_model, check_arch, describe_arch, param_shapes
 from xwp.safety import json_depth, read_regular
 
 FORMAT = "xwp-checkpoint"
@@ -36,8 +36,8 @@ SERVER_KEYS = ("data_dir",)
 class Checkpoint:
     """What :func:`load_checkpoint` returns."""
 
-    model: MLP
-    initial_model: MLP | None
+    model: MLP | CNN
+    initial_model: MLP | CNN | None
     meta: dict[str, Any]
 
 
@@ -53,8 +53,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def checkpoint_bytes(model: MLP, meta: dict[str, Any] | None = None, initial: bool = True) -> bytes:
-    """Serialise ``model`` (trained and initial weights) and ``meta`` to safetensors bytes.
+def checkpoint_bytes(model: MLP | CNN, meta: dict[str, Any] | None = None, initial: bool = True) -> bytes:
+    """Serialise ``model`` (trained and initial weights), its architecture and ``meta`` to safetensors bytes.
 
     ``initial=False`` leaves the initial state out: for a model whose initial buffers are
     not the ones it was trained from (a checkpoint uploaded without them), where XWP on
@@ -62,10 +62,10 @@ def checkpoint_bytes(model: MLP, meta: dict[str, Any] | None = None, initial: bo
     """
     from safetensors.torch import save
 
-    if not isinstance(model, MLP):
-        raise XWPError("only xwp.MLP models can be saved (they carry their initial state)")
-    meta = dict(meta or {})
-    meta.update({"sizes": list(model.sizes), "init": model.init, "seed": model.seed, "versions": versions()})
+    if not isinstance(model, MLP | CNN):
+        raise XWPError("only xwp.MLP and xwp.CNN models can be saved (they carry their initial state)")
+    meta = {k: v for k, v in (meta or {}).items() if k not in ("arch", "sizes", *CNN_KEYS)}
+    meta.update({**model.arch(), "init": model.init, "seed": model.seed, "versions": versions()})
     tensors = {f"trained.{k}": v.detach().cpu().float().contiguous() for k, v in model.net.state_dict().items()}
     if initial:
         tensors.update(
@@ -88,12 +88,13 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def save_checkpoint(path: str | os.PathLike, model: MLP, meta: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: MLP | CNN, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model`` and ``meta`` to ``path`` atomically (no partial file is ever visible).
 
     Args:
         path: destination, conventionally ``*.safetensors``.
-        model: an ``xwp.MLP``; its initial state is saved with it.
+        model: an ``xwp.MLP`` or ``xwp.CNN``; its initial state is saved with it, and its
+            architecture goes into the metadata (``arch`` plus its sizes, see ``model.arch()``).
         meta: JSON-friendly facts (dataset, epochs, accuracy, history, ...).
     """
     path = Path(path)
@@ -119,7 +120,12 @@ def _read_source(source: str | os.PathLike | bytes) -> bytes:
 
 
 def parse_meta(text: object) -> dict[str, Any]:
-    """The checkpoint's metadata JSON, checked: size, nesting, and every size it declares (config.LIMITS)."""
+    """The checkpoint's metadata JSON, checked: size, nesting, the architecture and every size it declares.
+
+    The architecture is ``arch`` (``"mlp"`` with ``sizes``, or ``"cnn"`` with its sizes; no
+    ``arch``: an MLP written before CNNs existed), validated by :func:`xwp.models.check_arch`
+    against the limits before anything is built; the result holds the normalised sizes.
+    """
     if not isinstance(text, str):
         raise XWPError("the checkpoint's metadata is damaged (not a JSON text)")
     if len(text) > LIMITS.max_meta_bytes:
@@ -132,14 +138,21 @@ def parse_meta(text: object) -> dict[str, Any]:
         raise XWPError("the checkpoint's metadata is damaged (not a JSON object)")
     if json_depth(meta, LIMITS.max_meta_depth) > LIMITS.max_meta_depth:
         raise XWPError(f"the checkpoint's metadata is nested more than {LIMITS.max_meta_depth} levels deep")
-    sizes = meta.get("sizes")
-    if not isinstance(sizes, list) or not all(type(v) is int for v in sizes):
-        raise XWPError("the checkpoint's metadata is damaged (no valid layer sizes)")
-    sizes = check_sizes(sizes)
-    if sizes[0] != LIMITS.input_size:
-        raise XWPError(f"the checkpoint's input size is {sizes[0]}; xwp models take 28x28 = {LIMITS.input_size} pixels")
-    if sizes[-1] > LIMITS.max_classes:
-        raise XWPError(f"the checkpoint has {sizes[-1]} classes; the limit is {LIMITS.max_classes} (XWP_MAX_CLASSES)")
+    if meta.get("arch", "mlp") == "mlp":
+        sizes = meta.get("sizes")
+        if not isinstance(sizes, list) or not all(type(v) is int for v in sizes):
+            raise XWPError("the checkpoint's metadata is damaged (no valid layer sizes)")
+    try:
+        arch = check_arch(meta)
+    except XWPError as e:
+        raise XWPError(f"the checkpoint's architecture is invalid: {e}") from None
+    in_shape, n_classes = arch_io(arch)
+    if in_shape not in ((LIMITS.input_size,), (1, 28, 28)):
+        shape = "x".join(map(str, in_shape))
+        raise XWPError(f"the checkpoint's input is {shape}; xwp models take 28x28 = {LIMITS.input_size} pixels")
+    if n_classes > LIMITS.max_classes:
+        raise XWPError(f"the checkpoint has {n_classes} classes; the limit is {LIMITS.max_classes} (XWP_MAX_CLASSES)")
+    meta.update(arch)
     seed = meta.get("seed", 0)
     if type(seed) is not int or not 0 <= seed <= LIMITS.max_seed:
         raise XWPError(f"the checkpoint's seed must be a whole number in 0..2**63-1, got {str(seed)[:40]!r}")
@@ -153,8 +166,8 @@ def parse_meta(text: object) -> dict[str, Any]:
     if classes is not None:
         if not isinstance(classes, list) or not all(isinstance(c, str) and len(c) <= 200 for c in classes):
             raise XWPError("the checkpoint's class names must be a list of short texts")
-        if len(classes) != sizes[-1]:
-            raise XWPError(f"the checkpoint names {len(classes)} classes but its output layer has {sizes[-1]}")
+        if len(classes) != n_classes:
+            raise XWPError(f"the checkpoint names {len(classes)} classes but its output layer has {n_classes}")
     for key in SERVER_KEYS:
         meta.pop(key, None)
     return meta
@@ -216,9 +229,8 @@ def load_checkpoint(
     if info.get("version") != str(VERSION):
         raise XWPError(f"this checkpoint has format version {str(info.get('version'))[:20]!r}; xwp reads {VERSION}")
     meta = parse_meta(info.get("meta"))
-    sizes = tuple(meta["sizes"])
-    _check_table(header, sizes)  # names, dtypes and shapes, before any tensor is built
-    model = MLP(sizes, seed=meta.get("seed", 0), init=meta.get("init", "torch"))
+    _check_table(header, meta)  # names, dtypes and shapes, before any tensor is built
+    model = build_model(meta, seed=meta.get("seed", 0), init=meta.get("init", "torch"))
     start = 8 + struct.unpack("<Q", bytes(data[:8]))[0]
     trained = _fill(model, header, data, start, "trained.")
     initial = _fill(model, header, data, start, "initial.", missing_ok=not require_initial)
@@ -234,7 +246,9 @@ def load_checkpoint(
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
-def _fill(model: MLP, header: dict[str, Any], data: bytes, start: int, prefix: str, missing_ok: bool = False) -> bool:
+def _fill(
+    model: MLP | CNN, header: dict[str, Any], data: bytes, start: int, prefix: str, missing_ok: bool = False
+) -> bool:
     """Copy the tensors under ``prefix`` straight from the file's bytes into the model (no intermediate copies).
 
     Each tensor is a zero-copy view of ``data`` (little-endian, as safetensors stores it),
@@ -269,11 +283,9 @@ def _fill(model: MLP, header: dict[str, Any], data: bytes, start: int, prefix: s
     return True
 
 
-def _check_table(header: dict[str, Any], sizes: tuple[int, ...]) -> None:
+def _check_table(header: dict[str, Any], arch: dict[str, Any]) -> None:
     """Refuse unknown tensor names, non-float dtypes (float8, ints) and wrong shapes from the header alone."""
-    expected = {}
-    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        expected[f"{2 * k}.weight"], expected[f"{2 * k}.bias"] = [n_out, n_in], [n_out]
+    expected = param_shapes(arch)
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -287,5 +299,5 @@ def _check_table(header: dict[str, Any], sizes: tuple[int, ...]) -> None:
         if entry.get("shape") != expected[key]:
             raise XWPError(
                 f"{name} has shape {tuple(entry.get('shape') or ())}, but the architecture "
-                f"{'-'.join(map(str, sizes))} needs {tuple(expected[key])}"
+                f"{describe_arch(arch)} needs {tuple(expected[key])}"
             )

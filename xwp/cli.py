@@ -87,7 +87,7 @@ def _save_figure(fig, out: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Train an MLP and write a checkpoint."""
+    """Train an MLP or a CNN and write a checkpoint."""
     from tqdm import tqdm
 
     from xwp.checkpoint import save_checkpoint
@@ -105,10 +105,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         init=args.init,
+        arch=args.arch,
+        channels=args.channels,
+        kernel=args.kernel,
     ).check()
     train_set = load_dataset(args.dataset, "train", args.data_dir)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
-    model = build_model(config, train_set.images[0].numel(), len(train_set.classes))
+    model = build_model(config, tuple(train_set.images[0].shape), len(train_set.classes))
     bar = tqdm(total=args.epochs, desc=f"training {model.describe()} on {args.dataset}", unit="epoch")
 
     def progress(p):
@@ -152,7 +155,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     out = _out_path(args.out, (".png", ".npy"))
     methods = _methods(args.method)
     ckpt = _load(args)
-    classes = ckpt.meta.get("classes") or [str(i) for i in range(ckpt.model.sizes[-1])]
+    classes = ckpt.meta.get("classes") or [str(i) for i in range(ckpt.model.n_classes)]
     if args.image:
         x = image_to_input(load_image(args.image))
         label, source = None, args.image
@@ -287,15 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m xwp``."""
     from xwp.data import DATASETS
     from xwp.models import INITS
-    from xwp.train import OPTIMIZERS
+    from xwp.train import ARCHS, OPTIMIZERS
 
     p = _Parser(prog="python -m xwp", description="Weight-perturbation attribution (XWP, XWPc).")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an MLP and save a checkpoint")
+    t = sub.add_parser("train", help="train an MLP or a CNN and save a checkpoint")
     t.add_argument("--dataset", default="typeface", choices=list(DATASETS))
     t.add_argument("--data-dir", help="torchvision-layout folder (mnist, fashion-mnist) or TMNIST CSV")
-    t.add_argument("--hidden", default="400,100", help="hidden sizes, e.g. 400,100 (the paper) or 256")
+    t.add_argument("--arch", default="mlp", choices=list(ARCHS), help="network family (default mlp)")
+    t.add_argument(
+        "--hidden", help="hidden sizes, e.g. 400,100 (the MLP's default, the paper) or 256; a CNN's dense head (128)"
+    )
+    t.add_argument("--channels", default="32,64", help="CNN: output channels of each conv block (default 32,64)")
+    t.add_argument("--kernel", type=_positive, default=3, help="CNN: square kernel size, padding kernel // 2")
     t.add_argument("--epochs", type=_positive, default=10)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=_positive, default=128)

@@ -204,7 +204,7 @@ class Explanation:
 
 def class_names(model: nn.Module, classes: Sequence[str] | None = None) -> list[str]:
     """``classes`` as strings if they fit the model's outputs, else ``0..C-1``."""
-    n = model.sizes[-1]
+    n = model.n_classes
     if classes is not None and len(classes) == n:
         return [str(c) for c in classes]
     return [str(i) for i in range(n)]

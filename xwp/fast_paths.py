@@ -66,6 +66,8 @@ class DenseXWP:
         if output not in ("softmax", "logits"):
             raise XWPError(f"the dense path explains 'softmax' or 'logits', got {output!r}")
         self.ref = (XWPc if complementary else XWP)(model, initial_model, output=output)
+        if self.ref.split.is_conv:
+            raise XWPError("the dense fast path is for a dense first layer (nn.Linear); use xwp.XWP for a CNN")
         self.complementary = complementary
         self.model = model
         w = self.ref.first.weight.detach()

@@ -24,10 +24,10 @@ MAX_SNAPSHOTS = 20
 
 
 def first_weight(model: nn.Module) -> torch.Tensor:
-    """The first ``nn.Linear``'s weight ``(H, D)`` of a fully connected network."""
-    from xwp.attribution import split_first_linear
+    """The first layer's weight: ``(H, D)`` for an ``nn.Linear``, ``(C1, C, k, k)`` for an ``nn.Conv2d``."""
+    from xwp.attribution.first_layer import split_first_layer
 
-    return split_first_linear(model)[0].weight
+    return split_first_layer(model).layer.weight
 
 
 def planned_epochs(epochs: int, max_snapshots: int = MAX_SNAPSHOTS) -> list[int]:

@@ -23,12 +23,15 @@ from xwp.config import LIMITS
 from xwp.data import ImageSet, load_dataset
 from xwp.devices import default_device, model_device
 from xwp.errors import TrainingDiverged, XWPError
-from xwp.models import MLP, check_seed, check_sizes, parse_hidden
+from xwp.models import CNN, MLP, check_seed, check_sizes, cnn_spec, parse_hidden
+from xwp.models import build_model as build_arch
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
-#: network families :func:`build_model` can make (a CNN family goes here later)
-ARCHS = ("mlp",)
+#: network families :func:`build_model` can make
+ARCHS = ("mlp", "cnn")
+#: hidden (dense) layers when none are given: the paper's MLP, and the CNN's dense head
+DEFAULT_HIDDEN = {"mlp": (400, 100), "cnn": (128,)}
 
 
 @dataclass
@@ -264,14 +267,16 @@ def train(
 class TrainConfig:
     """Everything that decides a trained model: data, architecture, optimisation, seed.
 
-    ``hidden``: hidden layer sizes (a tuple, or text such as ``"400,100"``; empty: none).
-    ``seed`` draws the initial weights and the shuffling. ``arch`` names the network
-    family (only ``"mlp"`` so far).
+    ``arch`` names the network family: ``"mlp"`` (:class:`xwp.MLP`) or ``"cnn"``
+    (:class:`xwp.CNN`, with ``channels`` per conv block and a square ``kernel``).
+    ``hidden``: hidden (dense) layer sizes (a tuple, or text such as ``"400,100"``; empty:
+    none; ``None``: ``(400, 100)`` for an MLP, a ``(128,)`` head for a CNN).
+    ``seed`` draws the initial weights and the shuffling.
     """
 
     dataset: str = "typeface"
     data_dir: str | None = None
-    hidden: tuple[int, ...] = (400, 100)
+    hidden: tuple[int, ...] | None = None
     epochs: int = 10
     seed: int = 0
     lr: float = 1e-3
@@ -280,9 +285,13 @@ class TrainConfig:
     init: str = "torch"
     schedule: str = "cosine"
     arch: str = "mlp"
+    channels: tuple[int, ...] = (32, 64)
+    kernel: int = 3
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", parse_hidden(self.hidden))
+        hidden = DEFAULT_HIDDEN.get(self.arch, ()) if self.hidden is None else self.hidden
+        object.__setattr__(self, "hidden", parse_hidden(hidden))
+        object.__setattr__(self, "channels", parse_hidden(self.channels))
 
     @property
     def fit_kwargs(self) -> dict[str, Any]:
@@ -299,7 +308,10 @@ class TrainConfig:
         """Refuse settings that cannot train (sizes within limits, then the optimisation); return self."""
         if self.arch not in ARCHS:
             raise XWPError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        check_sizes((1, *self.hidden, 1))
+        if self.arch == "cnn":
+            cnn_spec(self.channels, self.kernel, self.hidden, 2, None, 1, 28)  # the datasets' 1x28x28 images
+        else:
+            check_sizes((1, *self.hidden, 1))
         check_settings(self.epochs, self.lr, self.batch_size, self.optimizer, self.schedule)
         return self
 
@@ -312,15 +324,36 @@ class TrainConfig:
 class Fitted:
     """A model trained by :func:`fit`, its history and the metadata its checkpoint keeps."""
 
-    model: MLP
+    model: MLP | CNN
     history: History
     meta: dict[str, Any]
 
 
-def build_model(config: TrainConfig, n_inputs: int, n_classes: int) -> MLP:
-    """The untrained network ``config`` describes for ``n_inputs`` inputs and ``n_classes`` classes."""
+def build_model(config: TrainConfig, input_shape: int | Sequence[int], n_classes: int) -> MLP | CNN:
+    """The untrained network ``config`` describes for inputs of ``input_shape`` and ``n_classes`` classes.
+
+    ``input_shape`` is one image's shape, e.g. ``(1, 28, 28)`` (an int: that many flat
+    values, enough for an MLP). Goes through :func:`xwp.models.build_model`, the one
+    constructor of both families (checkpoints use it too).
+    """
     config.check()
-    return MLP((n_inputs, *config.hidden, n_classes), seed=config.seed, init=config.init)
+    shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(int(v) for v in input_shape)
+    if config.arch == "mlp":
+        arch = {"arch": "mlp", "sizes": [math.prod(shape), *config.hidden, n_classes]}
+    else:
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise XWPError(f"a CNN needs square images (C, H, H), got input shape {shape}")
+        arch = {
+            "arch": "cnn",
+            "channels": list(config.channels),
+            "kernel": config.kernel,
+            "padding": config.kernel // 2,
+            "hidden": list(config.hidden),
+            "n_classes": n_classes,
+            "in_channels": shape[0],
+            "image_size": shape[1],
+        }
+    return build_arch(arch, seed=config.seed, init=config.init)
 
 
 def fit(
@@ -328,7 +361,7 @@ def fit(
     train_set: ImageSet | None = None,
     test_set: ImageSet | None = None,
     *,
-    model: MLP | None = None,
+    model: MLP | CNN | None = None,
     progress: Callable[[Progress], bool | None] | None = None,
     stop: Callable[[], bool] | None = None,
     device: str | torch.device | None = None,
@@ -354,7 +387,7 @@ def fit(
     if test_set is None:
         test_set = load_dataset(config.dataset, "test", config.data_dir)
     if model is None:
-        model = build_model(config, train_set.images[0].numel(), len(train_set.classes))
+        model = build_model(config, tuple(train_set.images[0].shape), len(train_set.classes))
     report = progress
     if stop is not None:
 

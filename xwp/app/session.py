@@ -53,9 +53,9 @@ class SessionModel:
     def classes(self) -> list[str]:
         """Class names (from the metadata, else 0..C-1)."""
         names = self.meta.get("classes")
-        if isinstance(names, list) and len(names) == self.model.sizes[-1]:
+        if isinstance(names, list) and len(names) == self.model.n_classes:
             return [str(c) for c in names]
-        return [str(i) for i in range(self.model.sizes[-1])]
+        return [str(i) for i in range(self.model.n_classes)]
 
     @property
     def has_initial(self) -> bool:

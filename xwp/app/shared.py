@@ -82,7 +82,7 @@ def test_set(entry: SessionModel) -> ImageSet:
         data = safe.upload_test_set(where) if kind == "upload" else dataset(name, "test", where)
     except XWPError as e:
         raise XWPError(f"the test images of this model's dataset are not available here: {e}") from None
-    if len(data.classes) != entry.model.sizes[-1] or data.images[0].numel() != entry.model.sizes[0]:
+    if len(data.classes) != entry.model.n_classes or data.images[0].numel() != entry.model.n_inputs:
         raise XWPError(f"the {name} test images do not fit this model ({entry.model.describe()})")
     return data
 

@@ -6,7 +6,8 @@ returns a tensor shaped like ``inputs``. :data:`METHODS` maps a short name to a
 method registered here shows up everywhere.
 
 One module per family: :mod:`~xwp.attribution.registry` (METHODS, ``@register``, tags),
-:mod:`~xwp.attribution.weight_perturbation` (XWP, XWPc), :mod:`~xwp.attribution.captum`
+:mod:`~xwp.attribution.weight_perturbation` (XWP, XWPc) on
+:mod:`~xwp.attribution.first_layer` (a dense or convolutional first layer and the rest), :mod:`~xwp.attribution.captum`
 (the Captum baselines), :mod:`~xwp.attribution.rise`, :mod:`~xwp.attribution.baselines`
 (random), the related work of issue 13 -- :mod:`~xwp.attribution.pathwise` (Lim et al. 2024),
 :mod:`~xwp.attribution.zennit_lrp` (Zennit's LRP composites) and
@@ -20,6 +21,7 @@ from xwp.attribution.baselines import RandomAttribution
 from xwp.attribution.captum import CaptumMethod, superpixel_mask
 from xwp.attribution.common import OutputFn, OutputModel, Target, indicator, output_fn, resolve_target
 from xwp.attribution.deactivation import ActivationDeactivation, deactivate
+from xwp.attribution.first_layer import FirstLayer, split_first_layer, split_first_linear
 from xwp.attribution.pathwise import Pathwise
 from xwp.attribution.registry import (
     METHODS,
@@ -32,13 +34,14 @@ from xwp.attribution.registry import (
     register,
 )
 from xwp.attribution.rise import RISE, rise_masks
-from xwp.attribution.weight_perturbation import XWP, XWPc, split_first_linear
+from xwp.attribution.weight_perturbation import XWP, XWPc
 from xwp.attribution.zennit_lrp import EpsilonPlusFlatLRP, GammaBoxLRP, ZennitLRP
 
 __all__ = [
     "METHODS",
     "ActivationDeactivation",
     "EpsilonPlusFlatLRP",
+    "FirstLayer",
     "GammaBoxLRP",
     "Pathwise",
     "ZennitLRP",
@@ -62,6 +65,7 @@ __all__ = [
     "register",
     "resolve_target",
     "rise_masks",
+    "split_first_layer",
     "split_first_linear",
     "superpixel_mask",
 ]

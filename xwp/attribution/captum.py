@@ -231,7 +231,7 @@ class IntegratedGradientsMethod(CaptumMethod):
     tags=ALL_SETS,
 )
 class LRPMethod(CaptumMethod):
-    """Captum's LRP on logits with an epsilon rule on every linear layer (Bach et al. 2015).
+    """Captum's LRP on logits with an epsilon rule on every linear and conv layer (Bach et al. 2015).
 
     Captum has no rule for softmax, so there is no ``output`` option. Captum drops custom
     rules after each call and writes state onto the layers, so the model is copied once
@@ -243,12 +243,12 @@ class LRPMethod(CaptumMethod):
     defaults = {"epsilon": 1e-9}
 
     def prepare(self, forward: nn.Module, x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Attach an epsilon rule to every linear layer of the (private) model."""
+        """Attach an epsilon rule to every linear and conv layer of the private model (pooling keeps Captum's)."""
         from captum.attr._utils.lrp_rules import EpsilonRule
 
         eps = kwargs.pop("epsilon")
         for m in forward.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear | nn.Conv2d):
                 m.rule = EpsilonRule(epsilon=eps)
         return kwargs
 

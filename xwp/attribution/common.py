@@ -10,7 +10,7 @@ from torch import nn
 
 from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
-from xwp.models import MLP
+from xwp.models import KeepsInitial
 
 Target = int | torch.Tensor | list[int] | None
 OutputFn = Callable[[torch.Tensor], torch.Tensor]
@@ -85,7 +85,7 @@ def as_model_input(inputs: torch.Tensor, model: nn.Module) -> torch.Tensor:
 
     Refused with :class:`XWPError`: non-tensors, no batch dimension, an empty batch,
     non-floating dtypes (integer images 0-255 would silently be read on the wrong scale),
-    NaN or infinite values, a per-image size other than an ``xwp.MLP``'s input size, and
+    NaN or infinite values, a per-image size other than an ``xwp.MLP``'s or ``xwp.CNN``'s input size, and
     models in training mode that hold dropout or batch-norm layers (their output would be
     random or batch-dependent; call ``model.eval()`` first). An ``xwp.MLP`` in training mode
     is accepted: it computes the same function in both modes.
@@ -98,9 +98,9 @@ def as_model_input(inputs: torch.Tensor, model: nn.Module) -> torch.Tensor:
         raise XWPError("inputs hold no images (the batch is empty)")
     if not inputs.is_floating_point():
         raise XWPError(f"inputs must be floating point images in [0, 1], got dtype {inputs.dtype}")
-    if isinstance(model, MLP) and inputs[0].numel() != model.sizes[0]:
+    if isinstance(model, KeepsInitial) and inputs[0].numel() != model.n_inputs:
         raise XWPError(
-            f"each input must have {model.sizes[0]} features for {model.describe()}, got shape {tuple(inputs.shape)}"
+            f"each input must have {model.n_inputs} features for {model.describe()}, got shape {tuple(inputs.shape)}"
         )
     if not torch.isfinite(inputs).all():
         raise XWPError("inputs contain NaN or infinite values")

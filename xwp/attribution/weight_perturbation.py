@@ -7,81 +7,42 @@ differences of the target evidence ``score(f) = sum_n I_n f_n`` (eq. 4):
 - XWP (eq. 3):  ``R_i   = score(f(x)) - score(f^{W_i = W_i^0}(x))``
 - XWPc:         ``R^c_i = score(f^{W = W^0, W_i = W_i}(x)) - score(f^{W = W^0}(x))``
 
-Swapping column ``i`` of the first layer changes its pre-activation by a rank-1 term,
+Swapping column ``i`` of a dense first layer changes its pre-activation by a rank-1 term,
 ``h1 + x_i * delta_i``, so every non-zero feature of every image goes through layers
-2..L in one batched pass. The model is never modified.
+2..L in one batched pass. A convolutional first layer (``nn.Conv2d``) reads "the weights of
+pixel ``i``" as two convolutions with complementary masks,
+``conv_W(x ⊙ (1 − e_i)) + conv_W0(x ⊙ e_i) + b = conv_W(x) + b + conv_{W0 − W}(x ⊙ e_i)``:
+the same update, on the ``k x k`` patch of the first feature map that sees pixel ``i``
+(:mod:`xwp.attribution.first_layer` has the definition and the index tables). One code path
+serves both; the model is never modified.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from xwp.attribution.common import Target, as_model_input, broadcast_target, indicator, output_fn, resolve_target
+from xwp.attribution.first_layer import initial_first_weight, split_first_layer
 from xwp.attribution.registry import Method, register
 from xwp.devices import CHUNK_ELEMENTS, CHUNK_ELEMENTS_CUDA, run_chunked
 from xwp.errors import XWPError
-from xwp.models import MLP
 
 PAPER = "Lympelopoulos & Kanellopoulou 2026"
 
 
-def split_first_linear(model: nn.Module) -> tuple[nn.Linear, Callable[[torch.Tensor], torch.Tensor]]:
-    """The first ``nn.Linear`` of a fully connected network and the function applied after it."""
-    if isinstance(model, MLP):
-        return model.linears[0], _fast_rest(model.linears[1:])
-    if isinstance(model, nn.Sequential):
-        for k, m in enumerate(model):
-            if isinstance(m, nn.Linear):
-                return m, model[k + 1 :]
-            if not isinstance(m, nn.Flatten):
-                break
-    raise XWPError(
-        "XWP needs a fully connected network whose first layer is nn.Linear: "
-        "an xwp.MLP, or an nn.Sequential of (Flatten,) Linear, ReLU, Linear, ..."
-    )
-
-
-def _fast_rest(linears: list[nn.Linear]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Layers 2..L of a ReLU MLP, with in-place ReLUs on the (owned) pre-activation buffer."""
-
-    def rest(h: torch.Tensor) -> torch.Tensor:
-        for layer in linears:
-            h = torch.addmm(layer.bias, h.relu_(), layer.weight.t())  # (N, next width)
-        return h
-
-    return rest
-
-
-def _initial_first_weight(model: nn.Module, initial_model: nn.Module | None) -> torch.Tensor:
-    """First-layer weights at initialisation, from ``initial_model`` or the model's own buffers."""
-    if initial_model is not None:
-        w0 = split_first_linear(initial_model)[0].weight
-    elif isinstance(model, MLP):
-        w0 = model.initial_state()["0.weight"]
-    else:
-        raise XWPError(
-            "XWP needs the network's initial state: pass initial_model= "
-            "(the same architecture at its initial weights) or use xwp.MLP, which keeps it"
-        )
-    w = split_first_linear(model)[0].weight
-    if w0.shape != w.shape:
-        raise XWPError(f"initial first layer has shape {tuple(w0.shape)}, the model has {tuple(w.shape)}")
-    return w0.detach().to(device=w.device, dtype=w.dtype)
-
-
 class _WeightPerturbation(Method):
-    """Shared machinery of XWP and XWPc: the target evidence before and after a rank-1 first-layer change."""
+    """Shared machinery of XWP and XWPc: the target evidence before and after a first-layer change of one feature."""
 
     defaults = {"output": "softmax", "chunk_elements": None, "image_chunk": 1024}
 
     def __init__(self, model: nn.Module, initial_model: nn.Module | None = None, **options: Any):
         super().__init__(model, **options)
-        self.first, self.rest = split_first_linear(model)
-        self.w0 = _initial_first_weight(model, initial_model)  # (H, D)
+        self.split = split_first_layer(model)  # Linear or Conv2d, and the layers after it
+        self.first, self.rest = self.split.layer, self.split.rest
+        self.w0 = initial_first_weight(model, self.split, initial_model)  # (H, D) or (C1, C, kh, kw)
         self.output = self.options["output"]
         self.out = output_fn(self.output)
         on_gpu = self.w0.device.type == "cuda"
@@ -100,24 +61,22 @@ class _WeightPerturbation(Method):
         b = x.shape[0]
         if target is not None:  # one entry per image; classes are checked per chunk
             target = broadcast_target(target, b, x.device)
+        x = self.split.shape_inputs(x)  # (B, D) or (B, C, H, W)
         out = torch.empty(b, x[0].numel(), dtype=x.dtype, device=x.device)
         for start in range(0, b, self.image_chunk):
             stop = min(b, start + self.image_chunk)
-            x_flat = self._flatten(x[start:stop])  # (b, D)
-            out[start:stop] = self._attribute(x_flat, None if target is None else target[start:stop])
+            out[start:stop] = self._attribute(x[start:stop], None if target is None else target[start:stop])
         return out.reshape(inputs.shape).to(inputs.device)
 
     def _attribute(self, x: torch.Tensor, target: Target) -> torch.Tensor:
-        """Attributions ``(b, D)`` of one chunk of flat images ``x``."""
+        """Attributions ``(b, D)`` of one chunk of images ``x`` ``(b, *in_shape)``."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ the two terms
 
     def _first_layer(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """First pre-activation ``h1 = x W^T + b`` ``(B, H)`` with the given first-layer weights."""
-        b = self.first.bias
-        b = b.detach() if b is not None else torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
-        return torch.addmm(b, x, weight.t())  # (B, H)
+        """First pre-activation ``h1`` with the given first-layer weights: ``x W^T + b`` ``(B, H)`` or a conv map."""
+        return self.split.pre(x, weight)  # (B, H) or (B, C1, Ho, Wo)
 
     def _score_h1(self, h1: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """:meth:`_score` of the network's output at pre-activations ``h1`` ``(B, H)``."""
@@ -126,21 +85,24 @@ class _WeightPerturbation(Method):
     def _perturbed_scores(
         self, h1: torch.Tensor, delta: torch.Tensor, x: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`_score` at ``h1[b] + x[b, i] * delta[i]`` for every non-zero ``x[b, i]``.
+        """:meth:`_score` at ``h1[b]`` + (feature ``i``'s change scaled by ``x[b, i]``) for every non-zero ``x[b, i]``.
 
-        ``h1`` ``(B, H)``: the unperturbed pre-activations; ``delta`` ``(D, H)``: the change of
-        ``h1`` per unit of ``x_i`` when column ``i`` of the first layer is swapped. Returns the
-        image and feature indices ``(N,)``, ``(N,)`` of the non-zero inputs and their scores ``(N, k)``.
+        ``h1``: the unperturbed pre-activations (``(B, H)`` or ``(B, C1, Ho, Wo)``); ``delta``:
+        the first layer's weight change in the layout of ``FirstLayer.per_unit`` (dense:
+        ``(D, H)``, row ``i`` the change of ``h1`` per unit of ``x_i``); ``x``: the images
+        ``(B, *in_shape)``. Returns the image and flat feature indices ``(N,)``, ``(N,)`` of the
+        non-zero inputs and their scores ``(N, k)``.
         """
-        b_idx, i_idx = torch.nonzero(x, as_tuple=True)  # (N,), (N,)
-        values = x[b_idx, i_idx]  # (N,)
+        flat = x.reshape(x.shape[0], -1)  # (B, D)
+        b_idx, i_idx = torch.nonzero(flat, as_tuple=True)  # (N,), (N,)
+        values = flat[b_idx, i_idx]  # (N,)
         scores = torch.empty(b_idx.numel(), self._score_width(), dtype=x.dtype, device=x.device)  # (N, k)
-        chunk = max(1, self.chunk_elements // delta.shape[1])
+        chunk = max(1, self.chunk_elements // h1[0].numel())
 
         def work(start: int, stop: int) -> None:
             bi, ii = b_idx[start:stop], i_idx[start:stop]
-            h = h1.index_select(0, bi)  # (n, H): the unperturbed pre-activation of each row's image
-            h.addcmul_(delta.index_select(0, ii), values[start:stop, None])  # + x_i * delta_i
+            h = h1.index_select(0, bi)  # (n, ...): the unperturbed pre-activation of each row's image
+            self.split.add_change(h, delta, ii, values[start:stop], tuple(x.shape[1:]))  # + x_i * change_i
             scores[start:stop] = self._score(self.rest(h), target.index_select(0, bi))
 
         run_chunked(b_idx.numel(), chunk, work)
@@ -176,13 +138,6 @@ class _WeightPerturbation(Method):
         confident = torch.minimum(a[:, 0], b[:, 0]) > 0.5  # differences of small q are exact there
         return torch.where(confident, 2.0 * (b[:, 1] - a[:, 1]), 2.0 * (a[:, 0] - b[:, 0]))
 
-    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """Images as rows ``(B, D)``, checked against the first layer's width."""
-        x = x.reshape(x.shape[0], -1)  # (B, D)
-        if x.shape[1] != self.first.in_features:
-            raise XWPError(f"inputs have {x.shape[1]} features, the model expects {self.first.in_features}")
-        return x
-
 
 @register(
     "xwp",
@@ -203,28 +158,31 @@ class XWP(_WeightPerturbation):
     other update"). Biases and deeper layers stay trained.
 
     Args:
-        model: a fully connected network (``xwp.MLP`` or an ``nn.Sequential`` whose
-            first layer is ``nn.Linear``) returning logits.
+        model: a network whose first layer is ``nn.Linear`` or ``nn.Conv2d`` (``xwp.MLP``,
+            ``xwp.CNN``, or an ``nn.Sequential`` starting with (Flatten,) Linear or with
+            Conv2d) returning logits.
         initial_model: the same architecture at its initial weights; optional for an
-            ``xwp.MLP``, which keeps its initial state.
+            ``xwp.MLP`` or ``xwp.CNN``, which keep their initial state.
         output: ``"softmax"`` (the paper), ``"logits"``, or a callable on logits.
         chunk_elements: bound on the size of the perturbed first-layer batch (default
             2**20 elements on a CPU, 2**26 on a GPU; halved on CUDA out-of-memory).
         image_chunk: images prepared together (bounds the index and score arrays).
 
-    Features with ``x_i = 0`` get exactly 0.
+    Features with ``x_i = 0`` get exactly 0. For a ``Conv2d`` first layer, "the weights of
+    pixel ``i``" are the kernel applied to ``x ⊙ e_i``: the first layer becomes
+    ``conv_W(x ⊙ (1 − e_i)) + conv_W0(x ⊙ e_i) + b`` (docs/cnn.md).
     """
 
     def _attribute(self, x: torch.Tensor, target: Target) -> torch.Tensor:
-        """Eq. 3 for one chunk of flat images ``x`` ``(B, D)``."""
-        w = self.first.weight.detach()  # (H, D): trained
-        h1 = self._first_layer(x, w)  # (B, H): the trained network's first pre-activation
-        logits = self.rest(h1.clone())  # (B, C); rest() works in place
+        """Eq. 3 for one chunk of images ``x`` ``(B, *in_shape)``; flat ``(B, D)`` out."""
+        w = self.first.weight.detach()  # (H, D) or (C1, C, kh, kw): trained
+        h1 = self._first_layer(x, w)  # (B, H) or (B, C1, Ho, Wo): the trained network's first pre-activation
+        logits = self.rest(h1.clone())  # (B, C); rest() may work in place
         t = resolve_target(target, logits)  # (B,)
-        delta = (self.w0 - w).t().contiguous()  # (D, H): change of h1 per unit of x_i when W_i -> W_i^0
+        delta = self.split.per_unit(self.w0 - w)  # change of h1 per unit of x_i when W_i -> W_i^0
         trained = self._score(logits, t)  # (B, k): sum_n I_n f_n(x)
         b_idx, i_idx, swapped = self._perturbed_scores(h1, delta, x, t)  # (N, k): sum_n I_n f_n^{W_i=W_i^0}(x)
-        attr = torch.zeros_like(x)  # (B, D)
+        attr = x.new_zeros(x.shape[0], x[0].numel())  # (B, D)
         attr[b_idx, i_idx] = self._difference(trained[b_idx], swapped)  # eq. 3
         return attr
 
@@ -253,6 +211,9 @@ class XWPc(_WeightPerturbation):
     "what did I achieve only by myself"); ``rule="eq5-literal"`` gives the literal
     reading for comparison.
 
+    For a ``Conv2d`` first layer the first layer is ``conv_W0(x) + b + conv_{W − W0}(x ⊙ e_i)``,
+    measured against ``conv_W0(x) + b`` (docs/cnn.md).
+
     Args: as :class:`XWP`, plus ``rule`` (``"isolated"`` or ``"eq5-literal"``).
     """
 
@@ -266,15 +227,15 @@ class XWPc(_WeightPerturbation):
             raise XWPError(f"rule must be one of {self.RULES}, got {self.rule!r}")
 
     def _attribute(self, x: torch.Tensor, target: Target) -> torch.Tensor:
-        """XWPc for one chunk of flat images ``x`` ``(B, D)``."""
-        w = self.first.weight.detach()  # (H, D): trained
+        """XWPc for one chunk of images ``x`` ``(B, *in_shape)``; flat ``(B, D)`` out."""
+        w = self.first.weight.detach()  # (H, D) or (C1, C, kh, kw): trained
         logits = self.rest(self._first_layer(x, w))  # (B, C): the trained network, for target=None
         t = resolve_target(target, logits)  # (B,)
-        h1_init = self._first_layer(x, self.w0)  # (B, H): first layer all initial
-        delta = (w - self.w0).t().contiguous()  # (D, H): change of h1 when feature i gets W_i back
+        h1_init = self._first_layer(x, self.w0)  # (B, H) or (B, C1, Ho, Wo): first layer all initial
+        delta = self.split.per_unit(w - self.w0)  # change of h1 when feature i gets W_i back
         initial = self._score_h1(h1_init, t)  # (B, k): sum_n I_n f_n^{W=W^0}(x)
         b_idx, i_idx, only_i = self._perturbed_scores(h1_init, delta, x, t)  # (N, k): ... f_n^{W=W^0, W_i=W_i}(x)
-        attr = torch.zeros_like(x)  # (B, D)
+        attr = x.new_zeros(x.shape[0], x[0].numel())  # (B, D)
         attr[b_idx, i_idx] = self._difference(only_i, initial[b_idx])  # R^c_i
         if self.rule == "eq5-literal":
             const = self._difference(self._score(logits, t), initial)  # (B,): C(x) = score f(x) - score f^{W=W^0}(x)
