@@ -100,10 +100,13 @@ def test_average_drop_by_loop(setup, output):
 @pytest.mark.parametrize("output", ["softmax", "logits"])
 def test_faithfulness_correlation_by_loop(setup, output):
     model, x, y, attr = setup
-    subsets = F.random_subsets(5, 16, n_runs=12, subset_size=5, seed=4)
+    subsets = F.random_subsets(16, n_runs=12, subset_size=5, seed=4)[None].repeat(5, 1, 1)
+    subsets[1] = F.random_subsets(16, n_runs=12, subset_size=5, seed=9)  # per-image subsets are accepted too
     got = F.faithfulness_correlation(model, x, y, attr, output=output, subsets=subsets, rows=7)
     seeded = F.faithfulness_correlation(model, x, y, attr, output=output, n_runs=12, subset_size=5, seed=4)
-    torch.testing.assert_close(got, seeded)
+    torch.testing.assert_close(got[[0, 2, 3, 4]], seeded[[0, 2, 3, 4]])
+    one = F.faithfulness_correlation(model, x[3:4], y[3:4], attr[3:4], output=output, n_runs=12, subset_size=5, seed=4)
+    torch.testing.assert_close(one[0], seeded[3])  # independent of the batch
     for b in range(5):
         s0 = score(model, x[b], int(y[b]), output)
         sums, drops = [], []

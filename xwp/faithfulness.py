@@ -22,8 +22,8 @@ Directions (``DIRECTIONS``, True = higher is better):
 - ``average_drop``: top ``fraction`` removed; softmax: ``max(0, p - p') / p``
   (Chattopadhyay et al. 2018), logits: ``max(0, s - s')`` (a logit has no scale to divide by); higher;
 - ``faithfulness_correlation``: Pearson correlation, over ``n_runs`` random subsets of
-  ``subset_size`` features, between the subset's summed attribution and the output drop when
-  the subset is removed (Bhatt, Weller & Moura, IJCAI 2020); higher;
+  ``subset_size`` features (the same subsets for every image), between the subset's summed
+  attribution and the output drop when the subset is removed (Bhatt, Weller & Moura, IJCAI 2020); higher;
 - ``max_sensitivity``: ``max_delta ||Phi(x + delta) - Phi(x)|| / ||Phi(x)||`` over ``n_samples``
   uniform draws ``delta ~ U[-r, r]^D`` (Yeh et al., NeurIPS 2019); lower;
 - ``sparseness``: Gini index of ``|Phi|`` (Chalasani et al., ICML 2020); higher;
@@ -182,12 +182,20 @@ def average_drop(
     return drop / s0 if output == "softmax" else drop
 
 
-def random_subsets(b: int, d: int, n_runs: int, subset_size: int, seed: int = 0) -> torch.Tensor:
-    """Seeded random feature subsets ``(B, n_runs, subset_size)``, without replacement within a subset."""
+def default_subset_size(d: int) -> int:
+    """Quantus' 224 features of a 784-pixel image (28.6 %), scaled to ``d`` features."""
+    return max(1, round(224 * d / 784))
+
+
+def random_subsets(d: int, n_runs: int, subset_size: int, seed: int = 0) -> torch.Tensor:
+    """Seeded random feature subsets ``(n_runs, subset_size)``, without replacement within a subset.
+
+    The same subsets serve every image, so a score does not depend on how images are batched.
+    """
     if not 1 <= subset_size < d:
         raise XWPError(f"subset_size must be between 1 and {d - 1}, got {subset_size}")
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, n_runs, d, generator=g).argsort(dim=2)[:, :, :subset_size]
+    return torch.rand(n_runs, d, generator=g).argsort(dim=1)[:, :subset_size]
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -208,22 +216,25 @@ def faithfulness_correlation(
     removal: Removal | None = None,
     output: str = "softmax",
     n_runs: int = 100,
-    subset_size: int = 224,
+    subset_size: int | None = None,
     seed: int = 0,
     subsets: torch.Tensor | None = None,
     rows: int = 4096,
 ) -> torch.Tensor:
     """Faithfulness correlation ``(B,)`` (Bhatt et al. 2020): corr(sum of attributions of S, score drop removing S).
 
-    ``subsets`` ``(B, R, k)`` fixes the random subsets (for cross-checks); otherwise they are
-    drawn from ``seed``. Quantus' defaults: 100 runs of 224 features.
+    ``subsets`` ``(B, R, k)`` or ``(R, k)`` fixes the subsets (for cross-checks); otherwise
+    ``n_runs`` subsets of ``subset_size`` features (default :func:`default_subset_size`: 224 of
+    784, Quantus' default) are drawn from ``seed``, the same for every image.
     """
     removal = removal or Zero()
     x, t = _prepare(model, inputs, target)
     b, d = x.shape[0], x[0].numel()
     if subsets is None:
-        subsets = random_subsets(b, d, n_runs, subset_size, seed)
+        subsets = random_subsets(d, n_runs, subset_size or default_subset_size(d), seed)
     subsets = subsets.to(x.device)
+    if subsets.dim() == 2:
+        subsets = subsets.expand(b, *subsets.shape)
     r = subsets.shape[1]
     keep = torch.ones(b, r, d, dtype=torch.bool, device=x.device).scatter_(2, subsets, False)
     s0 = output_score(model(x), t, output)
@@ -293,7 +304,7 @@ def per_image_scores(
     steps: int = STEPS,
     seed: int = 0,
     n_runs: int = 100,
-    subset_size: int = 224,
+    subset_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every model-based score of one batch in one call (the curves are computed once and reused).
 
