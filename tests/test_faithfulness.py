@@ -191,3 +191,22 @@ def test_good_maps_score_better_than_random_on_every_metric(trained, typeface):
         for name in ("deletion_auc", "insertion_auc", "srg", "faithfulness_correlation", "sparseness", "complexity"):
             better = g[name].nanmean() > r[name].nanmean()
             assert better == F.DIRECTIONS[name], (output, name)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_scores_on_cuda_equal_cpu(setup):
+    import copy
+
+    model, x, y, attr = setup
+    cpu = F.per_image_scores(model, x, y, attr, steps=20, n_runs=10, subset_size=4)
+    gpu_model = copy.deepcopy(model).cuda()
+    for name in ("zero", "revert"):
+        op = removal.make_removal(name, gpu_model)
+        gpu = F.per_image_scores(gpu_model, x.cuda(), y.cuda(), attr.cuda(), op, steps=20, n_runs=10, subset_size=4)
+        ref = F.per_image_scores(
+            model, x, y, attr, removal.make_removal(name, model), steps=20, n_runs=10, subset_size=4
+        )
+        for k, v in ref.items():
+            torch.testing.assert_close(gpu[k].cpu(), v, equal_nan=True)
+    assert cpu["deletion_auc"].shape == (5,)
