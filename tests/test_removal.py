@@ -144,3 +144,13 @@ def test_weight_reversion_matches_a_model_with_reverted_columns(mlp):
     torch.testing.assert_close(removal.WeightReversion().logits(mlp, x, full), mlp(x))
     torch.testing.assert_close(removal.WeightReversion(mlp.initial_model()).logits(mlp, x, keep), got)
     assert REMOVALS["revert"][0].favours == "xwp"
+
+
+def test_deactivation_of_a_non_fully_connected_network_is_a_clear_error():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 3)).double()
+    x, keep = batch(2)
+    try:
+        import xwp.deactivation  # noqa: F401
+    except ImportError:
+        with pytest.raises(XWPError, match="xwp.deactivation"):
+            removal.Deactivation().logits(conv, x, keep)

@@ -237,8 +237,10 @@ class Deactivation(Removal):
         try:
             first, rest = split_first_linear(model)
         except XWPError:
-            from xwp.deactivation import deactivate  # the general operator (another branch)
-
+            try:
+                from xwp.deactivation import deactivate  # the general operator (another branch)
+            except ImportError:
+                raise XWPError("deactivation of this network needs xwp.deactivation, which is not installed") from None
             return deactivate(model, inputs, keep)
         x = inputs.reshape(inputs.shape[0], -1)
         w = first.weight
