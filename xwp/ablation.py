@@ -30,7 +30,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xwp.attribution import XWP, model_device, model_dtype, split_first_linear
+from xwp.attribution import XWP, split_first_linear
+from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
 from xwp.faithfulness import masked_scores, output_score, per_image_scores
 from xwp.models import MLP

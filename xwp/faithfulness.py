@@ -8,7 +8,7 @@ explained class's probability) and ``"logits"`` (its logit).
 Curves (``curves``): point k scores the image with the first ``floor(D k / steps)`` features
 removed (``kind="deletion"``: start intact) or kept (``kind="insertion"``: start with
 everything removed), features taken most relevant first (``order="morf"``) or least relevant
-first (``"lerf"``); ties in a seeded random order (:func:`xwp.metrics.feature_order`). The
+first (``"lerf"``); ties in a random order seeded per image (:func:`feature_order`). The
 curve is the raw score, NOT divided by its value on the intact image, so a misclassified
 image cannot blow up a mean; ``relative=True`` divides by it and clips to ``[0, clip]``
 (softmax only). AUC: trapezoid rule on [0, 1].
@@ -34,12 +34,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from xwp.attribution import model_device, model_dtype
+from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
-from xwp.metrics import feature_order, step_counts
 from xwp.removal import Removal, Zero
 
 STEPS = 200
@@ -57,6 +57,40 @@ DIRECTIONS = {
     "complexity": False,
 }
 Explain = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def image_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for one image from ``(seed, image index)`` (NumPy's SeedSequence mixing)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+
+
+def feature_order(attributions: torch.Tensor, seed: int = 0, index=None) -> torch.Tensor:
+    """Feature indices ``(B, D)`` by descending attribution; ties in a random order seeded per image.
+
+    Image b's tie-breaking order depends only on ``(seed, index[b])`` (default ``index`` =
+    ``0..B-1``: the image's position in the evaluated sample), so a score does not change with
+    the batch size or the batch an image lands in. NaN attributions count as the least important.
+    """
+    b = attributions.shape[0]
+    attr = attributions.reshape(b, -1).double().cpu()
+    attr = torch.nan_to_num(attr, nan=-torch.inf)
+    ids = range(b) if index is None else [int(i) for i in torch.as_tensor(index).reshape(-1)]
+    if len(ids) != b:
+        raise XWPError(f"index has {len(ids)} entries for {b} images")
+    keys = torch.stack(
+        [
+            torch.rand(attr.shape[1], generator=torch.Generator().manual_seed(image_seed(seed, i)), dtype=torch.float64)
+            for i in ids
+        ]
+    )
+    perm = torch.argsort(keys, dim=1)  # (B, D): a random order per image
+    idx = torch.sort(-attr.gather(1, perm), dim=1, stable=True).indices
+    return perm.gather(1, idx).to(attributions.device)
+
+
+def step_counts(n_features: int, steps: int = STEPS) -> torch.Tensor:
+    """Features removed at each step: ``floor(D k / steps)`` for k = 0..steps."""
+    return torch.div(torch.arange(steps + 1) * n_features, steps, rounding_mode="floor")
 
 
 def output_score(logits: torch.Tensor, target: torch.Tensor, output: str = "softmax") -> torch.Tensor:
@@ -123,6 +157,7 @@ def curves(
     steps: int = STEPS,
     seed: int = 0,
     rows: int = 4096,
+    index=None,
 ) -> torch.Tensor:
     """Deletion or insertion curves ``(B, steps + 1)`` of the explained class's score (see the module docstring)."""
     if kind not in ("deletion", "insertion"):
@@ -134,7 +169,7 @@ def curves(
     removal = removal or Zero()
     x, t = _prepare(model, inputs, target)
     b, d = x.shape[0], x[0].numel()
-    ranked = feature_order(attributions, seed).to(x.device)  # (B, D), most relevant first
+    ranked = feature_order(attributions, seed, index).to(x.device)  # (B, D), most relevant first
     if order == "lerf":
         ranked = ranked.flip(1)
     rank = torch.empty_like(ranked)
@@ -169,12 +204,13 @@ def average_drop(
     output: str = "softmax",
     fraction: float = DROP_FRACTION,
     seed: int = 0,
+    index=None,
 ) -> torch.Tensor:
     """Drop ``(B,)`` after removing the top ``floor(fraction D)`` features; relative (softmax) or absolute (logits)."""
     removal = removal or Zero()
     x, t = _prepare(model, inputs, target)
     b, d = x.shape[0], x[0].numel()
-    top = feature_order(attributions, seed).to(x.device)[:, : int(fraction * d)]
+    top = feature_order(attributions, seed, index).to(x.device)[:, : int(fraction * d)]
     keep = torch.ones(b, d, dtype=torch.bool, device=x.device).scatter_(1, top, False)
     s0 = output_score(model(x), t, output)
     s1 = masked_scores(model, x, t, keep[:, None], removal, output)[:, 0]
@@ -305,14 +341,18 @@ def per_image_scores(
     seed: int = 0,
     n_runs: int = 100,
     subset_size: int | None = None,
+    index=None,
+    relative: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Every model-based score of one batch in one call (the curves are computed once and reused).
 
     Returns ``(B,)`` tensors keyed like :data:`DIRECTIONS` (except ``max_sensitivity``, which
     needs the method itself) plus the three curves under ``curve_deletion``,
-    ``curve_deletion_lerf`` and ``curve_insertion``.
+    ``curve_deletion_lerf`` and ``curve_insertion``. ``index``: the images' positions in the
+    sample (tie-breaking seeds); ``relative``: curves divided by the intact score and clipped
+    (softmax only).
     """
-    common = dict(removal=removal, output=output, steps=steps, seed=seed)
+    common = dict(removal=removal, output=output, steps=steps, seed=seed, index=index, relative=relative)
     morf = curves(model, inputs, target, attributions, "deletion", "morf", **common)
     lerf = curves(model, inputs, target, attributions, "deletion", "lerf", **common)
     ins = curves(model, inputs, target, attributions, "insertion", "morf", **common)
@@ -320,7 +360,7 @@ def per_image_scores(
         "deletion_auc": auc(morf),
         "insertion_auc": auc(ins),
         "srg": srg(morf, lerf),
-        "average_drop": average_drop(model, inputs, target, attributions, removal, output, seed=seed),
+        "average_drop": average_drop(model, inputs, target, attributions, removal, output, seed=seed, index=index),
         "faithfulness_correlation": faithfulness_correlation(
             model, inputs, target, attributions, removal, output, n_runs, subset_size, seed
         ),

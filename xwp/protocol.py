@@ -4,7 +4,8 @@
 removal and image); :func:`summary_table` turns it into the pinned CSV layout (one row per
 (method, output, removal) with ``<metric>_mean``, ``_median``, ``_ci_low``, ``_ci_high``);
 :func:`ranking_agreement` says whether the ranking of methods survives a change of removal.
-This module is what ``evaluate``/the CLI call once they are wired (see docs/evaluation.md).
+:func:`xwp.evaluate` runs the same protocol on a dataset sample with timing, curves and progress;
+this module works on any image tensor (see docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from torch import nn
 
 from xwp import faithfulness as F
 from xwp import stats
-from xwp.attribution import METHODS, make_method, model_device, model_dtype
+from xwp.attribution import METHODS, make_method
+from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
+from xwp.metrics import PINNED
 from xwp.removal import REMOVALS, make_removal
 
-#: metric names pinned for scripts (issue 11), in CSV order
-PINNED = ("deletion_auc", "insertion_auc", "srg", "average_drop", "faithfulness_correlation", "max_sensitivity")
 EXTRA = ("sparseness", "complexity")
 
 
@@ -85,7 +86,8 @@ def score_methods(
                 x, y = x_all[start : start + batch_size], y_all[start : start + batch_size]
                 attr = method.attribute(x, target=y)
                 for r, op in ops.items():
-                    s = F.per_image_scores(model, x, y, attr, op, output, steps, seed)
+                    idx = torch.arange(start, start + len(x))
+                    s = F.per_image_scores(model, x, y, attr, op, output, steps, seed, index=idx)
                     cols[r].append({k: v.double().cpu().numpy() for k, v in s.items() if not k.startswith("curve_")})
                 if sensitivity_samples:
                     explain = lambda inp, t, m=method: m.attribute(inp, target=t)  # noqa: E731
