@@ -150,7 +150,7 @@ def test_deactivation_of_a_non_fully_connected_network_is_a_clear_error():
     conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 3)).double()
     x, keep = batch(2)
     try:
-        import xwp.deactivation  # noqa: F401
+        import xwp.attribution.deactivation  # noqa: F401
     except ImportError:
-        with pytest.raises(XWPError, match="xwp.deactivation"):
+        with pytest.raises(XWPError, match="xwp.attribution.deactivation"):
             removal.Deactivation().logits(conv, x, keep)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m xwp train | explain | evaluate | study``.
+"""Command line: ``python -m xwp train | explain | evaluate | sanity | study``.
 
 Errors a user can cause print one line (``error: ...``) and exit with status 2.
 """
@@ -138,22 +138,44 @@ def cmd_explain(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _names(text: str, known, what: str) -> list[str]:
+    """Comma-separated names checked against ``known`` (``what`` names them in the error)."""
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in known]
+    if bad or not names:
+        raise XWPError(f"unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def _train_mean(args: argparse.Namespace, dataset: str):
+    """The training split's per-pixel mean (for the ``mean`` removal)."""
+    from xwp.data import load_dataset
+
+    return load_dataset(dataset, "train", args.data_dir).images.double().mean(0).reshape(-1)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    """Evaluate methods on test images and write the Table-1-style CSV."""
+    """Evaluate methods on test images; write one CSV row per (method, output, removal) with CIs."""
     from tqdm import tqdm
 
     from xwp import plots
     from xwp.attribution import METHODS
     from xwp.data import load_dataset
     from xwp.evaluation import check_request, evaluate
+    from xwp.faithfulness import OUTPUTS
+    from xwp.metrics import PINNED
+    from xwp.removal import REMOVALS
 
     out = _out_path(args.out, (".csv",))
     if args.curves:
         _out_path(args.curves, (".png",))
     methods = _methods(args.methods)
+    removals = _names(args.removal, list(REMOVALS), "removal(s)")
+    outputs = _names(args.output, list(OUTPUTS), "output(s)")
     ckpt = _load(args)
     data = load_dataset(args.dataset, "test", args.data_dir)
-    check_request(data, methods, args.n)
+    check_request(data, methods, args.n, outputs, removals)
+    train_mean = _train_mean(args, args.dataset) if "mean" in removals else None
     bar = tqdm(total=100, desc="evaluating", unit="%")
 
     def progress(fraction: float, message: str) -> None:
@@ -171,19 +193,63 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             initial_model=ckpt.initial_model,
             batch_size=args.batch_size,
             progress=progress,
+            outputs=outputs,
+            removals=removals,
+            train_mean=train_mean,
+            relative=args.relative,
+            sensitivity_samples=args.sensitivity_samples,
         )
     finally:
         bar.close()
-    ev.table.to_csv(out)
-    print(ev.markdown())
+    table = ev.summary(correct_only=args.correct_only)
+    table.to_csv(out, index=False, float_format="%.6g")
+    for output in outputs:
+        for removal in removals:
+            print(f"\n{output}, {removal} removal:\n" + ev.markdown(output, removal))
+    lines = ev.statements(PINNED, correct_only=args.correct_only)
+    print(f"\n{len(lines)} significant differences (Wilcoxon signed-rank, Holm-corrected, alpha 0.05)")
+    for line in lines[: args.show_statements]:
+        print(" -", line)
     print(f"wrote {out}")
     if args.curves:
         fig = plots.curves_figure(
-            {METHODS[m].label: ev.deletion[m] for m in methods},
-            title=f"Deletion curves, {args.dataset}, {args.n} test images",
+            {
+                METHODS[m].label: c
+                for m, c in ev.curve_set("deletion", outputs[0], removals[0], args.correct_only).items()
+            },
+            title=f"Deletion curves, {args.dataset}, {args.n} test images ({outputs[0]}, {removals[0]} removal)",
         )
         plots.save(fig, args.curves)
         print(f"wrote {args.curves}")
+
+
+def cmd_sanity(args: argparse.Namespace) -> None:
+    """Cascading model-parameter randomisation: one CSV row per (method, randomised layer)."""
+    from xwp.data import load_dataset
+    from xwp.devices import model_device
+    from xwp.sanity import cascading_randomisation
+
+    out = _out_path(args.out, (".csv",))
+    methods = _methods(args.methods)
+    ckpt = _load(args)
+    dataset = args.dataset or ckpt.meta.get("dataset", "typeface")
+    data = load_dataset(dataset, "test", args.data_dir or ckpt.meta.get("data_dir"))
+    if not 1 <= args.n <= min(len(data), 1000):
+        raise XWPError(f"--n must be between 1 and {min(len(data), 1000)}, got {args.n}")
+    sample = data.sample(args.n, args.seed)
+    device = model_device(ckpt.model)
+    table = cascading_randomisation(
+        ckpt.model,
+        sample.images.to(device),
+        sample.labels.to(device),
+        methods,
+        initial_model=ckpt.initial_model,
+        seed=args.seed,
+    )
+    table.to_csv(out, index=False, float_format="%.6g")
+    shown = table.set_index(["method", "layer"])[["spearman_all", "spearman_nonzero", "passed"]]
+    print(shown.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out}")
 
 
 def cmd_study(args: argparse.Namespace) -> None:
@@ -213,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m xwp``."""
     from xwp.data import DATASETS
     from xwp.models import INITS
+    from xwp.removal import REMOVALS
     from xwp.train import OPTIMIZERS
 
     p = argparse.ArgumentParser(prog="python -m xwp", description="Weight-perturbation attribution (XWP, XWPc).")
@@ -249,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="figure (.png) or raw attributions (.npy)")
     e.set_defaults(func=cmd_explain)
 
-    v = sub.add_parser("evaluate", help="Deletion/Insertion AUC and Average Drop (the paper's Table 1)")
+    v = sub.add_parser("evaluate", help="faithfulness scores with 95% intervals and paired tests (docs/evaluation.md)")
     v.add_argument("--checkpoint", required=True)
     v.add_argument("--dataset", default="typeface", choices=list(DATASETS))
     v.add_argument("--data-dir")
@@ -257,9 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--n", type=int, default=100, help="number of test images")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--removal", default="zero", help="removal operator(s), comma separated: " + ", ".join(REMOVALS))
+    v.add_argument("--output", default="softmax,logits", help="output space(s) explained and scored: softmax,logits")
+    v.add_argument("--correct-only", action="store_true", help="summarise only correctly classified images")
+    v.add_argument("--relative", action="store_true", help="divide softmax curves by the intact probability (clipped)")
+    v.add_argument("--sensitivity-samples", type=int, default=5, help="noisy re-runs for max-sensitivity (0: skip)")
+    v.add_argument("--show-statements", type=int, default=20, help="print at most this many significance statements")
     v.add_argument("--curves", help="also write the deletion curves figure here (.png)")
-    v.add_argument("--out", required=True, help="table (.csv)")
+    v.add_argument("--out", required=True, help="table (.csv): one row per (method, output, removal)")
     v.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("sanity", help="cascading model-parameter randomisation (Adebayo et al. 2018)")
+    c.add_argument("--checkpoint", required=True)
+    c.add_argument("--dataset", help="test images from this dataset (default: the checkpoint's)")
+    c.add_argument("--data-dir")
+    c.add_argument("--methods", default="xwp,xwpc,occlusion,ig,lrp,random")
+    c.add_argument("--n", type=int, default=32, help="number of test images")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, help="table (.csv): one row per (method, randomised layer)")
+    c.set_defaults(func=cmd_sanity)
 
     s = sub.add_parser("study", help="the paper's Table 1 and Figures 3-6 over datasets and seeds")
     s.add_argument("--datasets", default="typeface,fashion-mnist,mnist")

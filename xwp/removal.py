@@ -226,7 +226,7 @@ class Deactivation(Removal):
     For a fully connected network the first layer is ``h1 = W x + b``; deactivating input i
     drops its term ``W_i x_i``, which is exactly what setting ``x_i = 0`` does: for an MLP
     this operator equals :class:`Zero` (tested). Networks that are not fully connected need
-    the general operator (``xwp.deactivation.deactivate``) once it is merged.
+    the general operator (``xwp.attribution.deactivation.deactivate``) once it is merged.
     """
 
     name = "deactivation"
@@ -238,9 +238,11 @@ class Deactivation(Removal):
             first, rest = split_first_linear(model)
         except XWPError:
             try:
-                from xwp.deactivation import deactivate  # the general operator (another branch)
+                from xwp.attribution.deactivation import deactivate  # the general operator (branch methods2)
             except ImportError:
-                raise XWPError("deactivation of this network needs xwp.deactivation, which is not installed") from None
+                raise XWPError(
+                    "deactivation of this network needs xwp.attribution.deactivation (not merged yet)"
+                ) from None
             return deactivate(model, inputs, keep)
         x = inputs.reshape(inputs.shape[0], -1)
         w = first.weight
