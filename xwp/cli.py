@@ -255,6 +255,8 @@ def cmd_sanity(args: argparse.Namespace) -> None:
 def cmd_study(args: argparse.Namespace) -> None:
     """Run the faithfulness study (Table 1 and Figures 3-6 over seeds)."""
     from xwp.data import DATASETS
+    from xwp.faithfulness import OUTPUTS
+    from xwp.removal import REMOVALS
     from xwp.study import rank_check, run_study
 
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -262,6 +264,10 @@ def cmd_study(args: argparse.Namespace) -> None:
     if needs and not args.data_dir:
         raise XWPError(f"{', '.join(needs)} need --data-dir (e.g. ../shared/data)")
     seeds = [int(s) for s in args.seeds.split(",")]
+    removals = _names(args.removal, list(REMOVALS), "removal(s)")
+    outputs = _names(args.output, list(OUTPUTS), "output(s)")
+    if args.address and args.executor != "ray":
+        raise XWPError("--address needs --executor ray")
     result = run_study(
         datasets,
         seeds,
@@ -270,6 +276,12 @@ def cmd_study(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         out_dir=args.out,
         epochs=args.epochs,
+        outputs=outputs,
+        removals=removals,
+        sensitivity_samples=args.sensitivity_samples,
+        executor=args.executor,
+        address=args.address,
+        ray_options={"num_cpus": args.ray_cpus} if args.ray_cpus else None,
     )
     for line in rank_check(result.summary):
         print("warning:", line)
@@ -351,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=1000, help="test images per dataset and seed")
     s.add_argument("--epochs", type=int, default=10)
     s.add_argument("--methods", default="all")
+    s.add_argument("--removal", default="zero", help="removal operator(s), comma separated: " + ", ".join(REMOVALS))
+    s.add_argument("--output", default="softmax,logits", help="output space(s) explained and scored")
+    s.add_argument(
+        "--sensitivity-samples", type=int, default=0, help="noisy re-runs per image for max-sensitivity (0: skip)"
+    )
+    s.add_argument("--executor", default="serial", choices=["serial", "ray"], help="where the cells run")
+    s.add_argument("--address", help="Ray cluster address (default: a local Ray); needs --executor ray")
+    s.add_argument("--ray-cpus", type=int, help="CPUs for a local Ray (default: all)")
     s.add_argument("--out", default="docs/results", help="output folder")
     s.set_defaults(func=cmd_study)
     return p
