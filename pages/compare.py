@@ -85,6 +85,7 @@ def run_controls(entry) -> None:
         glue.stop_comparison()
     result = glue.comparison()
     resumable = result is not None and result["status"] == "stopped" and result["pending"]
+    resumable = resumable and result["uid"] == entry.uid
     if resumable and st.button("Resume", key="compare_resume", icon=":material/play_arrow:"):
         glue.resume_comparison()
     with frame.user_errors():

@@ -60,7 +60,10 @@ def _train_mean(entry: SessionModel) -> torch.Tensor:
 def continue_comparison(entry: SessionModel) -> None:
     """Evaluate the pending methods one at a time, storing each as it finishes; mark the comparison done."""
     result = comparison()
-    if result is None or result["status"] != "running" or result["uid"] != entry.uid:
+    if result is None or result["status"] != "running":
+        return
+    if result["uid"] != entry.uid:  # another model is active now: never mix two models' scores
+        result["status"] = "stopped"
         return
     data = test_set(entry)
     train_mean = _train_mean(entry) if result["removal"] == "mean" else None
