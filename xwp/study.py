@@ -226,9 +226,9 @@ def write_figures(ev, name: str, out: Path) -> list[Path]:
     return [curves_path, grid_path]
 
 
-def _fmt(mean: float, std: float) -> str:
-    """``mean ± std`` with three decimals."""
-    return f"{mean:.3f} ± {std:.3f}"
+def _fmt(mean: float, std: float, seeds: int = 2) -> str:
+    """``mean ± std`` with three decimals (the mean alone for a single seed, which has no spread)."""
+    return f"{mean:.3f}" if seeds == 1 else f"{mean:.3f} ± {std:.3f}"
 
 
 def study_markdown(summary: pd.DataFrame, timings: pd.DataFrame, info: dict, tests: pd.DataFrame | None = None) -> str:
@@ -253,7 +253,7 @@ def study_markdown(summary: pd.DataFrame, timings: pd.DataFrame, info: dict, tes
             header += [f"{m.short} {m.arrow} (correct only)" for m in paper_metrics] + ["ms / image"]
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for _, r in part.iterrows():
-                cells = [METHODS[r.method].label] + [_fmt(r[m.name], r[f"{m.name}_std"]) for m in shown]
+                cells = [METHODS[r.method].label] + [_fmt(r[m.name], r[f"{m.name}_std"], r.seeds) for m in shown]
                 cells += [f"{r[f'{m.name}_correct_only']:.3f}" for m in paper_metrics]
                 cells.append(f"{1000 * r.seconds_per_image:.2f}")
                 lines.append("| " + " | ".join(cells) + " |")
@@ -296,8 +296,9 @@ def significance_markdown(tests: pd.DataFrame, info: dict) -> list[str]:
         "",
         "## Significant differences",
         "",
-        f"Wilcoxon signed-rank tests on paired per-image scores ({info['n']} images x {seeds} seeds pooled), "
-        "Holm-corrected over the method pairs of each (dataset, output, removal, metric); alpha 0.05. "
+        f"Wilcoxon signed-rank tests on paired per-image scores ({info['n']} images"
+        + (f" x {seeds} seeds pooled), " if seeds > 1 else ", one seed), ")
+        + "Holm-corrected over the method pairs of each (dataset, output, removal, metric); alpha 0.05. "
         "A pair that is not listed is not significantly different. Full table: significance.csv.",
     ]
     labels = {m: METHODS[m].label for m in METHODS}
