@@ -113,6 +113,19 @@ def test_tiny_study_end_to_end(tmp_path):
     assert len(logged) == 3  # one line per seed, one at the end
 
 
+def test_ranking_agreement_across_removals(tmp_path):
+    """Deactivation equals zero removal for an MLP, so the methods' ranking agrees perfectly between them."""
+    result = run_study(
+        **dict(TINY, seeds=(0,)), removals=("zero", "deactivation"), out_dir=tmp_path, log=lambda _: None
+    )
+    agree = result.agreement
+    assert set(agree.removal_a + "/" + agree.removal_b) == {"zero/deactivation"}
+    assert (agree.methods == 2).all()  # random order is left out
+    assert agree.spearman.to_numpy() == pytest.approx(1.0, abs=1e-12)
+    assert "## Does the ranking survive a change of removal?" in (tmp_path / "study.md").read_text()
+    assert (tmp_path / "removal_agreement.csv").exists()
+
+
 def test_importing_the_study_does_not_import_ray():
     code = "import sys, xwp.study, xwp.cli; assert 'ray' not in sys.modules, 'ray imported'"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -70,6 +70,7 @@ class StudyResult:
     summary: pd.DataFrame
     files: list[Path]
     tests: pd.DataFrame | None = None
+    agreement: pd.DataFrame | None = None
 
 
 def run_study(
@@ -135,12 +136,17 @@ def run_study(
             figures[name] = ev
     per_seed = pd.concat(frames, ignore_index=True)
     summary = summarize_seeds(per_seed)
-    tests = pooled_tests(pd.concat(pooled, ignore_index=True))
+    pooled_all = pd.concat(pooled, ignore_index=True)
+    tests = pooled_tests(pooled_all)
+    agreement = removal_agreement(pooled_all)
     files = [out / "per_seed.csv", out / "study.csv", out / "timings.csv", out / "significance.csv"]
     per_seed.to_csv(files[0], index=False, float_format="%.5f")
     summary.to_csv(files[1], index=False, float_format="%.5f")
     pd.DataFrame(timings).to_csv(files[2], index=False, float_format="%.2f")
     tests.to_csv(files[3], index=False, float_format="%.4g")
+    if len(agreement):
+        files.append(out / "removal_agreement.csv")
+        agreement.to_csv(files[-1], index=False, float_format="%.4f")
     for name, ev in figures.items():
         files += write_figures(ev, name, out)
     total = time.perf_counter() - started
@@ -161,11 +167,11 @@ def run_study(
         "total_seconds": round(total, 1),
     }
     (out / "study.json").write_text(json.dumps(info, indent=2))
-    md = study_markdown(summary, pd.DataFrame(timings), info, tests)
+    md = study_markdown(summary, pd.DataFrame(timings), info, tests, agreement)
     (out / "study.md").write_text(md)
     files += [out / "study.json", out / "study.md"]
     log(f"study finished in {total / 60:.1f} min; wrote {', '.join(str(f) for f in files)}")
-    return StudyResult(per_seed, summary, files, tests)
+    return StudyResult(per_seed, summary, files, tests, agreement)
 
 
 def pooled_tests(per_image: pd.DataFrame, metrics: Sequence[str] = PINNED) -> pd.DataFrame:
@@ -186,6 +192,28 @@ def pooled_tests(per_image: pd.DataFrame, metrics: Sequence[str] = PINNED) -> pd
     out = pd.concat(rows, ignore_index=True)
     first = ["dataset", "output", "removal", "metric"]
     return out[first + [c for c in out.columns if c not in first]]
+
+
+def removal_agreement(per_image: pd.DataFrame, metrics: Sequence[str] = PINNED) -> pd.DataFrame:
+    """Spearman correlation of the methods' mean scores (random order left out) between every two removals.
+
+    One row per (dataset, output, metric, removal_a, removal_b): does the ranking of the
+    methods survive a change of what "removing a pixel" means? Empty with one removal.
+    """
+    rows = []
+    data = per_image[per_image["method"] != "random"]
+    for (dataset, output), sub in data.groupby(["dataset", "output"], sort=False):
+        removals = list(dict.fromkeys(sub["removal"]))
+        for m in metrics:
+            if m == "max_sensitivity" or m not in sub or sub[m].isna().all():
+                continue  # max-sensitivity does not depend on the removal
+            means = sub.groupby(["removal", "method"], sort=False)[m].mean().unstack(0)
+            for i, a in enumerate(removals):
+                for b in removals[i + 1 :]:
+                    rho = means[a].corr(means[b], method="spearman")
+                    rows.append({"dataset": dataset, "output": output, "metric": m, "removal_a": a,
+                                 "removal_b": b, "spearman": rho, "methods": len(means)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["dataset", "output", "metric", "removal_a", "removal_b", "spearman", "methods"])
 
 
 def summarize_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -231,7 +259,13 @@ def _fmt(mean: float, std: float, seeds: int = 2) -> str:
     return f"{mean:.3f}" if seeds == 1 else f"{mean:.3f} ± {std:.3f}"
 
 
-def study_markdown(summary: pd.DataFrame, timings: pd.DataFrame, info: dict, tests: pd.DataFrame | None = None) -> str:
+def study_markdown(
+    summary: pd.DataFrame,
+    timings: pd.DataFrame,
+    info: dict,
+    tests: pd.DataFrame | None = None,
+    agreement: pd.DataFrame | None = None,
+) -> str:
     """Markdown: a table per dataset, output space and removal; the paper's Table 1 beside ours; significance."""
     paper_metrics = [METRICS[m] for m in PAPER_METRICS]
     shown = [METRICS[m] for m in PINNED if m in summary and summary[m].notna().any()]
@@ -279,6 +313,17 @@ def study_markdown(summary: pd.DataFrame, timings: pd.DataFrame, info: dict, tes
                 for m, theirs in zip(paper_metrics, paper[r.method], strict=True):
                     cells += [f"{r[m.name]:.3f}", f"{theirs:.3f}"]
                 lines.append("| " + " | ".join(cells) + " |")
+    if agreement is not None and len(agreement):
+        lines += ["", "## Does the ranking survive a change of removal?", ""]
+        lines += [
+            "Spearman correlation of the methods' mean scores (random order left out) between two removals.",
+            "",
+            "| dataset | output | metric | removals | Spearman |",
+            "|---|---|---|---|---|",
+        ]
+        for r in agreement.itertuples(index=False):
+            label = METRICS[r.metric].label
+            lines.append(f"| {r.dataset} | {r.output} | {label} | {r.removal_a} vs {r.removal_b} | {r.spearman:.2f} |")
     if tests is not None:
         lines += significance_markdown(tests, info)
     lines += ["", "## Time", "", "| dataset | seed | test accuracy | train (s) | evaluate (s) |"]
