@@ -10,9 +10,12 @@
 
 Similarity is the Spearman rank correlation of signed maps per image, on all pixels
 (``spearman_all``) and on the pixels where the input is non-zero (``spearman_nonzero``),
-averaged over images. On all pixels every zero-baseline method looks "similar" after
-randomisation only because all of them give 0 where the pixel is 0; the non-zero column
-is the one that tests the method. A row passes when ``spearman_nonzero < threshold``
+averaged over images. Compared as *absolute* maps on all pixels (as Quantus does), every
+zero-baseline method looks "similar" after randomisation only because all of them give 0
+where the pixel is 0; on signed maps the all-pixel column is far lower (measured: at most
+0.13 for XWP, XWPc, Occlusion, IG and LRP after randomising only the top layer of a 3-epoch
+typeface MLP), and the non-zero column is the one that tests the method. A row passes
+when ``spearman_nonzero < threshold``
 (default :data:`THRESHOLD` = 0.5: less than half the rank agreement of the intact maps
 survives); a method that does not depend on the model (e.g. ``random``) fails.
 """
