@@ -72,18 +72,19 @@ def settings_form():
 def run_controls(entry) -> None:
     """Start, continue, stop or resume the comparison (Stop sits above the progress bar)."""
     request = settings_form()
-    stop = st.button(
-        "Stop",
-        key="compare_stop",
-        icon=":material/stop:",
-        help="Stop after the method (batch) running now; the finished methods are kept and can be resumed.",
-    )
     if request is not None:
         with frame.user_errors():
             glue.start_comparison(entry, *request)
-    elif stop:
-        glue.stop_comparison()
     result = glue.comparison()
+    running = result is not None and result["status"] == "running"
+    if st.button(
+        "Stop",
+        key="compare_stop",
+        icon=":material/stop:",
+        disabled=not running,
+        help="Interrupts the comparison between two batches; the finished methods are kept and can be resumed.",
+    ):
+        glue.stop_comparison()
     resumable = result is not None and result["status"] == "stopped" and result["pending"]
     resumable = resumable and result["uid"] == entry.uid
     if resumable and st.button("Resume", key="compare_resume", icon=":material/play_arrow:"):

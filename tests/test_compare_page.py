@@ -129,13 +129,14 @@ def test_zoom_and_progress_names_the_method(at, monkeypatch):
 
 
 def test_stop_keeps_finished_methods_and_resume_completes(at):
+    assert button(at, "Stop").disabled  # nothing is running
     result = run_comparison(at, ["xwp", "occlusion"], n=3)
     # as if the run had been interrupted after XWP: occlusion and random still pending
     result["parts"] = result["parts"][:1]
     result["pending"] = ["occlusion", "random"]
     result["status"] = "running"
     result.pop("combined", None)
-    button(at, "Stop").click().run()
+    button(at, "Stop").click().run()  # the click's rerun finds the comparison running: Stop is honoured
     assert_clean(at)
     result = at.session_state["xwp_comparison"]
     assert result["status"] == "stopped" and len(result["parts"]) == 1
