@@ -61,12 +61,12 @@ def main():
     run("float64 model (the same model, converted)", copy.deepcopy(model).double(), methods)
     run("Saliency, absolute gradient (Captum's default; the study)", model, ["saliency", "random"])
     run("Saliency, signed gradient (abs=False)", model, ["saliency"], method_options={"saliency": {"abs": False}})
-    mean = float(train.images.mean())
     run(
-        f"Removed features set to the training mean pixel {mean:.3f} instead of 0",
+        "Removed features set to the training set's per-pixel mean instead of 0",
         model,
         ["xwp", "xwpc", "occlusion", "ig", "random"],
-        background=mean,
+        removals=("mean",),
+        train_mean=train.images.double().mean(0).reshape(-1),
     )
     path = Path(args.out) / f"checks_{args.dataset}.md"
     path.write_text("\n".join(out))

@@ -166,7 +166,7 @@ def test_train_then_explain_then_compare(at):
     table = at.dataframe[0].value
     assert list(table["method"]) == ["XWP", "XWPᶜ", "Occlusion", "Random"]
     assert any("↓" in c for c in table.columns) and any("↑" in c for c in table.columns)
-    assert len(at.get("download_button")) == 3
+    assert len(at.get("download_button")) == 3  # more of the page: tests/test_compare_page.py
     at.toggle(key="compare_correct").set_value(True).run()
     assert_clean(at)
 

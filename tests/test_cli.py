@@ -76,16 +76,51 @@ def test_evaluate_writes_the_table(checkpoint, tmp_path):
         "xwp,xwpc,random",
         "--n",
         "20",
+        "--removal",
+        "zero,mean",
+        "--output",
+        "softmax,logits",
+        "--sensitivity-samples",
+        "2",
         "--out",
         str(out),
         "--curves",
         str(curves),
     )
     assert r.returncode == 0, r.stderr
-    table = pd.read_csv(out, index_col=0)
-    assert list(table.index) == ["xwp", "xwpc", "random"]
-    assert table.loc["xwp", "deletion_auc_mean"] < table.loc["random", "deletion_auc_mean"]
-    assert curves.exists() and "Deletion AUC" in r.stdout
+    table = pd.read_csv(out)
+    assert list(table.columns[:3]) == ["method", "output", "removal"]
+    assert len(table) == 3 * 2 * 2
+    metrics = ["deletion_auc", "insertion_auc", "srg", "average_drop", "faithfulness_correlation", "max_sensitivity"]
+    for m in metrics:
+        for suffix in ("mean", "median", "ci_low", "ci_high"):
+            assert table[f"{m}_{suffix}"].notna().all(), f"{m}_{suffix}"
+    rows = table.set_index(["method", "output", "removal"])
+    assert (
+        rows.loc[("xwp", "softmax", "zero"), "deletion_auc_mean"]
+        < rows.loc[("random", "softmax", "zero"), "deletion_auc_mean"]
+    )
+    assert curves.exists() and "Deletion AUC" in r.stdout and "significant differences" in r.stdout
+    only = tmp_path / "correct.csv"
+    r = run("evaluate", "--checkpoint", str(checkpoint), "--methods", "xwp", "--n", "20", "--output", "softmax")
+    assert r.returncode == 2  # --out is required
+    r = run(
+        "evaluate", "--checkpoint", str(checkpoint), "--methods", "xwp", "--n", "20", "--output", "softmax",
+        "--sensitivity-samples", "0", "--correct-only", "--out", str(only),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    n_correct = pd.read_csv(only)["n"].iloc[0]
+    assert 0 < n_correct <= 20 and len(pd.read_csv(only)) == 1
+
+
+def test_sanity_writes_one_row_per_method_and_layer(checkpoint, tmp_path):
+    out = tmp_path / "sanity.csv"
+    r = run("sanity", "--checkpoint", str(checkpoint), "--methods", "xwp,random", "--n", "4", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(out)
+    assert {"method", "layer", "spearman_all", "spearman_nonzero", "passed"} <= set(table.columns)
+    assert len(table) == 2 * 3  # 128,64 hidden: three Linear layers, randomised top-down
+    assert table.groupby("method").size().to_dict() == {"random": 3, "xwp": 3}
 
 
 @pytest.mark.parametrize(
@@ -160,6 +195,15 @@ def test_evaluate_writes_the_table(checkpoint, tmp_path):
             ["evaluate", "--checkpoint", "{ckpt}", "--methods", "xwp", "--n", "1000000", "--out", "{tmp}/t.csv"],
             "limited",
         ),
+        (
+            ["evaluate", "--checkpoint", "{ckpt}", "--removal", "zero,fog", "--out", "{tmp}/t.csv"],
+            "unknown removal(s) fog",
+        ),
+        (
+            ["evaluate", "--checkpoint", "{ckpt}", "--output", "probs", "--out", "{tmp}/t.csv"],
+            "unknown output(s) probs",
+        ),
+        (["sanity", "--checkpoint", "{ckpt}", "--n", "0", "--out", "{tmp}/s.csv"], "--n must be between"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(args, message, checkpoint, tmp_path, capsys):

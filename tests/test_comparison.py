@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xwp.comparison import REFERENCE, comparison_figures, comparison_table, plan
+from xwp.comparison import (
+    REFERENCE,
+    case_table,
+    comparison_figures,
+    comparison_table,
+    csv_bytes,
+    plan,
+    significance_matrix,
+    statements,
+)
 from xwp.errors import XWPError
 from xwp.evaluation import evaluate
 from xwp.metrics import METRICS
@@ -37,8 +46,10 @@ def test_plan_asks_each_method_about_the_model():
 @pytest.fixture(scope="module")
 def evaluation(typeface, trained):
     data = typeface[1].sample(200, seed=0)
-    ev = evaluate(trained, data, ["xwp", "saliency", "random"], n=6, seed=0, initial_model=trained.initial_model())
-    return ev
+    return evaluate(
+        trained, data, ["xwp", "saliency", "random"], n=6, seed=0, initial_model=trained.initial_model(),
+        sensitivity_samples=2,
+    )  # fmt: skip
 
 
 def _bold_cells(styler) -> set[tuple[str, str]]:
@@ -53,23 +64,51 @@ def _bold_cells(styler) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("correct_only", [False, True])
-def test_table_marks_the_best_method_per_metric(evaluation, correct_only):
+@pytest.mark.parametrize("output", ["softmax", "logits"])
+def test_table_marks_the_best_method_per_metric(evaluation, correct_only, output):
     """The bold cell of each metric is the best mean in its direction among the methods, never the reference."""
-    table = evaluation.table_correct() if correct_only else evaluation.table
-    styler = comparison_table(evaluation, correct_only)
+    table = case_table(evaluation, output, "zero", correct_only)
+    styler = comparison_table(evaluation, correct_only, output, "zero")
     assert list(styler.data["images"]) == list(table["n"])
+    assert list(styler.data["method"]) == list(table["label"])
     expected = set()
     for m, spec in METRICS.items():
-        rows = [(name, row[f"{m}_mean"]) for name, row in table.iterrows() if name != REFERENCE and row["n"] > 0]
+        rows = [(r.label, r[f"{m}_mean"]) for _, r in table.iterrows() if r.method != REFERENCE and r["n"] > 0]
+        rows = [r for r in rows if r[1] == r[1]]  # NaN: not computed
         if rows:
             best = (max if spec.higher_is_better else min)(rows, key=lambda r: r[1])[0]
-            expected.add((table.loc[best].get("label", best), f"{spec.label} {spec.arrow}"))
+            expected.add((best, f"{spec.label} {spec.arrow}"))
     assert _bold_cells(styler) == expected
     assert len(expected) == len(METRICS)
 
 
+def test_significance_matrix_and_statements_agree(evaluation):
+    matrix = significance_matrix(evaluation, "deletion_auc", "softmax", "zero")
+    assert list(matrix.index) == ["XWP", "Saliency", "Random"] and matrix.shape == (3, 3)
+    tests = evaluation.significance("deletion_auc", "softmax", "zero")
+    n_better = int((matrix == ">").to_numpy().sum())
+    assert n_better == int(tests["significant"].sum())
+    lines = statements(evaluation, "softmax", "zero")
+    assert all("significantly better than" in s for s in lines)
+
+
+def test_csv_has_every_case_and_follows_the_filter(evaluation):
+    import io
+
+    import pandas as pd
+
+    full = pd.read_csv(io.BytesIO(csv_bytes(evaluation)))
+    only = pd.read_csv(io.BytesIO(csv_bytes(evaluation, correct_only=True)))
+    assert len(full) == 3 * 2 and list(full.columns[:3]) == ["method", "output", "removal"]
+    correct = int(evaluation.per_image.drop_duplicates("image")["correct"].sum())
+    assert (full["n"] == 6).all() and (only["n"] == correct).all()
+
+
 def test_figures_are_pngs(evaluation):
     images = torch.from_numpy(evaluation.examples["images"])
-    figures = comparison_figures(evaluation, "typeface digits", predictions=torch.zeros(len(images)).long().numpy())
-    assert set(figures) == {"deletion", "insertion", "grid"}
-    assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in figures.values())
+    for kw in ({}, {"output": "logits", "correct_only": True, "fraction_max": 0.05, "log_x": True}):
+        figures = comparison_figures(
+            evaluation, "typeface digits", predictions=torch.zeros(len(images)).long().numpy(), **kw
+        )
+        assert set(figures) == {"deletion", "insertion", "grid"}
+        assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in figures.values())

@@ -3,39 +3,116 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import xwp
+from xwp import evaluation, metrics
 from xwp.evaluation import evaluate
 
 
 def test_table_shape_and_curves(trained, typeface):
     ev = evaluate(trained, typeface[1], ["xwp", "xwpc", "ig", "random"], n=24, seed=0, batch_size=10)
-    assert list(ev.table.index) == ["xwp", "xwpc", "ig", "random"]
-    for col in [
-        "average_drop_mean",
-        "average_drop_std",
-        "deletion_auc_mean",
-        "deletion_auc_std",
-        "insertion_auc_mean",
-        "insertion_auc_std",
-        "seconds_per_image",
-        "label",
-        "n",
-    ]:
-        assert col in ev.table.columns
-    assert (ev.table["n"] == 24).all()
+    t = ev.table
+    assert list(t.columns[:4]) == ["method", "output", "removal", "label"]
+    assert list(zip(t.method, t.output, strict=True))[:3] == [
+        ("xwp", "softmax"),
+        ("xwp", "logits"),
+        ("xwpc", "softmax"),
+    ]
+    for m in metrics.PINNED:
+        for suffix in ("_mean", "_median", "_ci_low", "_ci_high"):
+            assert f"{m}{suffix}" in t.columns
+    assert (t["n"] == 24).all() and len(t) == 4 * 2
+    assert (t["deletion_auc_ci_low"] <= t["deletion_auc_mean"]).all()
+    assert (t["deletion_auc_mean"] <= t["deletion_auc_ci_high"]).all()
     assert ev.deletion["xwp"].shape == (24, 201) and ev.insertion["ig"].shape == (24, 201)
-    assert np.allclose(ev.deletion["xwp"][:, 0], 1.0) and np.allclose(ev.insertion["xwp"][:, -1], 1.0)
-    assert len(ev.per_image) == 4 * 24
+    assert ev.curves[("xwp", "logits", "zero")]["deletion"].shape == (24, 201)
+    # raw probabilities: the intact image's score is p_target, not 1
+    p = ev.per_image.drop_duplicates("image")["p_target"].to_numpy()
+    np.testing.assert_allclose(ev.deletion["xwp"][:, 0], p, rtol=1e-5)
+    np.testing.assert_allclose(ev.insertion["xwp"][:, -1], p, rtol=1e-5)
+    assert len(ev.per_image) == 4 * 2 * 24
     assert ev.examples["attributions"]["xwp"].shape[1:] == (1, 28, 28)
     md = ev.markdown()
     assert "Deletion AUC ↓" in md and "Average Drop @20% ↑" in md and "XWP" in md
+    soft = t[t.output == "softmax"].set_index("method")
     for name in ("xwp", "xwpc", "ig"):
-        row, rnd = ev.table.loc[name], ev.table.loc["random"]
+        row, rnd = soft.loc[name], soft.loc["random"]
         assert row["deletion_auc_mean"] < rnd["deletion_auc_mean"]
         assert row["average_drop_mean"] > rnd["average_drop_mean"]
-    assert set(ev.table_correct().index) == set(ev.table.index)
+        assert row["srg_mean"] > rnd["srg_mean"]
+    assert len(ev.table_correct()) == len(t)
+    lines = ev.statements()
+    assert any("significantly better than Random" in s and "(softmax, zero removal; Holm p" in s for s in lines)
+
+
+def test_correct_only_filters_tables_curves_and_tests(trained, typeface):
+    ev = evaluate(trained, typeface[1], ["xwp", "random"], n=40, seed=3, outputs=("softmax",), sensitivity_samples=0)
+    correct = ev.per_image.drop_duplicates("image")["correct"].to_numpy()
+    assert 0 < correct.sum() < 40, "the test needs some misclassified images (3-epoch model)"
+    only = ev.curve_set("deletion", "softmax", "zero", correct_only=True)
+    assert only["xwp"].shape == (correct.sum(), 201)
+    np.testing.assert_array_equal(only["xwp"], ev.deletion["xwp"][correct])
+    assert (ev.table_correct()["n"] == correct.sum()).all()
+    mean = ev.per_image[(ev.per_image.method == "xwp") & ev.per_image.correct]["deletion_auc"].mean()
+    assert ev.table_correct().set_index("method").loc["xwp", "deletion_auc_mean"] == pytest.approx(mean)
+    assert ev.significance("deletion_auc", "softmax", "zero", correct_only=True)["n"].iloc[0] == correct.sum()
+    assert ev.table["max_sensitivity_mean"].isna().all()
+
+
+def test_scores_do_not_depend_on_the_batch_size(trained, typeface):
+    kw = dict(n=12, seed=1, outputs=("softmax",), sensitivity_samples=0)
+    # occlusion's maps are 0 on the black background: many ties, broken per (seed, image index)
+    # (random's maps themselves are drawn per batch, so it is left out here)
+    a = evaluate(trained, typeface[1], ["occlusion"], batch_size=12, **kw)
+    b = evaluate(trained, typeface[1], ["occlusion"], batch_size=5, **kw)
+    for m in ("deletion_auc", "insertion_auc", "srg", "average_drop"):
+        np.testing.assert_allclose(a.per_image[m], b.per_image[m], rtol=1e-6, atol=1e-9, err_msg=m)
+
+
+def test_progress_names_the_running_method_and_stop_keeps_finished_work(trained, typeface):
+    seen = []
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3  # after xwp (2 outputs x 1 batch) and one batch of random's softmax
+
+    ev = evaluate(
+        trained,
+        typeface[1],
+        ["xwp", "random"],
+        n=4,
+        sensitivity_samples=0,
+        progress=lambda f, m: seen.append(m),
+        stop=stop,
+    )
+    assert seen[0].startswith("XWP (softmax): images 1-4 of 4") and seen[1].startswith("XWP (logits)")
+    assert seen[2].startswith("Random (softmax)")
+    assert ev.settings["stopped"] and ev.methods == ["xwp", "random"]
+    assert set(ev.table.loc[ev.table.method == "random", "output"]) == {"softmax"}  # only finished pairs are kept
+    with pytest.raises(xwp.XWPError, match="stopped before any method finished"):
+        evaluate(trained, typeface[1], ["xwp"], n=4, stop=lambda: True)
+
+
+def test_removals_and_combine(trained, typeface):
+    kw = dict(n=6, seed=0, sensitivity_samples=0, outputs=("logits",))
+    ev = evaluate(trained, typeface[1], ["xwp", "occlusion"], removals=("zero", "deactivation", "revert"), **kw)
+    assert ev.removals == ["zero", "deactivation", "revert"]
+    per = ev.per_image.set_index(["method", "removal", "image"])
+    # deactivation is zero removal for an MLP
+    np.testing.assert_allclose(per.loc[("xwp", "deactivation")]["srg"], per.loc[("xwp", "zero")]["srg"], rtol=1e-6)
+    a = evaluate(trained, typeface[1], ["xwp"], **kw)
+    b = evaluate(trained, typeface[1], ["occlusion"], **kw)
+    both = evaluation.combine([a, b])
+    whole = evaluate(trained, typeface[1], ["xwp", "occlusion"], **kw)
+    cols = [c for c in whole.table.columns if c != "seconds_per_image"]
+    pd.testing.assert_frame_equal(both.table[cols], whole.table[cols])
+    with pytest.raises(xwp.XWPError, match="unknown removal"):
+        evaluate(trained, typeface[1], ["xwp"], removals=("fog",), **kw)
+    with pytest.raises(xwp.XWPError, match="train_mean"):
+        evaluate(trained, typeface[1], ["xwp"], removals=("mean",), **kw)
 
 
 def test_same_seed_same_table(trained, typeface):
@@ -61,7 +138,7 @@ def test_evaluate_on_cuda_matches_cpu(trained, typeface):
 
     cpu = evaluate(trained, typeface[1], ["xwp", "xwpc", "random"], n=16, seed=0)
     gpu = evaluate(copy.deepcopy(trained).cuda(), typeface[1], ["xwp", "xwpc", "random"], n=16, seed=0)
-    for col in ("average_drop_mean", "deletion_auc_mean", "insertion_auc_mean"):
+    for col in ("average_drop_mean", "deletion_auc_mean", "insertion_auc_mean", "srg_mean"):
         assert np.allclose(cpu.table[col], gpu.table[col], rtol=1e-3, atol=1e-4), col
 
 
@@ -75,8 +152,9 @@ def test_float64_model(trained, typeface):
     from xwp.attribution import make_method
 
     model64 = copy.deepcopy(trained).double()
-    ev = evaluate(model64, typeface[1], ["xwp", "occlusion"], n=6, seed=0)
-    ev32 = evaluate(trained, typeface[1], ["xwp", "occlusion"], n=6, seed=0)
+    kw = dict(n=6, seed=0, outputs=("softmax",), sensitivity_samples=0)
+    ev = evaluate(model64, typeface[1], ["xwp", "occlusion"], **kw)
+    ev32 = evaluate(trained, typeface[1], ["xwp", "occlusion"], **kw)
     sample = typeface[1].sample(6, 0)
     x, y = sample.images.double(), sample.labels
     for name in ("xwp", "occlusion"):
@@ -90,5 +168,6 @@ def test_float64_model(trained, typeface):
         }
         for m, values in expected.items():
             np.testing.assert_allclose(per[m].to_numpy(), values.numpy(), rtol=1e-12, atol=1e-15, err_msg=f"{name} {m}")
+        t64, t32 = ev.table.set_index("method"), ev32.table.set_index("method")
         for m in expected:  # float32 and float64 differ by rounding only (~1e-7 seen)
-            assert abs(ev.table.loc[name, f"{m}_mean"] - ev32.table.loc[name, f"{m}_mean"]) < 1e-5, (name, m)
+            assert abs(t64.loc[name, f"{m}_mean"] - t32.loc[name, f"{m}_mean"]) < 1e-5, (name, m)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from xwp.metrics import METRICS
 from xwp.study import PAPER_TABLE1, rank_check, run_study, study_markdown, summarize_seeds
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def per_seed_frame(values: dict[str, list[float]]) -> pd.DataFrame:
@@ -28,12 +34,14 @@ def per_seed_frame(values: dict[str, list[float]]) -> pd.DataFrame:
 def test_summarize_seeds_is_mean_and_population_std():
     s = summarize_seeds(per_seed_frame({"xwp": [0.1, 0.3], "random": [0.2, 0.2]}))
     row = s[s.method == "xwp"].iloc[0]
-    assert row.average_drop == pytest.approx(0.2) and row.average_drop_std == pytest.approx(0.1)
-    assert row.deletion_auc == pytest.approx(1.2) and row.insertion_auc == pytest.approx(2.2)
-    assert row.average_drop_correct_only == pytest.approx(0.7)
+    # METRICS order: deletion_auc (k=0), insertion_auc (1), srg (2), average_drop (3)
+    assert row.deletion_auc == pytest.approx(0.2) and row.deletion_auc_std == pytest.approx(0.1)
+    assert row.insertion_auc == pytest.approx(1.2) and row.average_drop == pytest.approx(3.2)
+    assert row.deletion_auc_correct_only == pytest.approx(0.7)
     assert row.seconds_per_image == pytest.approx(0.0015) and row.seeds == 2
     assert row.test_accuracy == pytest.approx(0.905)
     assert s[s.method == "random"].iloc[0].average_drop_std == 0
+    assert "output" not in s  # an old per-seed table without output spaces still summarises
 
 
 def summary_of(rows: dict[str, tuple[float, float]], dataset: str = "typeface") -> pd.DataFrame:
@@ -63,39 +71,91 @@ def test_study_markdown_has_every_metric_and_the_paper_row():
     md = study_markdown(s, timings, info)
     header = next(line for line in md.splitlines() if line.startswith("| method |"))
     for m in METRICS.values():
+        if m.name in ("sparseness", "complexity"):
+            continue
         assert f"{m.label} {m.arrow}" in header
-    assert "| XWP | 0.200 ± 0.100 | 1.200 ± 0.100 | 2.200 ± 0.100 | 0.700 | 1.700 | 1.50 |" in md
+    # deletion_auc k=0, insertion k=1, srg k=2, average_drop k=3: mean 0.2 + k, std 0.1
+    assert "| XWP | 0.200 ± 0.100 | 1.200 ± 0.100 | 2.200 ± 0.100 | 3.200 ± 0.100 |" in md
     ad, del_auc = PAPER_TABLE1["tmnist"]["xwp"]
-    assert f"| typeface / tmnist | XWP | 0.200 | {ad:.3f} | 1.200 | {del_auc:.3f} |" in md
+    assert f"| typeface / tmnist | XWP | 3.200 | {ad:.3f} | 0.200 | {del_auc:.3f} |" in md  # AD first, as the paper
     assert "Random" not in md.split("## Beside the paper's Table 1")[1]  # the paper has no random row
     assert md.endswith("Total: 1.5 min on cpu (1 threads).\n")
 
 
+TINY = dict(datasets=("typeface",), seeds=(0, 1), n=6, methods=("xwp", "occlusion", "random"), epochs=1)
+
+
 def test_tiny_study_end_to_end(tmp_path):
-    """Two seeds, one epoch, 6 images, three methods: files are written and the summary is their mean."""
+    """Two seeds, one epoch, 6 images, three methods, two output spaces: files, summary, significance."""
     logged = []
-    result = run_study(
-        datasets=("typeface",),
-        seeds=(0, 1),
-        n=6,
-        methods=("xwp", "xwpc", "random"),
-        out_dir=tmp_path,
-        epochs=1,
-        log=logged.append,
-    )
+    result = run_study(**TINY, out_dir=tmp_path, log=logged.append)
     names = {p.name for p in result.files}
-    assert {"per_seed.csv", "study.csv", "timings.csv", "study.json", "study.md"} <= names
+    assert {"per_seed.csv", "study.csv", "timings.csv", "study.json", "study.md", "significance.csv"} <= names
     assert {"deletion_typeface.png", "heatmaps_typeface.png"} <= names
     assert all(p.exists() and p.stat().st_size > 0 for p in result.files)
     per_seed = pd.read_csv(tmp_path / "per_seed.csv")
-    assert list(per_seed.method) == ["xwp", "xwpc", "random"] * 2 and list(per_seed.seed) == [0, 0, 0, 1, 1, 1]
+    assert list(per_seed.method) == [m for m in TINY["methods"] for _ in (0, 1)] * 2
+    assert list(per_seed.output[:2]) == ["softmax", "logits"] and list(per_seed.seed) == [0] * 6 + [1] * 6
     # the summary is the plain mean over seeds of the per-seed means (reference: pandas by hand)
-    for m in METRICS:
-        expected = result.per_seed.groupby("method", sort=False)[f"{m}_mean"].mean()
-        got = result.summary.set_index("method")[m]
+    keys = ["method", "output", "removal"]
+    for m in ("deletion_auc", "srg", "average_drop"):
+        expected = result.per_seed.groupby(keys, sort=False)[f"{m}_mean"].mean()
+        got = result.summary.set_index(keys)[m]
         pd.testing.assert_series_equal(got.loc[expected.index], expected, check_names=False)
     assert (result.summary.seeds == 2).all()
+    tests = pd.read_csv(tmp_path / "significance.csv")
+    assert set(tests.output) == {"softmax", "logits"} and (tests.n == 12).all()  # 6 images x 2 seeds, paired
     info = json.loads((tmp_path / "study.json").read_text())
-    assert info["epochs"] == 1 and info["methods"] == ["xwp", "xwpc", "random"]
-    assert "# Faithfulness study (6 test images" in (tmp_path / "study.md").read_text()
+    assert info["epochs"] == 1 and info["methods"] == list(TINY["methods"]) and info["executor"] == "serial"
+    md = (tmp_path / "study.md").read_text()
+    assert "# Faithfulness study (6 test images" in md and "## Significant differences" in md
+    assert "### typeface, logits, zero removal" in md and "pairs significant)" in md
     assert len(logged) == 3  # one line per seed, one at the end
+
+
+def test_ranking_agreement_across_removals(tmp_path):
+    """Deactivation equals zero removal for an MLP, so the methods' ranking agrees perfectly between them."""
+    result = run_study(
+        **dict(TINY, seeds=(0,)), removals=("zero", "deactivation"), out_dir=tmp_path, log=lambda _: None
+    )
+    agree = result.agreement
+    assert set(agree.removal_a + "/" + agree.removal_b) == {"zero/deactivation"}
+    assert (agree.methods == 2).all()  # random order is left out
+    assert agree.spearman.to_numpy() == pytest.approx(1.0, abs=1e-12)
+    assert "## Does the ranking survive a change of removal?" in (tmp_path / "study.md").read_text()
+    assert (tmp_path / "removal_agreement.csv").exists()
+
+
+def test_importing_the_study_does_not_import_ray():
+    code = "import sys, xwp.study, xwp.cli; assert 'ray' not in sys.modules, 'ray imported'"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1000:]
+
+
+def test_serial_run_needs_no_address(tmp_path):
+    from xwp.errors import XWPError
+
+    with pytest.raises(XWPError, match="unknown executor"):
+        run_study(**TINY, out_dir=tmp_path, executor="spark")
+    with pytest.raises(XWPError, match="--address needs --executor ray"):
+        run_study(**TINY, out_dir=tmp_path, address="auto")
+
+
+def test_ray_study_equals_the_serial_one(tmp_path):
+    """Each (dataset, seed, method) as a Ray task on a local Ray: the same per-seed numbers as the serial run."""
+    pytest.importorskip("ray")
+    import ray
+
+    kw = dict(TINY, seeds=(0,))
+    serial = run_study(**kw, out_dir=tmp_path / "serial", log=lambda _: None)
+    try:
+        distributed = run_study(
+            **kw, out_dir=tmp_path / "ray", log=lambda _: None, executor="ray", ray_options={"num_cpus": 1}
+        )
+    finally:
+        ray.shutdown()
+    cols = [c for c in serial.per_seed.columns if c != "seconds_per_image"]
+    a, b = serial.per_seed[cols], distributed.per_seed[cols]
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert np.isfinite(a["deletion_auc_mean"]).all()
+    pd.testing.assert_frame_equal(serial.tests, distributed.tests, check_exact=True)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m xwp train | explain | evaluate | study``.
+"""Command line: ``python -m xwp train | explain | evaluate | sanity | study``.
 
 Errors a user can cause, bad arguments included, print one line (``error: ...``) and exit
 with status 2. Outputs are written atomically (all or nothing); ``train`` and ``study``
@@ -45,6 +45,17 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 
@@ -205,23 +216,45 @@ def _checkpoint_dataset(ckpt) -> str:
     return name if isinstance(name, str) and name in DATASETS else "typeface"
 
 
+def _names(text: str, known, what: str) -> list[str]:
+    """Comma-separated names checked against ``known`` (``what`` names them in the error)."""
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in names if t not in known]
+    if bad or not names:
+        raise XWPError(f"unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def _train_mean(args: argparse.Namespace, dataset: str):
+    """The training split's per-pixel mean (for the ``mean`` removal)."""
+    from xwp.data import load_dataset
+
+    return load_dataset(dataset, "train", args.data_dir).images.double().mean(0).reshape(-1)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    """Evaluate methods on test images and write the Table-1-style CSV."""
+    """Evaluate methods on test images; write one CSV row per (method, output, removal) with CIs."""
     from tqdm import tqdm
 
     from xwp import plots
     from xwp.attribution import METHODS
     from xwp.data import load_dataset
     from xwp.evaluation import check_request, evaluate
+    from xwp.faithfulness import OUTPUTS
+    from xwp.metrics import PINNED
+    from xwp.removal import REMOVALS
 
     out = _out_path(args.out, (".csv",))
     if args.curves:
         _out_path(args.curves, (".png",))
     methods = _methods(args.methods)
+    removals = _names(args.removal, list(REMOVALS), "removal(s)")
+    outputs = _names(args.output, list(OUTPUTS), "output(s)")
     ckpt = _load(args)
     dataset = args.dataset or _checkpoint_dataset(ckpt)
     data = load_dataset(dataset, "test", args.data_dir)
-    check_request(data, methods, args.n)
+    check_request(data, methods, args.n, outputs, removals)
+    train_mean = _train_mean(args, dataset) if "mean" in removals else None
     bar = tqdm(total=100, desc="evaluating", unit="%")
 
     def progress(fraction: float, message: str) -> None:
@@ -239,24 +272,70 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             initial_model=ckpt.initial_model,
             batch_size=args.batch_size,
             progress=progress,
+            outputs=outputs,
+            removals=removals,
+            train_mean=train_mean,
+            relative=args.relative,
+            sensitivity_samples=args.sensitivity_samples,
         )
     finally:
         bar.close()
-    write_output(out, ev.table.to_csv().encode())
-    print(ev.markdown())
+    table = ev.summary(correct_only=args.correct_only)
+    write_output(out, table.to_csv(index=False, float_format="%.6g").encode())
+    for output in outputs:
+        for removal in removals:
+            print(f"\n{output}, {removal} removal:\n" + ev.markdown(output, removal))
+    lines = ev.statements(PINNED, correct_only=args.correct_only)
+    print(f"\n{len(lines)} significant differences (Wilcoxon signed-rank, Holm-corrected, alpha 0.05)")
+    for line in lines[: args.show_statements]:
+        print(" -", line)
     print(f"wrote {out}")
     if args.curves:
         fig = plots.curves_figure(
-            {METHODS[m].label: ev.deletion[m] for m in methods},
-            title=f"Deletion curves, {dataset}, {args.n} test images",
+            {
+                METHODS[m].label: c
+                for m, c in ev.curve_set("deletion", outputs[0], removals[0], args.correct_only).items()
+            },
+            title=f"Deletion curves, {dataset}, {args.n} test images ({outputs[0]}, {removals[0]} removal)",
         )
         _save_figure(fig, Path(args.curves))
         print(f"wrote {args.curves}")
 
 
+def cmd_sanity(args: argparse.Namespace) -> None:
+    """Cascading model-parameter randomisation: one CSV row per (method, randomised layer)."""
+    from xwp.data import load_dataset
+    from xwp.devices import model_device
+    from xwp.sanity import cascading_randomisation
+
+    out = _out_path(args.out, (".csv",))
+    methods = _methods(args.methods)
+    ckpt = _load(args)
+    dataset = args.dataset or ckpt.meta.get("dataset", "typeface")
+    data = load_dataset(dataset, "test", args.data_dir)
+    if not 1 <= args.n <= min(len(data), 1000):
+        raise XWPError(f"--n must be between 1 and {min(len(data), 1000)}, got {args.n}")
+    sample = data.sample(args.n, args.seed)
+    device = model_device(ckpt.model)
+    table = cascading_randomisation(
+        ckpt.model,
+        sample.images.to(device),
+        sample.labels.to(device),
+        methods,
+        initial_model=ckpt.initial_model,
+        seed=args.seed,
+    )
+    write_output(out, table.to_csv(index=False, float_format="%.6g").encode())
+    shown = table.set_index(["method", "layer"])[["spearman_all", "spearman_nonzero", "passed"]]
+    print(shown.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out}")
+
+
 def cmd_study(args: argparse.Namespace) -> None:
     """Run the faithfulness study (Table 1 and Figures 3-6 over seeds)."""
     from xwp.data import DATASETS
+    from xwp.faithfulness import OUTPUTS
+    from xwp.removal import REMOVALS
     from xwp.study import rank_check, run_study
 
     datasets = list(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip()))
@@ -268,6 +347,10 @@ def cmd_study(args: argparse.Namespace) -> None:
         raise XWPError(f"{', '.join(needs)} need --data-dir (e.g. ../shared/data)")
     seeds = _seeds(args.seeds)
     methods = _methods(args.methods)
+    removals = _names(args.removal, list(REMOVALS), "removal(s)")
+    outputs = _names(args.output, list(OUTPUTS), "output(s)")
+    if args.address and args.executor != "ray":
+        raise XWPError("--address needs --executor ray")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise XWPError(f"--out {out} exists and is not a folder")
@@ -281,6 +364,12 @@ def cmd_study(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         out_dir=args.out,
         epochs=args.epochs,
+        outputs=outputs,
+        removals=removals,
+        sensitivity_samples=args.sensitivity_samples,
+        executor=args.executor,
+        address=args.address,
+        ray_options={"num_cpus": args.ray_cpus} if args.ray_cpus else None,
     )
     for line in rank_check(result.summary):
         print("warning:", line)
@@ -290,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m xwp``."""
     from xwp.data import DATASETS
     from xwp.models import INITS
+    from xwp.removal import REMOVALS
     from xwp.train import ARCHS, OPTIMIZERS
 
     p = _Parser(prog="python -m xwp", description="Weight-perturbation attribution (XWP, XWPc).")
@@ -332,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="figure (.png) or raw attributions (.npy)")
     e.set_defaults(func=cmd_explain)
 
-    v = sub.add_parser("evaluate", help="Deletion/Insertion AUC and Average Drop (the paper's Table 1)")
+    v = sub.add_parser("evaluate", help="faithfulness scores with 95% intervals and paired tests (docs/evaluation.md)")
     v.add_argument("--checkpoint", required=True)
     v.add_argument("--dataset", choices=list(DATASETS), help="default: the checkpoint's dataset")
     v.add_argument("--data-dir")
@@ -340,9 +430,25 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--n", type=_positive, default=100, help="number of test images")
     v.add_argument("--seed", type=_seed, default=0)
     v.add_argument("--batch-size", type=_positive, default=64)
+    v.add_argument("--removal", default="zero", help="removal operator(s), comma separated: " + ", ".join(REMOVALS))
+    v.add_argument("--output", default="softmax,logits", help="output space(s) explained and scored: softmax,logits")
+    v.add_argument("--correct-only", action="store_true", help="summarise only correctly classified images")
+    v.add_argument("--relative", action="store_true", help="divide softmax curves by the intact probability (clipped)")
+    v.add_argument("--sensitivity-samples", type=_count, default=5, help="noisy re-runs for max-sensitivity (0: skip)")
+    v.add_argument("--show-statements", type=_count, default=20, help="print at most this many significance statements")
     v.add_argument("--curves", help="also write the deletion curves figure here (.png)")
-    v.add_argument("--out", required=True, help="table (.csv)")
+    v.add_argument("--out", required=True, help="table (.csv): one row per (method, output, removal)")
     v.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("sanity", help="cascading model-parameter randomisation (Adebayo et al. 2018)")
+    c.add_argument("--checkpoint", required=True)
+    c.add_argument("--dataset", help="test images from this dataset (default: the checkpoint's)")
+    c.add_argument("--data-dir")
+    c.add_argument("--methods", default="xwp,xwpc,occlusion,ig,lrp,random")
+    c.add_argument("--n", type=int, default=32, help="number of test images")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, help="table (.csv): one row per (method, randomised layer)")
+    c.set_defaults(func=cmd_sanity)
 
     s = sub.add_parser("study", help="the paper's Table 1 and Figures 3-6 over datasets and seeds")
     s.add_argument("--datasets", default="typeface,fashion-mnist,mnist")
@@ -351,6 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive, default=1000, help="test images per dataset and seed")
     s.add_argument("--epochs", type=_positive, default=10)
     s.add_argument("--methods", default="all")
+    s.add_argument("--removal", default="zero", help="removal operator(s), comma separated: " + ", ".join(REMOVALS))
+    s.add_argument("--output", default="softmax,logits", help="output space(s) explained and scored")
+    s.add_argument(
+        "--sensitivity-samples", type=_count, default=0, help="noisy re-runs per image for max-sensitivity (0: skip)"
+    )
+    s.add_argument("--executor", default="serial", choices=["serial", "ray"], help="where the cells run")
+    s.add_argument("--address", help="Ray cluster address (default: a local Ray); needs --executor ray")
+    s.add_argument("--ray-cpus", type=_positive, help="CPUs for a local Ray (default: all)")
     s.add_argument("--out", default="study-out", help="output folder (docs/results holds the committed run)")
     s.add_argument("--force", action="store_true", help="overwrite files already in --out")
     s.set_defaults(func=cmd_study)

@@ -1,8 +1,11 @@
-"""The Compare page's computations without Streamlit: which methods run, Table 1 for display, the figures.
+"""The Compare page's computations without Streamlit: methods to run, the table, significance, figures, CSV.
 
 :func:`xwp.evaluation.evaluate` does the work; this module chooses the methods (the random
-order is always added as the reference every method must beat), styles the table (best
-value per metric in bold) and draws the deletion/insertion curves and the heatmap grid.
+order is always added as the reference every method must beat), shows one output space and
+removal at a time (mean, median and bootstrap 95 % interval per metric, best mean in bold),
+the Holm-corrected paired tests as a matrix and as sentences, and draws the curves. Every
+view takes ``correct_only``, so the toggle filters the table, the curves, their legend,
+the tests and the CSV alike.
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from xwp import plots
+from xwp import plots, stats
 from xwp.attribution import METHODS
 from xwp.errors import XWPError
 from xwp.evaluation import Evaluation, format_table
 from xwp.explanation import method_problem
-from xwp.metrics import METRICS
+from xwp.metrics import METRICS, PINNED
 
 #: the reference row: pixels removed in a random order
 REFERENCE = "random"
+#: y-axis label of the curves per output space
+SCORE_LABEL = {"softmax": "p(true class)", "logits": "logit of the true class"}
 
 
 def plan(
@@ -43,54 +48,102 @@ def plan(
     return usable, skipped
 
 
-def comparison_table(ev: Evaluation, correct_only: bool = False) -> pd.io.formats.style.Styler:
-    """Table 1 for display: mean ± std per metric (direction in the header), best in bold, seconds per image."""
-    table = ev.table_correct() if correct_only else ev.table
+def case_table(ev: Evaluation, output: str, removal: str, correct_only: bool = False) -> pd.DataFrame:
+    """The summary rows of one output space and removal, one per method."""
+    t = ev.summary(correct_only)
+    return t[(t["output"] == output) & (t["removal"] == removal)].reset_index(drop=True)
+
+
+def comparison_table(
+    ev: Evaluation, correct_only: bool = False, output: str | None = None, removal: str | None = None
+) -> pd.io.formats.style.Styler:
+    """One output space and removal: mean [95 % CI] and median per metric, best mean in bold, images, s / image."""
+    table = case_table(ev, output or ev.outputs[0], removal or ev.removals[0], correct_only)
     out = format_table(table)
     out["images"] = table["n"].to_numpy()
     styles = pd.DataFrame("", index=out.index, columns=out.columns)
-    contenders = (table.index != REFERENCE) & (table["n"] > 0)
+    contenders = (table["method"] != REFERENCE).to_numpy() & (table["n"] > 0).to_numpy()
     best_style = "font-weight: bold; background-color: rgba(198, 40, 40, 0.12)"
     for m, spec in METRICS.items():
+        column = f"{spec.label} {spec.arrow}"
+        if column not in out.columns:
+            continue
         values = pd.Series(np.where(contenders, table[f"{m}_mean"].to_numpy(), np.nan))
         if values.notna().any():
             best = values.idxmax() if spec.higher_is_better else values.idxmin()
-            styles.loc[best, f"{spec.label} {spec.arrow}"] = best_style
+            styles.loc[best, column] = best_style
     return out.style.apply(lambda _: styles, axis=None)
 
 
-def comparison_figures(ev: Evaluation, dataset_label: str, predictions: np.ndarray | None = None) -> dict[str, bytes]:
-    """Deletion curves, insertion curves and the heatmap grid of an evaluation as PNG.
+def significance_matrix(
+    ev: Evaluation, metric: str, output: str, removal: str, correct_only: bool = False
+) -> pd.DataFrame:
+    """Method x method: ``>`` row significantly better (Holm-corrected Wilcoxon), ``<`` worse, ``=`` neither."""
+    tests = ev.significance(metric, output, removal, correct_only)
+    matrix = stats.significance_matrix(tests, ev.methods)
+    labels = [METHODS[m].label for m in matrix.index]
+    matrix.index, matrix.columns = labels, labels
+    return matrix
+
+
+def statements(ev: Evaluation, output: str, removal: str, correct_only: bool = False) -> list[str]:
+    """The significant differences of one output space and removal as sentences, pinned metrics in order."""
+    labels = {m: METHODS[m].label for m in ev.methods}
+    out = []
+    for m in PINNED:
+        if m in ev.per_image and ev.per_image[m].notna().any():
+            tests = ev.significance(m, output, removal, correct_only)
+            out += stats.statements(tests, METRICS[m].label, labels)
+    return out
+
+
+def csv_bytes(ev: Evaluation, correct_only: bool = False) -> bytes:
+    """The full summary (every method, output space and removal) as CSV, filtered like the page."""
+    return ev.summary(correct_only).to_csv(index=False, float_format="%.6g").encode()
+
+
+def comparison_figures(
+    ev: Evaluation,
+    dataset_label: str,
+    predictions: np.ndarray | None = None,
+    output: str | None = None,
+    removal: str | None = None,
+    correct_only: bool = False,
+    fraction_max: float = 1.0,
+    log_x: bool = False,
+) -> dict[str, bytes]:
+    """Deletion curves, insertion curves (of the images the table uses) and the heatmap grid as PNG.
 
     ``predictions``: the model's classes of ``ev.examples["images"]`` (shown in the grid).
     """
-    labels = {m: METHODS[m].label for m in ev.deletion}
-    sub = f"{dataset_label}, {ev.settings['n']} test images"
+    output, removal = output or ev.outputs[0], removal or ev.removals[0]
+    kept = ev.summary(correct_only)["n"].max() if len(ev.per_image) else 0
+    which = "correctly classified " if correct_only else ""
+    sub = f"{dataset_label}, {kept} {which}test images, {output}, {removal} removal"
     ex = ev.examples
     dpi = plots.FIG_DPI
-    return {
-        "deletion": plots.png_bytes(
-            plots.curves_figure(
-                {labels[m]: c for m, c in ev.deletion.items()}, "deletion", title=f"Deletion curves ({sub})"
-            ),
-            dpi,
+    out = {}
+    for kind in ("deletion", "insertion"):
+        curves = ev.curve_set(kind, output, removal, correct_only)
+        fig = plots.curves_figure(
+            {METHODS[m].label: c for m, c in curves.items()},
+            kind,
+            title=f"{kind.capitalize()} curves ({sub})",
+            fraction_max=fraction_max,
+            ylabel=SCORE_LABEL[output],
+            log_x=log_x,
+        )
+        out[kind] = plots.png_bytes(fig, dpi)
+    out["grid"] = plots.png_bytes(
+        plots.method_grid(
+            ex["images"],
+            ex["labels"],
+            ex["classes"],
+            {METHODS[m].label: a for m, a in ex["attributions"].items()},
+            predictions=predictions,
+            size=1.5,
+            title=f"Heatmaps ({ex.get('output', 'softmax')}; red: evidence for the true class)",
         ),
-        "insertion": plots.png_bytes(
-            plots.curves_figure(
-                {labels[m]: c for m, c in ev.insertion.items()}, "insertion", title=f"Insertion curves ({sub})"
-            ),
-            dpi,
-        ),
-        "grid": plots.png_bytes(
-            plots.method_grid(
-                ex["images"],
-                ex["labels"],
-                ex["classes"],
-                {labels[m]: a for m, a in ex["attributions"].items()},
-                predictions=predictions,
-                size=1.5,
-                title="Heatmaps (red: evidence for the true class)",
-            ),
-            dpi,
-        ),
-    }
+        dpi,
+    )
+    return out

@@ -161,24 +161,37 @@ def curves_figure(
     title: str | None = None,
     fraction_max: float = 1.0,
     stat: str = "median",
+    ylabel: str = "p(true class)",
+    log_x: bool = False,
 ) -> Figure:
     """Median (or mean) deletion/insertion curve per method; the legend gives the mean AUC (Fig. 4).
 
-    The median is drawn by default because the pinned score (p / p on the intact image)
-    can be far above 1 for a few misclassified images, which drags a mean curve upwards.
+    The legend's AUC is over the whole curve of exactly the images passed in (so a filtered
+    set of curves gets a matching legend). ``fraction_max`` zooms into the first fraction of
+    features; ``log_x`` draws the fraction on a log axis (from the first step) to show where
+    the good curves collapse.
     """
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     styles = ["-", "--", "-.", ":"]
+    first = 1.0 / 200
     for k, (label, c) in enumerate(curves.items()):
         c = _np(c)
+        first = 1.0 / max(1, c.shape[-1] - 1)
+        if len(c) == 0:
+            continue
         line = np.median(c, 0) if stat == "median" else c.mean(0)
         x = np.linspace(0, 1, len(line))
         area = np.trapezoid(c, x, axis=1).mean()
         lw = 2.8 if label.lower().startswith("xwp") else 1.6
-        ax.plot(x, line, styles[k // 10 % 4], lw=lw, label=f"{label} ({area:.3f})")
-    ax.set_xlim(0, fraction_max)
+        shown = slice(1, None) if log_x else slice(None)
+        ax.plot(x[shown], line[shown], styles[k // 10 % 4], lw=lw, label=f"{label} ({area:.3f})")
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xlim(first, fraction_max)
+    else:
+        ax.set_xlim(0, fraction_max)
     ax.set_xlabel("fraction of features removed" if kind == "deletion" else "fraction of features inserted")
-    ax.set_ylabel(f"p(target) / p(target | intact), {stat}")
+    ax.set_ylabel(f"{ylabel}, {stat} over images")
     ax.set_title(title or f"{kind.capitalize()} curves ({stat} over images)")
     ax.grid(alpha=0.3)
     ax.legend(

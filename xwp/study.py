@@ -1,10 +1,13 @@
 """The faithfulness study: the paper's Table 1 and Figures 3-6 on real data, over several seeds.
 
 For each dataset and seed: train the paper's 784-400-100-10 MLP for 10 epochs, evaluate
-every method on the same ``n`` test images with the pinned protocol (:mod:`xwp.metrics`),
-and keep the per-image scores. Outputs (all small): ``study.csv`` (mean and std over
-seeds), ``per_seed.csv``, ``study.md`` (Markdown tables), ``deletion_<dataset>.png``
-(Figure 4) and ``heatmaps_<dataset>.png`` (Figures 3, 5, 6).
+every method on the same ``n`` test images with the protocol of :mod:`xwp.metrics`, in each
+output space and under each removal, and keep the per-image scores. Each (dataset, seed,
+method) is one cell; :mod:`xwp.executors` runs the cells here or as Ray tasks. Outputs (all
+small): ``study.csv`` (mean and std over seeds), ``per_seed.csv``, ``significance.csv``
+(Holm-corrected Wilcoxon tests, images of all seeds pooled), ``study.md`` (tables and the
+significance statements), ``deletion_<dataset>.png`` (Figure 4) and ``heatmaps_<dataset>.png``
+(Figures 3, 5, 6).
 """
 
 from __future__ import annotations
@@ -15,25 +18,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 
-from xwp import plots
+from xwp import faithfulness as F
+from xwp import plots, stats
 from xwp.attribution import METHODS, methods_tagged
 from xwp.data import DATASETS, load_dataset
 from xwp.devices import default_device
 from xwp.errors import XWPError
-from xwp.evaluation import check_request, evaluate
-from xwp.metrics import METRICS
-from xwp.train import TrainConfig, fit
+from xwp.evaluation import KEYS, check_request, combine
+from xwp.executors import StudyPlan, run_cells
+from xwp.metrics import METRICS, PINNED
 
 #: registry tags: every method for the study, the paper's seven for the figures
 STUDY_METHODS = methods_tagged("study")
 FIGURE_METHODS = methods_tagged("figure")
 
-#: Table 1 of the paper for its TMNIST and FMNIST rows: one value per metric marked
-#: ``in_paper_table`` (Average Drop at 20%, Deletion AUC), in :data:`~xwp.metrics.METRICS` order.
+#: Table 1 of the paper for its TMNIST and FMNIST rows: (Average Drop at 20%, Deletion AUC),
+#: the metrics of :data:`PAPER_METRICS` in that order.
+PAPER_METRICS = ("average_drop", "deletion_auc")
 PAPER_TABLE1 = {
     "tmnist": {
         "occlusion": (0.327, 0.126),
@@ -60,11 +66,13 @@ PAPER_ROW = {"typeface": "tmnist", "tmnist": "tmnist", "fashion-mnist": "fashion
 
 @dataclass
 class StudyResult:
-    """Per-seed tables, the summary over seeds and where the files went."""
+    """Per-seed tables, the summary over seeds, the pooled paired tests and where the files went."""
 
     per_seed: pd.DataFrame
     summary: pd.DataFrame
     files: list[Path]
+    tests: pd.DataFrame | None = None
+    agreement: pd.DataFrame | None = None
 
 
 def run_study(
@@ -76,11 +84,19 @@ def run_study(
     out_dir: str | Path = "study-out",
     epochs: int = 10,
     log: Callable[[str], None] = print,
+    outputs: Sequence[str] = ("softmax", "logits"),
+    removals: Sequence[str] = ("zero",),
+    sensitivity_samples: int = 0,
+    executor: str = "serial",
+    address: str | None = None,
+    ray_options: dict[str, Any] | None = None,
 ) -> StudyResult:
-    """Train, evaluate and write the study's tables and figures (see the module docstring).
+    """Train, evaluate and write the study's tables, tests and figures (see the module docstring).
 
-    Dataset names, ``n`` and the methods are checked against every test split before any
-    training starts.
+    Dataset names, ``n``, the methods, outputs and removals are checked against every test
+    split before any training starts. ``executor="ray"`` runs every (dataset, seed, method)
+    cell as a Ray task (``address``: a cluster; None: a local Ray); the numbers equal the
+    serial run's (:mod:`xwp.executors`).
     """
     methods = list(dict.fromkeys(methods))
     unknown = [d for d in datasets if d not in DATASETS]
@@ -90,52 +106,60 @@ def run_study(
         raise XWPError("give at least one seed")
     for name in datasets:
         ddir = data_dir if DATASETS[name].needs_path else None
-        check_request(load_dataset(name, "test", ddir), methods, n)
+        check_request(load_dataset(name, "test", ddir), methods, n, outputs, removals)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = default_device()
-    frames, timings, figures = [], [], {}
+    plan = StudyPlan(
+        tuple(datasets),
+        tuple(seeds),
+        tuple(methods),
+        n,
+        epochs,
+        data_dir,
+        tuple(outputs),
+        tuple(removals),
+        sensitivity_samples,
+    )
     started = time.perf_counter()
-    for name in datasets:
-        ddir = data_dir if name in DATASETS and DATASETS[name].needs_path else None
-        train_set, test_set = load_dataset(name, "train", ddir), load_dataset(name, "test", ddir)
-        for seed in seeds:
-            t0 = time.perf_counter()
-            config = TrainConfig(dataset=name, data_dir=ddir, hidden=(400, 100), epochs=epochs, seed=seed)
-            fitted = fit(config, train_set, test_set, device=device)
-            model, history = fitted.model, fitted.history
-            t1 = time.perf_counter()
-            ev = evaluate(model, test_set, methods, n=n, seed=seed)
-            t2 = time.perf_counter()
-            row = ev.table.reset_index()
-            row.insert(0, "seed", seed)
-            row.insert(0, "dataset", name)
-            row["test_accuracy"] = history.test_accuracy[-1]
-            correct = ev.table_correct()
-            for m in METRICS:
-                row[f"{m}_correct_only"] = correct.loc[row["method"], f"{m}_mean"].to_numpy()
-            frames.append(row)
-            timings.append(
-                {
-                    "dataset": name,
-                    "seed": seed,
-                    "train_s": t1 - t0,
-                    "evaluate_s": t2 - t1,
-                    "test_accuracy": history.test_accuracy[-1],
-                }
-            )
-            log(
-                f"{name} seed {seed}: accuracy {history.test_accuracy[-1]:.4f}, train {t1 - t0:.0f} s, "
-                f"evaluate {n} images x {len(methods)} methods {t2 - t1:.0f} s"
-            )
-            if seed == seeds[0]:
-                figures[name] = ev
+    cells = run_cells(plan, executor, address, log, ray_options)
+    frames, timings, figures, pooled = [], [], {}, []
+    for (name, seed), evs in cells.evaluations.items():
+        ev = combine(evs)
+        trained = cells.trained[(name, seed)]
+        row = ev.table.drop(columns=["label"])
+        correct = ev.table_correct().set_index(KEYS)
+        for m in METRICS:
+            row[f"{m}_correct_only"] = correct[f"{m}_mean"].reindex(pd.MultiIndex.from_frame(row[KEYS])).to_numpy()
+        row.insert(0, "seed", seed)
+        row.insert(0, "dataset", name)
+        row["test_accuracy"] = trained.test_accuracy
+        frames.append(row)
+        per = ev.per_image.assign(dataset=name, seed=seed, image=ev.per_image["image"] + seeds.index(seed) * n)
+        pooled.append(per)
+        timings.append(
+            {
+                "dataset": name,
+                "seed": seed,
+                "train_s": trained.seconds,
+                "evaluate_s": cells.seconds[(name, seed)],
+                "test_accuracy": trained.test_accuracy,
+            }
+        )
+        if seed == seeds[0]:
+            figures[name] = ev
     per_seed = pd.concat(frames, ignore_index=True)
     summary = summarize_seeds(per_seed)
-    files = [out / "per_seed.csv", out / "study.csv", out / "timings.csv"]
+    pooled_all = pd.concat(pooled, ignore_index=True)
+    tests = pooled_tests(pooled_all)
+    agreement = removal_agreement(pooled_all)
+    files = [out / "per_seed.csv", out / "study.csv", out / "timings.csv", out / "significance.csv"]
     per_seed.to_csv(files[0], index=False, float_format="%.5f")
     summary.to_csv(files[1], index=False, float_format="%.5f")
     pd.DataFrame(timings).to_csv(files[2], index=False, float_format="%.2f")
+    tests.to_csv(files[3], index=False, float_format="%.4g")
+    if len(agreement):
+        files.append(out / "removal_agreement.csv")
+        agreement.to_csv(files[-1], index=False, float_format="%.4f")
     for name, ev in figures.items():
         files += write_figures(ev, name, out)
     total = time.perf_counter() - started
@@ -144,25 +168,73 @@ def run_study(
         "seeds": list(seeds),
         "n": n,
         "methods": list(methods),
+        "outputs": list(outputs),
+        "removals": list(removals),
+        "sensitivity_samples": sensitivity_samples,
         "epochs": epochs,
-        "device": str(device),
+        "executor": executor,
+        "device": str(default_device()),
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "total_seconds": round(total, 1),
     }
     (out / "study.json").write_text(json.dumps(info, indent=2))
-    md = study_markdown(summary, pd.DataFrame(timings), info)
+    md = study_markdown(summary, pd.DataFrame(timings), info, tests, agreement)
     (out / "study.md").write_text(md)
     files += [out / "study.json", out / "study.md"]
     log(f"study finished in {total / 60:.1f} min; wrote {', '.join(str(f) for f in files)}")
-    return StudyResult(per_seed, summary, files)
+    return StudyResult(per_seed, summary, files, tests, agreement)
+
+
+def pooled_tests(per_image: pd.DataFrame, metrics: Sequence[str] = PINNED) -> pd.DataFrame:
+    """Holm-corrected Wilcoxon tests per (dataset, output, removal, metric), images of all seeds pooled.
+
+    An image of seed s is its own unit (``image`` already made unique per seed); each test
+    pairs two methods on the same (seed, image).
+    """
+    rows = []
+    for (dataset, output, removal), sub in per_image.groupby(["dataset", "output", "removal"], sort=False):
+        for m in metrics:
+            if m not in sub or sub[m].isna().all():
+                continue
+            t = stats.paired_tests(sub, m, F.DIRECTIONS[m])
+            rows.append(t.assign(dataset=dataset, output=output, removal=removal, metric=m))
+    if not rows:
+        return pd.DataFrame(columns=["dataset", "output", "removal", "metric", "method_a", "method_b", "p_holm"])
+    out = pd.concat(rows, ignore_index=True)
+    first = ["dataset", "output", "removal", "metric"]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
+def removal_agreement(per_image: pd.DataFrame, metrics: Sequence[str] = PINNED) -> pd.DataFrame:
+    """Spearman correlation of the methods' mean scores (random order left out) between every two removals.
+
+    One row per (dataset, output, metric, removal_a, removal_b): does the ranking of the
+    methods survive a change of what "removing a pixel" means? Empty with one removal.
+    """
+    rows = []
+    data = per_image[per_image["method"] != "random"]
+    for (dataset, output), sub in data.groupby(["dataset", "output"], sort=False):
+        removals = list(dict.fromkeys(sub["removal"]))
+        for m in metrics:
+            if m == "max_sensitivity" or m not in sub or sub[m].isna().all():
+                continue  # max-sensitivity does not depend on the removal
+            means = sub.groupby(["removal", "method"], sort=False)[m].mean().unstack(0)
+            for i, a in enumerate(removals):
+                for b in removals[i + 1 :]:
+                    rho = means[a].corr(means[b], method="spearman")
+                    rows.append({"dataset": dataset, "output": output, "metric": m, "removal_a": a,
+                                 "removal_b": b, "spearman": rho, "methods": len(means)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["dataset", "output", "metric", "removal_a", "removal_b", "spearman", "methods"])
 
 
 def summarize_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of each per-seed mean, per dataset and method."""
-    cols = [f"{m}_mean" for m in METRICS] + [f"{m}_correct_only" for m in METRICS] + ["seconds_per_image"]
-    g = per_seed.groupby(["dataset", "method"], sort=False)
+    """Mean and std over seeds of each per-seed mean, per dataset, method, output and removal."""
+    metric_cols = [m for m in METRICS if f"{m}_mean" in per_seed]
+    cols = [f"{m}_mean" for m in metric_cols] + [f"{m}_correct_only" for m in metric_cols] + ["seconds_per_image"]
+    keys = ["dataset", "method"] + [k for k in ("output", "removal") if k in per_seed]
+    g = per_seed.groupby(keys, sort=False)
     mean = g[cols].mean()
     std = g[cols].std(ddof=0)
     out = pd.DataFrame(index=mean.index)
@@ -195,32 +267,58 @@ def write_figures(ev, name: str, out: Path) -> list[Path]:
     return [curves_path, grid_path]
 
 
-def _fmt(mean: float, std: float) -> str:
-    """``mean ± std`` with three decimals."""
-    return f"{mean:.3f} ± {std:.3f}"
+def _fmt(mean: float, std: float, seeds: int = 2) -> str:
+    """``mean ± std`` with three decimals (the mean alone for a single seed, which has no spread)."""
+    return f"{mean:.3f}" if seeds == 1 else f"{mean:.3f} ± {std:.3f}"
 
 
-def study_markdown(summary: pd.DataFrame, timings: pd.DataFrame, info: dict) -> str:
-    """Markdown tables: ours per dataset, and ours beside the paper's Table 1."""
-    paper_metrics = [m for m in METRICS.values() if m.in_paper_table]
+def study_markdown(
+    summary: pd.DataFrame,
+    timings: pd.DataFrame,
+    info: dict,
+    tests: pd.DataFrame | None = None,
+    agreement: pd.DataFrame | None = None,
+) -> str:
+    """Markdown: a table per dataset, output space and removal; the paper's Table 1 beside ours; significance."""
+    paper_metrics = [METRICS[m] for m in PAPER_METRICS]
+    shown = [METRICS[m] for m in PINNED if m in summary and summary[m].notna().any()]
     lines = [f"# Faithfulness study ({info['n']} test images, seeds {info['seeds']}, {info['device']})", ""]
-    lines += ["Mean ± std over seeds of the per-seed means. Pinned protocol: see `xwp/metrics.py`.", ""]
+    lines += [
+        "Mean ± std over seeds of the per-seed means. Protocol: docs/evaluation.md (raw probability or logit of "
+        "the true class, not divided by its intact value). ↑ higher is better, ↓ lower is better.",
+        "",
+    ]
+    keys = [k for k in ("output", "removal") if k in summary]
     for name, sub in summary.groupby("dataset", sort=False):
         acc = timings[timings.dataset == name]["test_accuracy"]
         lines += [f"## {name} (test accuracy {acc.mean():.4f} ± {acc.std(ddof=0):.4f})", ""]
-        header = ["method"] + [f"{m.label} {m.arrow}" for m in METRICS.values()]
-        header += [f"{m.short} {m.arrow} (correct only)" for m in paper_metrics] + ["ms / image"]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for _, r in sub.iterrows():
-            cells = [METHODS[r.method].label] + [_fmt(r[m], r[f"{m}_std"]) for m in METRICS]
-            cells += [f"{r[f'{m.name}_correct_only']:.3f}" for m in paper_metrics]
-            cells.append(f"{1000 * r.seconds_per_image:.2f}")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        for case, part in sub.groupby(keys, sort=False) if keys else [((), sub)]:
+            case = case if isinstance(case, tuple) else (case,)
+            if keys:
+                lines += [f"### {', '.join(f'{k} {v}' for k, v in zip(keys, case, strict=True))}", ""]
+            header = ["method"] + [f"{m.label} {m.arrow}" for m in shown]
+            header += [f"{m.short} {m.arrow} (correct only)" for m in paper_metrics] + ["ms / image"]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for _, r in part.iterrows():
+                cells = [METHODS[r.method].label] + [_fmt(r[m.name], r[f"{m.name}_std"], r.seeds) for m in shown]
+                cells += [f"{r[f'{m.name}_correct_only']:.3f}" for m in paper_metrics]
+                cells.append(f"{1000 * r.seconds_per_image:.2f}")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
     header = ["dataset (ours / paper)", "method"]
     header += [f"{m.short} {m.arrow} {who}" for m in paper_metrics for who in ("ours", "paper")]
-    lines += ["## Beside the paper's Table 1", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, sub in summary.groupby("dataset", sort=False):
+    lines += ["## Beside the paper's Table 1", ""]
+    lines += [
+        "Ours: softmax, zero removal, raw probabilities; the paper's numbers may be normalised differently, "
+        "so compare rankings rather than values.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    base = summary
+    if "output" in summary:
+        base = summary[(summary.output == "softmax") & (summary.removal == "zero")]
+    for name, sub in base.groupby("dataset", sort=False):
         paper = PAPER_TABLE1.get(PAPER_ROW.get(name, ""), {})
         for _, r in sub.iterrows():
             if r.method in paper:
@@ -228,6 +326,19 @@ def study_markdown(summary: pd.DataFrame, timings: pd.DataFrame, info: dict) -> 
                 for m, theirs in zip(paper_metrics, paper[r.method], strict=True):
                     cells += [f"{r[m.name]:.3f}", f"{theirs:.3f}"]
                 lines.append("| " + " | ".join(cells) + " |")
+    if agreement is not None and len(agreement):
+        lines += ["", "## Does the ranking survive a change of removal?", ""]
+        lines += [
+            "Spearman correlation of the methods' mean scores (random order left out) between two removals.",
+            "",
+            "| dataset | output | metric | removals | Spearman |",
+            "|---|---|---|---|---|",
+        ]
+        for r in agreement.itertuples(index=False):
+            label = METRICS[r.metric].label
+            lines.append(f"| {r.dataset} | {r.output} | {label} | {r.removal_a} vs {r.removal_b} | {r.spearman:.2f} |")
+    if tests is not None:
+        lines += significance_markdown(tests, info)
     lines += ["", "## Time", "", "| dataset | seed | test accuracy | train (s) | evaluate (s) |"]
     lines.append("|---|---|---|---|---|")
     for _, t in timings.iterrows():
@@ -236,15 +347,41 @@ def study_markdown(summary: pd.DataFrame, timings: pd.DataFrame, info: dict) -> 
     return "\n".join(lines) + "\n"
 
 
+def significance_markdown(tests: pd.DataFrame, info: dict) -> list[str]:
+    """Which methods are significantly better than which, per dataset, output space, removal and metric."""
+    seeds = len(info["seeds"])
+    lines = [
+        "",
+        "## Significant differences",
+        "",
+        f"Wilcoxon signed-rank tests on paired per-image scores ({info['n']} images"
+        + (f" x {seeds} seeds pooled), " if seeds > 1 else ", one seed), ")
+        + "Holm-corrected over the method pairs of each (dataset, output, removal, metric); alpha 0.05. "
+        "A pair that is not listed is not significantly different. Full table: significance.csv.",
+    ]
+    labels = {m: METHODS[m].label for m in METHODS}
+    for (dataset, output, removal), sub in tests.groupby(["dataset", "output", "removal"], sort=False):
+        lines += ["", f"### {dataset}, {output}, {removal} removal", ""]
+        for metric, t in sub.groupby("metric", sort=False):
+            said = stats.statements(t, metric, labels)
+            n_pairs = len(t)
+            lines.append(f"- **{METRICS[metric].label}** ({len(said)} of {n_pairs} pairs significant)")
+            lines += [f"  - {line}" for line in said]
+    return lines
+
+
 def rank_check(summary: pd.DataFrame) -> list[str]:
-    """Methods that fail to beat random order on every metric of the paper's Table 1, per dataset.
+    """Methods that fail to beat random order on every metric of the paper's Table 1, per dataset (and case).
 
     Each metric's direction comes from :data:`~xwp.metrics.METRICS` (Average Drop: higher is
     better; Deletion AUC: lower is better).
     """
-    checked = [m for m in METRICS.values() if m.in_paper_table]
+    checked = [METRICS[m] for m in PAPER_METRICS]
+    keys = ["dataset"] + [k for k in ("output", "removal") if k in summary]
     problems = []
-    for name, sub in summary.groupby("dataset", sort=False):
+    for case, sub in summary.groupby(keys, sort=False):
+        case = case if isinstance(case, tuple) else (case,)
+        where = ", ".join(str(c) for c in case)
         rnd = sub[sub.method == "random"]
         if rnd.empty:
             continue
@@ -252,5 +389,5 @@ def rank_check(summary: pd.DataFrame) -> list[str]:
         for _, r in sub[sub.method != "random"].iterrows():
             if not all(m.better(r[m.name], rnd[m.name]) for m in checked):
                 scores = ", ".join(f"{m.short} {r[m.name]:.3f} vs {rnd[m.name]:.3f}" for m in checked)
-                problems.append(f"{name}: {r.method} does not beat random order ({scores})")
+                problems.append(f"{where}: {r.method} does not beat random order ({scores})")
     return problems

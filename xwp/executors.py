@@ -1,0 +1,180 @@
+"""Where the study's cells run: in this process (the default) or as Ray tasks, locally or on a cluster.
+
+A study is a grid of cells (dataset, seed, method). Each (dataset, seed) first trains one
+model (:func:`train_cell`); each cell then evaluates one method on that model's seeded test
+sample (:func:`evaluate_cell`). Both executors call the same two functions with the same
+arguments, so a Ray run gives the same numbers as the serial one (the same torch build and
+thread count assumed: Ray gives a task ``num_cpus`` threads, 1 by default).
+
+Ray (https://docs.ray.io) is optional: ``pip install 'xwp[ray]'``; only
+:func:`run_ray` imports it. On a cluster every worker needs this package and the datasets
+at the same ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from xwp.data import DATASETS, load_dataset
+from xwp.devices import default_device
+from xwp.errors import XWPError
+from xwp.evaluation import Evaluation, evaluate
+from xwp.train import TrainConfig, fit
+
+EXECUTORS = ("serial", "ray")
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What every cell needs: the grid and the evaluation settings."""
+
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...]
+    n: int
+    epochs: int
+    data_dir: str | None = None
+    outputs: tuple[str, ...] = ("softmax", "logits")
+    removals: tuple[str, ...] = ("zero",)
+    sensitivity_samples: int = 0
+    hidden: tuple[int, ...] = (400, 100)
+
+
+@dataclass
+class Trained:
+    """One (dataset, seed) model with its test accuracy and training time."""
+
+    model: torch.nn.Module
+    test_accuracy: float
+    seconds: float
+
+
+@dataclass
+class CellResults:
+    """Per (dataset, seed): the model's facts and one :class:`Evaluation` per method (plan order)."""
+
+    trained: dict[tuple[str, int], Trained] = field(default_factory=dict)
+    evaluations: dict[tuple[str, int], list[Evaluation]] = field(default_factory=dict)
+    seconds: dict[tuple[str, int], float] = field(default_factory=dict)
+
+
+def _data_dir(plan: StudyPlan, dataset: str) -> str | None:
+    """The data folder for datasets that need one."""
+    return plan.data_dir if dataset in DATASETS and DATASETS[dataset].needs_path else None
+
+
+def train_cell(plan: StudyPlan, dataset: str, seed: int) -> Trained:
+    """Train the study's MLP for one (dataset, seed) on the default device, moved to the CPU."""
+    ddir = _data_dir(plan, dataset)
+    train_set, test_set = load_dataset(dataset, "train", ddir), load_dataset(dataset, "test", ddir)
+    t0 = time.perf_counter()
+    config = TrainConfig(dataset=dataset, data_dir=ddir, hidden=plan.hidden, epochs=plan.epochs, seed=seed)
+    fitted = fit(config, train_set, test_set, device=default_device())
+    return Trained(fitted.model.cpu().eval(), fitted.history.test_accuracy[-1], time.perf_counter() - t0)
+
+
+def evaluate_cell(plan: StudyPlan, model: torch.nn.Module, dataset: str, seed: int, method: str) -> Evaluation:
+    """Evaluate one method on the (dataset, seed) model's seeded test sample (the same images for every method)."""
+    ddir = _data_dir(plan, dataset)
+    test_set = load_dataset(dataset, "test", ddir)
+    train_mean = None
+    if "mean" in plan.removals:
+        train_mean = load_dataset(dataset, "train", ddir).images.double().mean(0).reshape(-1)
+    model = model.to(default_device())
+    return evaluate(
+        model,
+        test_set,
+        [method],
+        n=plan.n,
+        seed=seed,
+        outputs=plan.outputs,
+        removals=plan.removals,
+        train_mean=train_mean,
+        sensitivity_samples=plan.sensitivity_samples,
+    )
+
+
+def run_serial(plan: StudyPlan, log: Callable[[str], None] = print) -> CellResults:
+    """Every cell in this process, one after the other (no Ray import)."""
+    out = CellResults()
+    for dataset in plan.datasets:
+        for seed in plan.seeds:
+            trained = train_cell(plan, dataset, seed)
+            t0 = time.perf_counter()
+            evs = [evaluate_cell(plan, trained.model, dataset, seed, m) for m in plan.methods]
+            out.trained[(dataset, seed)] = trained
+            out.evaluations[(dataset, seed)] = evs
+            out.seconds[(dataset, seed)] = time.perf_counter() - t0
+            log(_line(plan, dataset, seed, trained, out.seconds[(dataset, seed)]))
+    return out
+
+
+def _line(plan: StudyPlan, dataset: str, seed: int, trained: Trained, seconds: float) -> str:
+    """One log line per (dataset, seed)."""
+    return (
+        f"{dataset} seed {seed}: accuracy {trained.test_accuracy:.4f}, train {trained.seconds:.0f} s, "
+        f"evaluate {plan.n} images x {len(plan.methods)} methods x {len(plan.outputs)} outputs {seconds:.0f} s"
+    )
+
+
+def run_ray(
+    plan: StudyPlan,
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+    init_options: dict[str, Any] | None = None,
+) -> CellResults:
+    """Each (dataset, seed) training and each (dataset, seed, method) cell as a Ray task.
+
+    ``address``: a running cluster (``"auto"``, ``"ray://host:10001"``); None starts a local
+    Ray on this machine (``init_options`` go to ``ray.init``, e.g. ``num_cpus``).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise XWPError("--executor ray needs Ray: pip install 'xwp[ray]' (or pip install ray)") from None
+    if not ray.is_initialized():
+        options = {"include_dashboard": False, "log_to_driver": False, **(init_options or {})}
+        ray.init(address=address, **options)
+    train_task = ray.remote(train_cell)
+    eval_task = ray.remote(evaluate_cell)
+    plan_ref = ray.put(plan)
+    models = {(d, s): train_task.remote(plan_ref, d, s) for d in plan.datasets for s in plan.seeds}
+    out = CellResults()
+    cells = {}
+    for (d, s), ref in models.items():
+        model_ref = _model_ref(ray, ref)
+        cells[(d, s)] = [eval_task.remote(plan_ref, model_ref, d, s, m) for m in plan.methods]
+    for (d, s), ref in models.items():
+        t0 = time.perf_counter()
+        out.trained[(d, s)] = ray.get(ref)
+        out.evaluations[(d, s)] = ray.get(cells[(d, s)])
+        out.seconds[(d, s)] = time.perf_counter() - t0
+        log(_line(plan, d, s, out.trained[(d, s)], out.seconds[(d, s)]) + " (Ray; wall time seen by the driver)")
+    return out
+
+
+def _model_ref(ray, trained_ref):
+    """A Ray reference to the trained model alone (a tiny task, so the evaluation tasks wait on it)."""
+    return ray.remote(lambda t: t.model).remote(trained_ref)
+
+
+def run_cells(
+    plan: StudyPlan,
+    executor: str = "serial",
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+    init_options: dict[str, Any] | None = None,
+) -> CellResults:
+    """Run the plan with ``executor`` (``"serial"`` or ``"ray"``)."""
+    if executor not in EXECUTORS:
+        raise XWPError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if executor == "serial":
+        if address:
+            raise XWPError("--address needs --executor ray")
+        return run_serial(plan, log)
+    return run_ray(plan, address, log, init_options)
