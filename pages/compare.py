@@ -16,18 +16,20 @@ from xwp.removal import REMOVALS
 OUTPUT_LABELS = {"softmax": "probability (softmax)", "logits": "logit"}
 
 
-def settings_form():
+def settings_form(entry):
     """The comparison's settings; returns them when Run was pressed, else None."""
+    unavailable = glue.unavailable(entry)
     with st.form("compare_form"):
         c1, c2, c3 = st.columns([3, 1, 1])
         methods = c1.multiselect(
             "Methods",
             list(METHODS),
             default=list(DEFAULT_METHODS),
-            format_func=lambda m: METHODS[m].label,
+            format_func=lambda m: METHODS[m].label + (" (not for this model)" if m in unavailable else ""),
             key="compare_methods",
             persist_state="session",
-            help="The random-order baseline is always added as the reference row.",
+            help="The random-order baseline is always added as the reference row."
+            + "".join(f"\n\n{reason}" for reason in unavailable.values()),
         )
         n = c2.number_input(
             "Test images",
@@ -72,7 +74,7 @@ def settings_form():
 
 def run_controls(entry) -> None:
     """Start, continue, stop or resume the comparison (Stop sits above the progress bar)."""
-    request = settings_form()
+    request = settings_form(entry)
     if request is not None:
         with frame.user_errors():
             glue.start_comparison(entry, *request)

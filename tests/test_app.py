@@ -683,8 +683,8 @@ def test_saved_comparison_is_listed_and_reopens(at, monkeypatch):
     ws = workspace_of(at)
     result = at.session_state[COMPARE_KEY]
     monkeypatch.setattr(workspace_glue, "workspace", lambda: ws)  # outside a script run: the same workspace
-    assert workspace_glue.save_comparison(result) is None
-    [saved] = ws.comparisons()
+    [saved] = ws.comparisons()  # the page saved it when the run finished
+    assert result["saved_id"] == saved.id
     assert "3 images" in saved.name
 
     again = fresh_app(monkeypatch, ws.id)

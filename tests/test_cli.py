@@ -257,7 +257,8 @@ def test_evaluate_defaults_to_the_checkpoints_dataset_and_counts_each_method_onc
     out = tmp_path / "t.csv"
     assert main(["evaluate", "--checkpoint", str(ck), "--methods", "xwp,xwp", "--n", "5", "--out", str(out)]) == 0
     table = pd.read_csv(out)
-    assert seen == ["digits"] and list(table["method"]) == ["xwp"] and list(table["n"]) == [5]
+    assert seen == ["digits"] and list(table["method"]) == ["xwp", "xwp"] and list(table["n"]) == [5, 5]
+    assert list(table["output"]) == ["softmax", "logits"]  # one row per output space, xwp counted once in each
 
 
 def test_study_default_out_is_not_the_committed_results():

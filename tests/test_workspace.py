@@ -313,8 +313,11 @@ def test_an_evaluation_roundtrips_through_a_workspace(root):
     pd.testing.assert_frame_equal(back.table, ev.table, check_dtype=False)
     pd.testing.assert_frame_equal(back.per_image, ev.per_image, check_dtype=False)
     pd.testing.assert_frame_equal(back.table_correct(), ev.table_correct(), check_dtype=False)
+    assert list(back.curves) == list(ev.curves)
+    for key, named in ev.curves.items():
+        for name, curve in named.items():
+            np.testing.assert_array_equal(back.curves[key][name], curve)
     for m in ("xwp", "random"):
-        np.testing.assert_array_equal(back.deletion[m], ev.deletion[m])
         np.testing.assert_array_equal(back.examples["attributions"][m], ev.examples["attributions"][m])
     assert back.settings["n"] == 6 and back.examples["classes"] == ev.examples["classes"]
     np.testing.assert_array_equal(predictions, np.arange(3))

@@ -142,6 +142,14 @@ def parse_meta(text: object) -> dict[str, Any]:
         sizes = meta.get("sizes")
         if not isinstance(sizes, list) or not all(type(v) is int for v in sizes):
             raise XWPError("the checkpoint's metadata is damaged (no valid layer sizes)")
+        if sizes and sizes[0] != LIMITS.input_size:
+            raise XWPError(
+                f"the checkpoint's input size is {sizes[0]}; xwp models take 28x28 = {LIMITS.input_size} pixels"
+            )
+        if sizes and sizes[-1] > LIMITS.max_classes:
+            raise XWPError(
+                f"the checkpoint has {sizes[-1]} classes; the limit is {LIMITS.max_classes} (XWP_MAX_CLASSES)"
+            )
     try:
         arch = check_arch(meta)
     except XWPError as e:

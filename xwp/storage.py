@@ -258,15 +258,17 @@ def evaluation_parts(
 ) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray], dict[str, Any]]:
     """An :class:`xwp.evaluation.Evaluation` as (tables, arrays, info) for ``Workspace.save_comparison``.
 
-    Method names go into ``info`` and arrays are keyed by position (``deletion_0``, ...), so
-    no method name becomes a file or key name. ``info`` may carry the app's facts (model name,
-    dataset label, seconds).
+    Curve keys (method, output, removal, curve name) go into ``info`` and arrays are keyed by
+    position (``curve_0_1``, ...), so no method name becomes a file or key name. ``info`` may
+    carry the app's facts (model name, dataset label, seconds).
     """
-    methods = list(ev.deletion)
     arrays: dict[str, np.ndarray] = {}
-    for k, m in enumerate(methods):
-        arrays[f"deletion_{k}"] = np.asarray(ev.deletion[m], dtype=np.float32)
-        arrays[f"insertion_{k}"] = np.asarray(ev.insertion[m], dtype=np.float32)
+    curve_keys = []
+    for k, (key, named) in enumerate(ev.curves.items()):
+        names = list(named)
+        curve_keys.append([*map(str, key), names])
+        for j, name in enumerate(names):
+            arrays[f"curve_{k}_{j}"] = np.asarray(named[name], dtype=np.float32)
     ex = ev.examples or {}
     example_methods = list(ex.get("attributions", {}))
     for k, m in enumerate(example_methods):
@@ -278,12 +280,12 @@ def evaluation_parts(
         arrays["predictions"] = np.asarray(predictions, dtype=np.int64)
     meta = {
         **info,
-        "methods": methods,
+        "curves": curve_keys,
         "example_methods": example_methods,
         "classes": [str(c) for c in ex.get("classes", [])],
         "settings": ev.settings,
     }
-    return {"table": ev.table, "per_image": ev.per_image}, arrays, meta
+    return {"per_image": ev.per_image}, arrays, meta
 
 
 def evaluation_from(comparison: Comparison) -> tuple[Any, np.ndarray | None]:
@@ -292,10 +294,12 @@ def evaluation_from(comparison: Comparison) -> tuple[Any, np.ndarray | None]:
 
     info, arrays = comparison.info, comparison.arrays
     try:
-        methods = [str(m) for m in info["methods"]]
+        curves = {}
+        for k, (method, output, removal, names) in enumerate(info["curves"]):
+            curves[(str(method), str(output), str(removal))] = {
+                str(name): arrays[f"curve_{k}_{j}"] for j, name in enumerate(names)
+            }
         example_methods = [str(m) for m in info.get("example_methods", [])]
-        deletion = {m: arrays[f"deletion_{k}"] for k, m in enumerate(methods)}
-        insertion = {m: arrays[f"insertion_{k}"] for k, m in enumerate(methods)}
         examples: dict[str, Any] = {
             "attributions": {m: arrays[f"example_{k}"] for k, m in enumerate(example_methods)},
             "classes": [str(c) for c in info.get("classes", [])],
@@ -305,9 +309,7 @@ def evaluation_from(comparison: Comparison) -> tuple[Any, np.ndarray | None]:
         per_image = comparison.tables["per_image"]
         if "correct" in per_image:
             per_image["correct"] = per_image["correct"].astype(bool)
-        ev = Evaluation(
-            comparison.tables["table"], per_image, deletion, insertion, examples, dict(info.get("settings") or {})
-        )
+        ev = Evaluation(per_image, curves, examples, dict(info.get("settings") or {}))
     except (KeyError, TypeError, ValueError):
         raise XWPError("the stored comparison is damaged (its methods and arrays disagree)") from None
     return ev, arrays.get("predictions")

@@ -14,13 +14,14 @@ from collections.abc import Sequence
 import streamlit as st
 import torch
 
-from xwp.app import safe
+from xwp.app import safe, workspace_glue
 from xwp.app.session import COMPARE_KEY, SessionModel
 from xwp.app.shared import dataset, test_set
 from xwp.attribution import METHODS
 from xwp.comparison import comparison_figures as _figures
 from xwp.comparison import plan
 from xwp.evaluation import Evaluation, check_request, combine, evaluate
+from xwp.explanation import method_problems
 from xwp.train import predict
 
 #: re-runs per image for max-sensitivity on the page (the CLI's default is 5)
@@ -101,6 +102,9 @@ def continue_comparison(entry: SessionModel) -> None:
             result.pop(key, None)
     bar.empty()
     result["status"] = "done"
+    problem = workspace_glue.save_comparison(result)  # survives a reload, listed in the sidebar
+    if problem:
+        st.warning(problem, icon=":material/warning:")
 
 
 def stop_comparison() -> None:
@@ -115,6 +119,11 @@ def resume_comparison() -> None:
     result = comparison()
     if result is not None and result["status"] == "stopped" and result["pending"]:
         result["status"] = "running"
+
+
+def unavailable(entry: SessionModel) -> dict[str, str]:
+    """``{method: why it does not apply}`` for the active model, to mark them in the method picker."""
+    return method_problems(entry.model, entry.has_initial)
 
 
 def comparison() -> dict | None:

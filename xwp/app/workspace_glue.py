@@ -29,6 +29,7 @@ from xwp.app.session import (
 )
 from xwp.app.shared import default_snapshots
 from xwp.errors import XWPError
+from xwp.evaluation import combine
 from xwp.safety import plain_text
 from xwp.storage import evaluation_from, evaluation_parts
 from xwp.workspace import Workspace, WorkspaceFull, open_workspace
@@ -159,7 +160,10 @@ def save_comparison(result: dict[str, Any], name: str | None = None) -> str | No
     ws = workspace()
     if ws is None:
         return st.session_state.get(WS_ERROR_KEY, "no workspace is open; the result stays in this tab only")
-    ev = result["evaluation"]
+    parts = result.get("parts") or []
+    ev = result.get("evaluation") or (combine(parts) if parts else None)
+    if ev is None:
+        return "nothing to save yet: no method has finished"
     label = (
         name or f"{result.get('model', 'model')}: {ev.settings.get('n', '?')} images, seed {ev.settings.get('seed')}"
     )
@@ -192,6 +196,14 @@ def open_comparison(cid: str) -> None:
         "evaluation": ev,
         "predictions": predictions,
         "saved_id": cid,
+        "n": ev.settings.get("n"),
+        "seed": ev.settings.get("seed"),
+        "outputs": ev.outputs,
+        "removal": ev.removals[0] if ev.removals else "zero",
+        "methods": ev.methods,
+        "pending": [],
+        "parts": [ev],
+        "status": "done",
     }
 
 
