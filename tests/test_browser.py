@@ -212,7 +212,7 @@ def test_every_page_in_chromium(sync_playwright, app_url):
             page.get_by_role("button", name="Run comparison").click()
             page.get_by_text("Evaluation took", exact=False).first.wait_for(timeout=180_000)
             wait_idle(page)
-            assert page.locator('[data-testid="stDataFrame"]').count() == 1
+            assert page.locator('[data-testid="stDataFrame"]').count() == 2  # the table and the significance matrix
             page.get_by_text("Only images the model classifies correctly").evaluate(
                 "e => e.scrollIntoView({block: 'start'})"
             )
