@@ -168,7 +168,7 @@ def sidebar() -> None:
         entry = active_model()
         acc = entry.test_accuracy
         rows = [
-            ("Dataset", safe.md(entry.dataset_label())),
+            ("Dataset", entry.dataset_label()),  # shown with st.text below: no escaping
             ("Architecture", entry.model.describe()),
             ("Test accuracy", f"{acc:.1%}" if acc is not None else "not recorded"),
             ("Initial state", "kept (XWP works)" if entry.has_initial else "missing (no XWP/XWPᶜ)"),
