@@ -35,6 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from speed import markdown  # noqa: E402 (bench/ is on the path: the scripts run as python bench/NAME.py)
+
 import xwp  # noqa: E402
 from xwp.attribution import XWP, XWPc  # noqa: E402
 from xwp.fast_paths import CapturedXWP, CompiledXWP, CompiledXWPc, DenseXWP  # noqa: E402
@@ -198,16 +200,6 @@ def _copy(model, dtype, device):
     import copy
 
     return copy.deepcopy(model).to(device=device, dtype=dtype)
-
-
-def markdown(rows):
-    if not rows:
-        return ""
-    cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
-    return "\n".join(out)
 
 
 def main():

@@ -34,6 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from speed import markdown  # noqa: E402 (bench/ is on the path: the scripts run as python bench/NAME.py)
+
 import xwp  # noqa: E402
 from xwp.attribution import XWP, XWPc  # noqa: E402
 from xwp.compute import ComputeExecutor  # noqa: E402
@@ -161,14 +163,6 @@ def batch_gain(methods, images, n=16):
     )
     print("  batching: " + text, flush=True)
     return text
-
-
-def markdown(rows):
-    cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
-    return "\n".join(out)
 
 
 def main():
