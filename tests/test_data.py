@@ -330,10 +330,18 @@ def test_bad_unpacked_test_labels_fail_before_training(tmp_path, capsys):
 def test_allowed_data_path(tmp_path, monkeypatch):
     from xwp import config
 
-    cache = config.cache_dir()
+    cache = config.cache_dir() / "data"
+    cache.mkdir(exist_ok=True)
     inside = cache / "allowed.csv"
     inside.write_bytes(b"x")
     assert config.allowed_data_path(inside) == inside.resolve()
+    # the rest of the cache (workspaces, stored uploads, default models) is not a data folder
+    private = config.cache_dir() / "workspaces" / "someone" / "model.safetensors"
+    private.parent.mkdir(parents=True, exist_ok=True)
+    private.write_bytes(b"x")
+    for bad in (private, private.parent, config.cache_dir()):
+        with pytest.raises(xwp.XWPError, match="not in a data folder"):
+            config.allowed_data_path(bad)
     escape = cache / "escape.csv"
     escape.unlink(missing_ok=True)
     escape.symlink_to("/etc/passwd")  # a link inside the cache pointing out of it

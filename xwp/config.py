@@ -122,12 +122,16 @@ def register_data_dir(path: str | os.PathLike) -> None:
 
 
 def allowed_data_dirs() -> list[Path]:
-    """Folders whose files visitors may name: the cache, start-up folders and ``$XWP_DATA_DIRS``.
+    """Folders whose files visitors may name: the cache's ``data/``, start-up folders and ``$XWP_DATA_DIRS``.
 
-    ``XWP_DATA_DIRS`` holds folders separated by ``os.pathsep`` (``:`` on Linux).
+    Only the cache's ``data/`` subfolder (torchvision downloads) is allowed, never the cache
+    itself: it also holds workspaces, stored uploads and default models, which a typed path
+    must not reach. ``XWP_DATA_DIRS`` holds folders separated by ``os.pathsep`` (``:`` on Linux).
     """
     extra = [p for p in os.environ.get("XWP_DATA_DIRS", "").split(os.pathsep) if p.strip()]
-    dirs = [cache_dir().resolve(), *_startup_dirs, *(Path(p).resolve() for p in extra)]
+    data = cache_dir() / "data"
+    data.mkdir(exist_ok=True)
+    dirs = [data.resolve(), *_startup_dirs, *(Path(p).resolve() for p in extra)]
     return list(dict.fromkeys(dirs))
 
 
