@@ -159,6 +159,7 @@ def main() -> None:
                     seed=int(seed),
                 )
                 glue.train_model(config, name=model_name, upload_name=upload_name)
+    glue.training_progress()
     glue.show_training_result()
 
     st.divider()

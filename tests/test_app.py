@@ -74,7 +74,28 @@ def train_small(app, dataset="digits", epochs=1, **fields):
         ](key=f"train_{key}")
         widget.set_value(value)
     button(app, "Train").click().run()
-    return app
+    return wait_for_jobs(app)
+
+
+def owner(app) -> str:
+    from xwp.app.jobs import OWNER_KEY
+
+    return app.session_state[OWNER_KEY]
+
+
+def wait_for_jobs(app, timeout: float = TIMEOUT):
+    """Wait until the session's jobs (trainings, comparisons) have ended, then run once to collect them."""
+    import time
+
+    from xwp.app import jobs
+
+    if not jobs.registry().records(owner(app)):
+        return app  # nothing was started (e.g. an error message): keep this run's elements
+    deadline = time.monotonic() + timeout
+    while jobs.running(owner(app)):
+        assert time.monotonic() < deadline, "a job did not end in time"
+        time.sleep(0.05)
+    return app.run()
 
 
 # --------------------------------------------------------------------------- pages
@@ -300,29 +321,83 @@ def test_train_on_an_uploaded_tmnist_csv(at):
     assert any("labels" in e.value for e in at.error)
 
 
-def test_stopped_training_keeps_last_complete_epoch(at):
-    from xwp.app.session import PARTIAL_KEY
-    from xwp.checkpoint import checkpoint_bytes
-    from xwp.models import MLP
+def start_training(app, epochs: int, name: str, hidden: str = "400,100"):
+    """Click Train on the Train page (digits) and return without waiting for the job."""
+    app.switch_page("pages/train.py").run()
+    app.selectbox(key="train_dataset").set_value("digits").run()
+    app.number_input(key="train_epochs").set_value(epochs)
+    app.text_input(key="train_hidden").set_value(hidden)
+    app.text_input(key="train_name").set_value(name)
+    button(app, "Train").click().run()
+    assert_clean(app)
+    return app
 
-    snapshot = checkpoint_bytes(
-        MLP((784, 16, 10)),
-        {
-            "dataset": "digits",
-            "test_accuracy": 0.5,
-            "history": {"loss": [1.0], "train_accuracy": [0.4], "test_accuracy": [0.5], "seconds": [0.1]},
-        },
-    )
-    at.session_state[PARTIAL_KEY] = {"name": "stopped run", "epochs": 5, "checkpoint": snapshot, "epochs_done": 1}
+
+def test_training_outlives_a_page_switch(at):
+    """Issue 15, point 2: switching to Explain during a run neither stops it nor keeps a weaker model."""
+    from xwp.app import jobs
+
+    start_training(at, epochs=6, name="long run")
+    running = jobs.running(owner(at), "training")
+    assert [r.extra["name"] for r in running] == ["long run"]
+    at.switch_page("pages/explain.py").run()
+    assert_clean(at)
+    assert jobs.running(owner(at), "training"), "the training stopped when the page changed"
+    assert any("Running: training “long run”" in p.proto.text for p in at.sidebar.get("progress"))
+    assert "long run" not in models(at)
+    wait_for_jobs(at)
+    assert_clean(at)
+    assert models(at)[-1] == "long run"
+    assert at.selectbox(key="xwp_active_model").value == "long run"
+    entry = at.session_state["xwp_models"]["long run"]
+    assert len(entry.meta["history"]["loss"]) == 6  # every epoch, not the one before the switch
     at.switch_page("pages/train.py").run()
+    assert any("Trained **long run** for 6 epochs" in s.value for s in at.success)
+
+
+def test_stop_keeps_the_last_complete_epoch(at):
+    import time
+
+    from xwp.app import jobs
+
+    start_training(at, epochs=40, name="stopped run")
+    (record,) = jobs.running(owner(at), "training")
+    deadline = time.monotonic() + TIMEOUT
+    while "history" not in record.extra:  # the first epoch has ended
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    at.run()
+    button(at, "Stop training").click().run()
+    assert_clean(at)
+    wait_for_jobs(at)
     assert_clean(at)
     assert at.selectbox(key="xwp_active_model").value == "stopped run"
-    assert any("stopped after epoch 1 of 5" in w.value for w in at.warning)
+    done = len(at.session_state["xwp_models"]["stopped run"].meta["history"]["loss"])
+    assert 1 <= done < 40
+    assert any(f"stopped after epoch {done} of 40" in w.value for w in at.warning)
 
-    at.session_state[PARTIAL_KEY] = {"name": "too early", "epochs": 5, "checkpoint": None, "epochs_done": 0}
-    at.run()
-    assert any("no model was kept" in w.value for w in at.warning)
+
+def test_stop_before_the_first_epoch_keeps_nothing(at):
+    import threading
+
+    from xwp.app import jobs
+    from xwp.compute import get_executor
+
+    gate = threading.Event()
+    blocker = get_executor().submit_task(lambda ctx: gate.wait(60))  # holds the worker: the training waits
+    try:
+        start_training(at, epochs=3, name="too early")
+        at.switch_page("pages/explain.py").run()  # a blank canvas: no computation waits behind the blocker
+        button(at, "Stop").click().run()  # the sidebar's Stop, on another page
+        assert jobs.running(owner(at), "training")[0].stopping
+    finally:
+        gate.set()
+    blocker.result(60)
+    wait_for_jobs(at)
+    assert_clean(at)
     assert "too early" not in models(at)
+    at.switch_page("pages/train.py").run()
+    assert any("Training was stopped" in w.value for w in at.warning)
 
 
 def test_explain_upload_good_and_bad_images(at):

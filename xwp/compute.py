@@ -8,6 +8,9 @@ call on the concatenated inputs (only per-image deterministic methods, :func:`is
 long jobs run chunk by chunk with progress and Stop (:class:`Job`); a full queue refuses with
 an :class:`~xwp.errors.XWPError`. Design and API: docs/app.md, "Compute queue".
 
+A request's Future carries ``seconds`` (the time of the call that produced it; a merged call's
+time is shared by its requests) and ``batch_size`` once it resolves.
+
 Batched results equal unbatched ones within float rounding, not bit for bit: BLAS picks other
 kernels for another number of rows (float64 XWP: at most 1e-13 apart, tests/test_compute.py).
 """
@@ -18,6 +21,7 @@ import heapq
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Generator, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -419,6 +423,7 @@ class ComputeExecutor:
         items = [i for i, _ in live]
         self.stats["calls"] += 1
         self.stats["batched_requests"] += len(items)
+        t0 = time.perf_counter()
         try:
             results = list(batch.fn(items))
             if len(results) != len(items):
@@ -431,7 +436,9 @@ class ComputeExecutor:
                 self.stats["calls"] += 1
                 _settle(f, lambda item=item: batch.fn([item])[0])
             return
+        seconds = time.perf_counter() - t0
         for (_, f), r in zip(live, results, strict=True):
+            f.seconds, f.batch_size = seconds, len(items)  # read by callers that show timings
             f.set_result(r)
 
     def _run_chunk(self, job: Job, priority: int) -> None:
@@ -472,9 +479,12 @@ class ComputeExecutor:
 
 
 def _settle(future: Future, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Set ``future`` to ``fn(*args, **kwargs)`` or to the exception it raised."""
+    """Set ``future`` to ``fn(*args, **kwargs)`` or to the exception it raised (``future.seconds``: its time)."""
+    t0 = time.perf_counter()
     try:
-        future.set_result(fn(*args, **kwargs))
+        result = fn(*args, **kwargs)
+        future.seconds, future.batch_size = time.perf_counter() - t0, 1
+        future.set_result(result)
     except BaseException as e:  # noqa: BLE001 - belongs to the caller's future
         future.set_exception(e)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from xwp.app import jobs
 from xwp.app.session import (
     ACTIVE_KEY,
     FLASH_KEY,
@@ -20,7 +21,6 @@ from xwp.app.session import (
     session_models,
 )
 from xwp.app.shared import default_model
-from xwp.app.train_page import finish_interrupted_training
 from xwp.errors import XWPError
 
 #: less empty space above the page title, so a projected page shows more of its figures
@@ -103,14 +103,15 @@ def routed(page: str) -> None:
 
 
 def sidebar() -> None:
-    """Prepare the session (default model, interrupted training) and draw the model switcher."""
+    """Prepare the session (default model, ended jobs), draw running jobs and the model switcher."""
     wanted = st.session_state.pop(WANTED_PAGE_KEY, None)
     if wanted:
         st.switch_page(wanted)
     st.html(STYLE)
     for message in st.session_state.pop(FLASH_KEY, []):
         st.toast(message)
-    finish_interrupted_training()
+    jobs.collect()  # trainings and comparisons that ended since the last run
+    jobs.sidebar_panel()
     models = session_models()
     if not models:
         try:
