@@ -54,6 +54,7 @@ def main() -> None:
     if run:
         with frame.user_errors():
             glue.run_comparison(entry, methods, int(n), int(seed))
+    glue.watch_comparison()  # one started earlier and still running (the user came back)
 
     result = glue.comparison()
     if result is None:

@@ -400,6 +400,36 @@ def test_stop_before_the_first_epoch_keeps_nothing(at):
     assert any("Training was stopped" in w.value for w in at.warning)
 
 
+def test_explain_page_equals_a_direct_call(at):
+    """The maps the page computes on the compute executor are those of xwp.explanation.explain."""
+    import numpy as np
+
+    from xwp.app import shared as app_shared
+    from xwp.compute import get_executor
+    from xwp.explanation import EXPLAIN_DEFAULT, attribution_key, explain
+
+    before = dict(get_executor().stats)
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("test").run()
+    at.selectbox(key="explain_class").set_value(3)
+    at.number_input(key="explain_k").set_value(2).run()
+    assert_clean(at)
+    entry = at.session_state["xwp_models"][at.selectbox(key="xwp_active_model").value]
+    data = app_shared._shared_dataset("typeface", "test", None)
+    i = int(torch.nonzero(data.labels == 3).flatten()[2])
+    x = data.images[i : i + 1]
+    direct = explain(entry.model, x, None, EXPLAIN_DEFAULT, initial_model=entry.initial_model)
+    memo = at.session_state["xwp_memo"]
+    assert set(direct.maps) == set(EXPLAIN_DEFAULT)
+    for name, expected in direct.maps.items():
+        shown, seconds = memo[attribution_key(entry.uid, name, direct.target, x)]
+        np.testing.assert_allclose(shown, expected, rtol=1e-10, atol=1e-14, err_msg=name)
+        assert seconds > 0
+    assert get_executor().stats["calls"] >= before["calls"] + 1 + len(EXPLAIN_DEFAULT)  # prediction + maps
+    top = [m for m in at.markdown if m.value.startswith("#### ")]
+    assert top and f"{entry.classes[direct.target]}" in top[0].value
+
+
 def test_explain_upload_good_and_bad_images(at):
     from PIL import Image, ImageDraw
 

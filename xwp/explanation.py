@@ -79,7 +79,7 @@ def _attribution(
     memo_key: Any,
 ) -> tuple[np.ndarray, float]:
     """One method's map ``(28, 28)`` and seconds, remembered in ``memo`` per (model, method, target, input)."""
-    key = ("attr", memo_key, name, target, hashlib.blake2b(x.numpy().tobytes(), digest_size=12).hexdigest())
+    key = attribution_key(memo_key, name, target, x)
     if memo is None or key not in memo:
         method = attribution_method(name, model, initial_model)
         t0 = time.perf_counter()
@@ -87,10 +87,25 @@ def _attribution(
         value = (a.detach().reshape(28, 28).double().numpy(), time.perf_counter() - t0)
         if memo is None:
             return value
-        memo[key] = value
-        if len(memo) > MEMO_SIZE:
-            memo.pop(next(iter(memo)))
+        remember(memo, key, value)
     return memo[key]
+
+
+def attribution_key(memo_key: Any, name: str, target: int, x: torch.Tensor) -> tuple:
+    """The memo key of method ``name``'s map of input ``x`` for class ``target`` (``memo_key`` names the model)."""
+    x = x.detach().reshape(1, 1, 28, 28).float()
+    return ("attr", memo_key, name, int(target), hashlib.blake2b(x.numpy().tobytes(), digest_size=12).hexdigest())
+
+
+def remember(memo: MutableMapping, key: tuple, value: tuple[np.ndarray, float]) -> None:
+    """Keep ``(map, seconds)`` under ``key``, dropping the oldest entry beyond :data:`MEMO_SIZE`.
+
+    The app computes maps on the compute executor (:mod:`xwp.compute`) and passes them to
+    :func:`explain` this way, so the page shows exactly what a direct call would.
+    """
+    memo[key] = value
+    if len(memo) > MEMO_SIZE:
+        memo.pop(next(iter(memo)))
 
 
 @dataclass
@@ -207,6 +222,7 @@ def explain(
     scale: int = 7,
     memo: MutableMapping | None = None,
     memo_key: Any = None,
+    probs: np.ndarray | None = None,
 ) -> Explanation:
     """Predict ``x`` ``(1, 1, 28, 28)``, attribute it with ``methods`` and colour the maps (the per-stroke path).
 
@@ -220,10 +236,12 @@ def explain(
         scale: pixels per input pixel of the PNG tiles.
         memo, memo_key: a dict that keeps maps already computed (at most :data:`MEMO_SIZE`),
             keyed by ``memo_key`` (which names the model), method, target and input.
+        probs: the softmax output ``(C,)`` for ``x`` if already computed (e.g. on the compute executor).
     """
     x = x.detach().reshape(1, 1, 28, 28).float()
-    with torch.no_grad():
-        probs = torch.softmax(model(x), dim=1)[0].double().numpy()
+    if probs is None:
+        with torch.no_grad():
+            probs = torch.softmax(model(x), dim=1)[0].double().numpy()
     predicted = int(probs.argmax())
     target = predicted if target is None else int(target)
     if not 0 <= target < len(probs):

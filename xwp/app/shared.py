@@ -17,6 +17,7 @@ import streamlit as st
 import xwp
 from xwp.app.session import SessionModel
 from xwp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from xwp.compute import NORMAL, TaskContext, get_executor
 from xwp.config import atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, load_dataset
 from xwp.errors import XWPError
@@ -108,33 +109,37 @@ def _load_default(path: Path) -> Checkpoint | None:
 
 
 class DefaultTrainer:
-    """Trains the default model once, in a background thread, and writes it atomically to ``path``.
+    """Trains the default model once, as a job on the compute executor, and writes it atomically to ``path``.
 
     Sessions only watch its progress, so a click or a closed tab during the first open does
-    not restart the training, and concurrent first sessions share one run.
+    not restart the training, and concurrent first sessions share one run. It runs at
+    ``NORMAL`` priority: ahead of queued trainings and comparisons, behind live strokes.
     """
 
     def __init__(self, path: Path):
         self.path = path
         self.fraction, self.message, self.error = 0.0, "Rendering the typeface digits from this machine's fonts…", None
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="xwp-default-model", daemon=True)
-        self.thread.start()
+        self.job = get_executor().submit_task(self._run, priority=NORMAL)
+        self.job.future.add_done_callback(self._finished)
 
-    def _run(self) -> None:
-        """Load the data, train, save; any failure becomes :attr:`error`."""
-        try:
+    def _run(self, ctx: TaskContext) -> None:
+        """Load the data, train, save (on the executor's worker)."""
 
-            def progress(p: Progress) -> None:
-                self.fraction = p.fraction
-                self.message = f"Training the default model: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}"
+        def progress(p: Progress) -> None:
+            self.fraction = p.fraction
+            self.message = f"Training the default model: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}"
+            ctx.tick()
 
-            fitted = fit(default_config(), progress=progress)
-            save_checkpoint(self.path, fitted.model.cpu(), {"name": DEFAULT_NAME, **fitted.meta})
-        except Exception as e:  # reported to every waiting session, never raised in this thread
+        fitted = fit(default_config(), progress=progress, report_every=10)
+        save_checkpoint(self.path, fitted.model.cpu(), {"name": DEFAULT_NAME, **fitted.meta})
+
+    def _finished(self, future) -> None:
+        """Any failure becomes :attr:`error` (reported to every waiting session); then wake them."""
+        e = future.exception()
+        if e is not None:
             self.error = str(e) if isinstance(e, XWPError) else f"{type(e).__name__}: {e}"
-        finally:
-            self.done.set()
+        self.done.set()
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

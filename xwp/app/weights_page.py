@@ -1,10 +1,11 @@
-"""The Weights page's glue: the session keeps the latest patterns and their figures."""
+"""The Weights page's glue: patterns computed on the compute executor (NORMAL priority), kept per session."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from xwp import patterns
+from xwp.app import work
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import test_set
 from xwp.errors import XWPError
@@ -28,16 +29,16 @@ def weight_patterns(
             reference = test_set(entry).images.mean(0, keepdim=True)
         except XWPError:
             reference = None
-        wp = patterns.weight_patterns(entry.model, entry.initial_model, view, sort, cls, image, reference)
+        wp = work.run(patterns.weight_patterns, entry.model, entry.initial_model, view, sort, cls, image, reference)
         store["weights"] = (key, wp)
     return store["weights"][1]
 
 
 def grid_png(entry: SessionModel, wp: WeightPatterns, count: int, sort: str, cls: int) -> bytes:
     """The grid of the first ``count`` patterns in display order (the paper's Figure 2), as PNG."""
-    return patterns.grid_png(wp, count, sort, entry.classes[cls])
+    return work.run(patterns.grid_png, wp, count, sort, entry.classes[cls])
 
 
 def neuron_stats(entry: SessionModel, wp: WeightPatterns, j: int) -> pd.DataFrame:
     """Numbers about first-layer unit ``j`` of ``entry`` (see :func:`xwp.patterns.neuron_stats`)."""
-    return patterns.neuron_stats(entry.model, entry.initial_model, wp, j, entry.classes)
+    return work.run(patterns.neuron_stats, entry.model, entry.initial_model, wp, j, entry.classes)
