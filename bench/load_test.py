@@ -126,17 +126,48 @@ async def session(i, browser, url, timeout, results):
     results.append(rec)
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by the app server, the browsers, and the whole machine (from /proc).
+
+    A process's own time plus that of its children already reaped (Chromium's renderers are
+    reaped by its zygote, so closed tabs still count). ``machine``: busy time of all cores.
+    """
+    out = {"server": 0.0, "browsers": 0.0}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = sum(int(f) for f in fields[11:15]) / TICK  # utime, stime, cutime, cstime
+        if "streamlit" in cmd and "streamlit_app.py" in cmd:
+            out["server"] += seconds
+        elif "chromium" in cmd.split(" ")[0]:
+            out["browsers"] += seconds
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    out["machine"] = (sum(int(v) for v in cpu) - int(cpu[3]) - int(cpu[4])) / TICK  # minus idle, iowait
+    return out
+
+
 async def run(url, n, timeout):
     from playwright.async_api import async_playwright
 
     results = []
     async with async_playwright() as p:
+        before = cpu_by_role()
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         started = time.perf_counter()
         await asyncio.gather(*(session(i, browser, url, timeout, results) for i in range(n)))
         wall = time.perf_counter() - started
+        after = cpu_by_role()
         await browser.close()
-    return sorted(results, key=lambda r: r["session"]), wall
+    used = {k: after[k] - before[k] for k in after}
+    return sorted(results, key=lambda r: r["session"]), wall, used
 
 
 def pct(values, q):
@@ -166,15 +197,26 @@ def main():
     trainer = DefaultTrainer(default_model_path())  # the default model first: measure the warm app
     trainer.done.wait()
     print(f"default model ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    load_before = os.getloadavg()[0]
     with streamlit_server(cache) as url:
-        results, wall = asyncio.run(run(url, args.sessions, args.timeout))
+        results, wall, used = asyncio.run(run(url, args.sessions, args.timeout))
+    load_after = os.getloadavg()[0]
     errors = [r for r in results if r["error"]]
+    others = max(used["machine"] - used["server"] - used["browsers"], 0.0)
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("XWP_COMPUTE"))
+    settings = settings or "defaults"
     lines = [
         f"# Load test: {args.sessions} concurrent browser sessions",
         "",
         f"`python bench/load_test.py --sessions {args.sessions}` on {os.cpu_count()} CPU cores, "
-        f"one `streamlit run` server, Debian Chromium (Playwright). Wall time {wall:.0f} s; "
-        f"errors: {len(errors)} of {len(results)} sessions.",
+        f"one `streamlit run` server (compute executor: {settings}), Debian Chromium (Playwright). "
+        f"Wall time {wall:.0f} s; errors: {len(errors)} of {len(results)} sessions. "
+        f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after.",
+        "",
+        f"CPU time during the sessions ({wall:.0f} s x {os.cpu_count()} cores = {wall * os.cpu_count():.0f} "
+        f"core-seconds): browsers {used['browsers']:.0f} s ({used['browsers'] / max(used['machine'], 1e-9):.0%}), "
+        f"app server {used['server']:.0f} s ({used['server'] / max(used['machine'], 1e-9):.0%}), "
+        f"everything else (Playwright's driver, other users of the machine) {others:.0f} s.",
         "",
         "| step | p50 (s) | p95 (s) | max (s) |",
         "|---|---|---|---|",

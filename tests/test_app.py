@@ -312,6 +312,7 @@ def test_train_on_an_uploaded_tmnist_csv(at):
     assert_clean(at)
     at.number_input(key="train_epochs").set_value(1)
     button(at, "Train").click().run()
+    wait_for_jobs(at)
     assert_clean(at)
     assert any("Trained" in s.value for s in at.success)
     assert "TMNIST_Data.csv" in at.sidebar.markdown[0].value  # the sidebar names the uploaded file

@@ -496,13 +496,19 @@ _LOCK = threading.Lock()
 
 
 def get_executor() -> ComputeExecutor:
-    """The process-wide executor, made on first use from ``XWP_COMPUTE_WORKERS`` / ``_THREADS`` / ``_QUEUE``."""
+    """The process-wide executor, made on first use from ``XWP_COMPUTE_WORKERS`` / ``_THREADS`` / ``_QUEUE``.
+
+    Defaults: one worker with ``cores - 1`` torch threads (at least 1), leaving a core to the
+    Streamlit session threads (script runs, PNG encoding, websockets), which need the CPU at
+    the same moments as the strokes they wait for (docs/app.md, "Compute queue").
+    """
     global _EXECUTOR
     with _LOCK:
         if _EXECUTOR is None:
+            workers = max(1, env_int("XWP_COMPUTE_WORKERS", 1))
             _EXECUTOR = ComputeExecutor(
-                workers=env_int("XWP_COMPUTE_WORKERS", 1),
-                threads=env_int("XWP_COMPUTE_THREADS", 0) or None,
+                workers=workers,
+                threads=env_int("XWP_COMPUTE_THREADS", 0) or max(1, (os.cpu_count() or 1) // workers - 1),
                 max_pending=env_int("XWP_COMPUTE_QUEUE", 256),
                 max_batch=env_int("XWP_COMPUTE_BATCH", 64),
             )

@@ -61,13 +61,21 @@ def method_priority(name: str) -> int:
 
 
 def _superseded() -> bool:
-    """Whether Streamlit asked this script run to stop or rerun (e.g. a new stroke arrived)."""
+    """Whether Streamlit asked this script run to stop, or to rerun the whole app (e.g. a new stroke).
+
+    Reads Streamlit 1.67's private request state; a fragment's timed rerun (the sidebar's
+    job panel) does not preempt a script run, so it does not count. Anything unexpected: False.
+    """
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    ctx = get_script_run_ctx(suppress_warning=True)
-    requests = getattr(ctx, "script_requests", None)
-    state = getattr(requests, "_state", None)  # private in Streamlit 1.67; None: never superseded
-    return state is not None and getattr(state, "name", "CONTINUE") != "CONTINUE"
+    requests = getattr(get_script_run_ctx(suppress_warning=True), "script_requests", None)
+    name = getattr(getattr(requests, "_state", None), "name", "CONTINUE")
+    if name == "STOP":
+        return True
+    if name != "RERUN":
+        return False
+    data = getattr(requests, "_rerun_data", None)
+    return not (getattr(data, "fragment_id_queue", None) and not getattr(data, "is_fragment_scoped_rerun", False))
 
 
 def cancel_previous() -> None:
@@ -83,9 +91,12 @@ def wait(futures: Mapping[str, Future]) -> dict[str, Any]:
     while pending:
         _, pending = wait_futures(pending, timeout=0.05)
         if pending and _superseded():
-            for f in pending:
-                f.cancel()
-            st.empty()  # a Streamlit call: the point where the rerun request takes over
+            try:
+                st.empty()  # a Streamlit call: the point where the rerun request takes over
+            except BaseException:
+                for f in pending:
+                    f.cancel()  # a newer run replaces this one: drop what has not started
+                raise
     st.session_state.pop(FUTURES_KEY, None)
     return {k: f.result() for k, f in futures.items()}
 
