@@ -134,6 +134,11 @@ async def session(i, browser, url, timeout, results):
             rec["error"] = f"isolation: options {options}"
     except Exception as e:  # every failure is counted, none stops the other sessions
         rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        try:  # where it stood: the page's heading and last lines
+            text = " ".join((await page.locator("section.main, main").first.inner_text(timeout=5000)).split())
+            rec["error"] += f" | page: {text[:120]} … {text[-200:]}"
+        except Exception:  # noqa: BLE001 - the page may be gone
+            pass
     finally:
         await ctx.close()
     results.append(rec)
@@ -197,6 +202,7 @@ def main():
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--timeout", type=float, default=240, help="seconds allowed for each step")
     p.add_argument("--out", default="docs/results/load_test.md")
+    p.add_argument("--server-log", default=None, help="write the server's output here")
     args = p.parse_args()
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
@@ -211,7 +217,7 @@ def main():
     trainer.done.wait()
     print(f"default model ready in {time.perf_counter() - t0:.1f} s", flush=True)
     load_before = os.getloadavg()[0]
-    with streamlit_server(cache) as url:
+    with streamlit_server(cache, args.server_log) as url:
         results, wall, used = asyncio.run(run(url, args.sessions, args.timeout))
     load_after = os.getloadavg()[0]
     errors = [r for r in results if r["error"]]

@@ -238,10 +238,14 @@ def stop_button(record: JobRecord, key: str, label: str = "Stop") -> None:
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def _panel(owner_id: str) -> None:
-    """The sidebar's list of running jobs, redrawn every :data:`REFRESH_SECONDS`; a rerun when one ends."""
+    """The sidebar's list of running jobs, redrawn every :data:`REFRESH_SECONDS`; collects the ones that ended.
+
+    Collecting here (not by asking for a full rerun, which Streamlit 1.67 sometimes dropped
+    when asked from a timed fragment under load) adds a trained model to the session at once;
+    the model list outside the fragment shows it from the next full run on.
+    """
+    collect(owner_id)
     records = registry().records(owner_id)
-    if any(r.done for r in records):
-        st.rerun(scope="app")  # the full run collects it (adds the model, stores the result)
     for r in records:
         st.progress(r.fraction, text=f"Running: {r.label} · {r.message}")
         stop_button(r, key=f"xwp_job_stop_{r.id}")

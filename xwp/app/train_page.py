@@ -137,9 +137,11 @@ def training_progress() -> None:
 @st.fragment(run_every=jobs.REFRESH_SECONDS)
 def _training_panel() -> None:
     """:func:`training_progress`, redrawn on its own every :data:`~xwp.app.jobs.REFRESH_SECONDS`."""
+    jobs.collect()  # an ended training: its model is added and its result stored now
     records = jobs.registry().records(jobs.owner(), "training")
-    if any(r.done for r in records):
-        st.rerun(scope="app")  # the full run collects the model
+    if not records:
+        show_training_result()  # the outcome, here until the next full run draws it below the form
+        return
     for r in records:
         with st.container(border=True):
             top = st.columns([1, 3], vertical_alignment="center")
