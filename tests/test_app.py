@@ -808,6 +808,17 @@ def test_full_workspace_is_a_warning_and_keeps_the_model_in_the_tab(monkeypatch)
     assert workspace_of(app).models() == []
 
 
+def test_training_job_into_a_full_workspace_warns_and_keeps_the_model_in_the_tab(monkeypatch):
+    """The job's refused save (no Streamlit calls there) becomes the sidebar's warning when it is collected."""
+    monkeypatch.setenv("XWP_WORKSPACE_MODELS", "0")
+    app = fresh_app(monkeypatch)
+    train_small(app, "digits", epochs=1, hidden="16", name="no room")
+    assert_clean(app)
+    assert models(app)[-1] == "no room" and app.session_state["xwp_models"]["no room"].saved_id is None
+    assert any("“no room” was not saved to the workspace" in shown(w) for w in app.warning)
+    assert workspace_of(app).models() == []
+
+
 def test_saved_comparison_is_listed_and_reopens(at, monkeypatch):
     from xwp.app import workspace_glue
     from xwp.app.session import COMPARE_KEY
