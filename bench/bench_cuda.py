@@ -6,10 +6,10 @@ On the paper's 784-400-100-10 MLP (weights moved off their initial state; cost d
 on training) and typeface-like inputs (random, 22 % non-zero, the typeface test set's density):
 
 1. **one image, XWP + XWPᶜ**: the sparse path (``xwp.attribution``; ``nonzero`` syncs), the dense
-   sync-free path (:class:`xwp.fast_paths.DenseXWP`), the dense path captured as a CUDA graph
-   (:class:`~xwp.fast_paths.CapturedXWP`) and ``torch.compile(mode="reduce-overhead")``;
+   sync-free path (:class:`xwp.attribution.fast_paths.DenseXWP`), the dense path captured as a CUDA graph
+   (:class:`~xwp.attribution.fast_paths.CapturedXWP`) and ``torch.compile(mode="reduce-overhead")``;
 2. **batches of 64 and 256**: the sparse path (one sync per call), the same with its row work
-   compiled (:class:`~xwp.fast_paths.CompiledXWP`) and the dense path; ms per batch, images/s
+   compiled (:class:`~xwp.attribution.fast_paths.CompiledXWP`) and the dense path; ms per batch, images/s
    and the useful rate: XWP needs
    ``2 (400*100 + 100*10)`` flops per non-zero feature (layers 2..L), against the fp32 GEMM rate
    of the same shape (rows = non-zero features of the batch, 400 -> 100) and of a square 8192
@@ -39,7 +39,7 @@ from speed import markdown  # noqa: E402 (bench/ is on the path: the scripts run
 
 import xwp  # noqa: E402
 from xwp.attribution import XWP, XWPc  # noqa: E402
-from xwp.fast_paths import CapturedXWP, CompiledXWP, CompiledXWPc, DenseXWP  # noqa: E402
+from xwp.attribution.fast_paths import CapturedXWP, CompiledXWP, CompiledXWPc, DenseXWP  # noqa: E402
 
 WIDTHS = (784, 400, 100, 10)
 FLOPS_PER_ROW = 2 * (400 * 100 + 100 * 10)

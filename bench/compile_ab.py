@@ -9,9 +9,9 @@ gather, the rank-1 update and the ReLU as separate passes over memory; ``torch.c
 images (22 % non-zero) on the paper's 784-400-100-10 MLP in float32:
 
 - ``sparse``: :class:`xwp.attribution.XWP` as shipped;
-- ``sparse+compile``: :class:`xwp.fast_paths.CompiledXWP`, the same with the per-chunk row
+- ``sparse+compile``: :class:`xwp.attribution.fast_paths.CompiledXWP`, the same with the per-chunk row
   builder and layers 2..L compiled;
-- ``dense``: :class:`xwp.fast_paths.DenseXWP` (every feature, sync-free; GPU-oriented);
+- ``dense``: :class:`xwp.attribution.fast_paths.DenseXWP` (every feature, sync-free; GPU-oriented);
 - ``dense+compile``: the same, compiled.
 
 Rounds interleave the variants so that a change of machine load hits them alike; the table
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_cuda import inputs, model_like_trained  # noqa: E402
 
 from xwp.attribution import XWP  # noqa: E402
-from xwp.fast_paths import CompiledXWP, DenseXWP  # noqa: E402
+from xwp.attribution.fast_paths import CompiledXWP, DenseXWP  # noqa: E402
 
 
 def main():

@@ -8,12 +8,15 @@ browser contexts at once in Debian's Chromium. Each session:
 
 1. opens the app and waits for the sidebar (its default model);
 2. trains a tiny model named after itself (1 epoch on scikit-learn's digits);
-3. on Explain, draws a digit and waits for the heatmaps (timed: stroke to heatmaps);
-4. draws a second stroke and waits for the update (timed);
+3. on Explain, draws a digit and waits for the heatmaps (timed from the stroke's mouse-up until
+   the caption under the maps is there and every image on the page has loaded; the drawing
+   itself, Playwright's mouse moves, is reported on its own line);
+4. draws a second stroke and waits for the updated maps (timed the same way);
 5. on Compare, runs the page's default methods on 8 test images (timed);
 6. checks that its model list holds its own model and no other session's (isolation).
 
-Reports errors (exception boxes, timeouts, foreign models) and p50/p95 of each timing,
+Reports errors (exception boxes, timeouts, foreign models), p50/p95 of each timing and the CPU
+time the browsers, the server and everything else used meanwhile (from /proc),
 bounded by ``--timeout`` per step. Never runs ``playwright install``.
 """
 
@@ -45,7 +48,12 @@ async def goto(page, title, timeout):
     await idle(page, timeout)
 
 
+#: true once every image on the page has loaded (the heatmap tiles arrive as separate requests)
+IMAGES_LOADED_JS = "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+
+
 async def stroke(page, points):
+    """Draw one stroke through ``points`` on the canvas; return the time of the mouse-up (the stroke's end)."""
     canvas = page.locator("canvas.upper-canvas").first
     await canvas.wait_for()
     box = await canvas.bounding_box()
@@ -55,6 +63,7 @@ async def stroke(page, points):
         for t in range(1, 9):
             await page.mouse.move(box["x"] + ax + (bx - ax) * t / 8, box["y"] + ay + (by - ay) * t / 8)
     await page.mouse.up()
+    return time.perf_counter()
 
 
 async def session(i, browser, url, timeout, results):
@@ -86,21 +95,25 @@ async def session(i, browser, url, timeout, results):
 
         await goto(page, "Explain", timeout)
         t0 = time.perf_counter()
-        await stroke(page, [(70, 60), (210, 60), (150, 170), (120, 240)])
+        up = await stroke(page, [(70, 60), (210, 60), (150, 170), (120, 240)])
         await page.get_by_text("Time per method", exact=False).first.wait_for()
+        await page.wait_for_function(IMAGES_LOADED_JS)
+        rec["explain_first_s"] = time.perf_counter() - up
+        rec["draw_first_s"] = up - t0
         await idle(page, timeout)
-        rec["explain_first_s"] = time.perf_counter() - t0
         caption = page.get_by_text("Time per method", exact=False).first
         before = await caption.inner_text()
         t0 = time.perf_counter()
-        await stroke(page, [(100, 150), (200, 150)])
+        up = await stroke(page, [(100, 150), (200, 150)])
         await page.wait_for_function(
             "(b) => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
             ".some(e => e.innerText.includes('Time per method') && e.innerText !== b)",
             arg=before,
         )
+        await page.wait_for_function(IMAGES_LOADED_JS)
+        rec["explain_update_s"] = time.perf_counter() - up
+        rec["draw_update_s"] = up - t0
         await idle(page, timeout)
-        rec["explain_update_s"] = time.perf_counter() - t0
 
         await goto(page, "Compare", timeout)
         n = page.get_by_role("spinbutton", name="Test images", exact=True)
@@ -121,9 +134,42 @@ async def session(i, browser, url, timeout, results):
             rec["error"] = f"isolation: options {options}"
     except Exception as e:  # every failure is counted, none stops the other sessions
         rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        try:  # where it stood: the page's heading and last lines
+            text = " ".join((await page.locator("section.main, main").first.inner_text(timeout=5000)).split())
+            rec["error"] += f" | page: {text[:120]} … {text[-200:]}"
+        except Exception:  # noqa: BLE001 - the page may be gone
+            pass
     finally:
         await ctx.close()
     results.append(rec)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by the app server, the browsers, and the whole machine (from /proc).
+
+    A process's own time plus that of its children already reaped (Chromium's renderers are
+    reaped by its zygote, so closed tabs still count). ``machine``: busy time of all cores.
+    """
+    out = {"server": 0.0, "browsers": 0.0}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = sum(int(f) for f in fields[11:15]) / TICK  # utime, stime, cutime, cstime
+        if "streamlit" in cmd and "streamlit_app.py" in cmd:
+            out["server"] += seconds
+        elif "chromium" in cmd.split(" ")[0]:
+            out["browsers"] += seconds
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    out["machine"] = (sum(int(v) for v in cpu) - int(cpu[3]) - int(cpu[4])) / TICK  # minus idle, iowait
+    return out
 
 
 async def run(url, n, timeout):
@@ -131,12 +177,15 @@ async def run(url, n, timeout):
 
     results = []
     async with async_playwright() as p:
+        before = cpu_by_role()
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         started = time.perf_counter()
         await asyncio.gather(*(session(i, browser, url, timeout, results) for i in range(n)))
         wall = time.perf_counter() - started
+        after = cpu_by_role()
         await browser.close()
-    return sorted(results, key=lambda r: r["session"]), wall
+    used = {k: after[k] - before[k] for k in after}
+    return sorted(results, key=lambda r: r["session"]), wall, used
 
 
 def pct(values, q):
@@ -153,6 +202,7 @@ def main():
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--timeout", type=float, default=240, help="seconds allowed for each step")
     p.add_argument("--out", default="docs/results/load_test.md")
+    p.add_argument("--server-log", default=None, help="write the server's output here")
     args = p.parse_args()
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
@@ -166,23 +216,36 @@ def main():
     trainer = DefaultTrainer(default_model_path())  # the default model first: measure the warm app
     trainer.done.wait()
     print(f"default model ready in {time.perf_counter() - t0:.1f} s", flush=True)
-    with streamlit_server(cache) as url:
-        results, wall = asyncio.run(run(url, args.sessions, args.timeout))
+    load_before = os.getloadavg()[0]
+    with streamlit_server(cache, args.server_log) as url:
+        results, wall, used = asyncio.run(run(url, args.sessions, args.timeout))
+    load_after = os.getloadavg()[0]
     errors = [r for r in results if r["error"]]
+    others = max(used["machine"] - used["server"] - used["browsers"], 0.0)
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("XWP_COMPUTE"))
+    settings = settings or "defaults"
     lines = [
         f"# Load test: {args.sessions} concurrent browser sessions",
         "",
         f"`python bench/load_test.py --sessions {args.sessions}` on {os.cpu_count()} CPU cores, "
-        f"one `streamlit run` server, Debian Chromium (Playwright). Wall time {wall:.0f} s; "
-        f"errors: {len(errors)} of {len(results)} sessions.",
+        f"one `streamlit run` server (compute executor: {settings}), Debian Chromium (Playwright). "
+        f"Wall time {wall:.0f} s; errors: {len(errors)} of {len(results)} sessions. "
+        f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after.",
+        "",
+        f"CPU time during the sessions ({wall:.0f} s x {os.cpu_count()} cores = {wall * os.cpu_count():.0f} "
+        f"core-seconds): browsers {used['browsers']:.0f} s ({used['browsers'] / max(used['machine'], 1e-9):.0%}), "
+        f"app server {used['server']:.0f} s ({used['server'] / max(used['machine'], 1e-9):.0%}), "
+        f"everything else (Playwright's driver, other users of the machine) {others:.0f} s.",
         "",
         "| step | p50 (s) | p95 (s) | max (s) |",
         "|---|---|---|---|",
     ]
     for key, label in (
         ("open_s", "open the app (default model cached)"),
-        ("explain_first_s", "Explain: first stroke to heatmaps"),
-        ("explain_update_s", "Explain: next stroke to updated heatmaps"),
+        ("draw_first_s", "(drawing the first stroke: Playwright's mouse moves)"),
+        ("explain_first_s", "Explain: end of the first stroke to heatmaps"),
+        ("draw_update_s", "(drawing the next stroke)"),
+        ("explain_update_s", "Explain: end of the next stroke to updated heatmaps"),
         ("compare_s", "Compare: the 8 default methods x 8 images"),
     ):
         vals = [r[key] for r in results if key in r]

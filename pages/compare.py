@@ -85,7 +85,8 @@ def run_controls(entry) -> None:
         key="compare_stop",
         icon=":material/stop:",
         disabled=not running,
-        help="Interrupts the comparison between two batches; the finished methods are kept and can be resumed.",
+        help="Interrupts the comparison between two batches; the finished methods are kept and can be resumed. "
+        "A running comparison goes on when you open another page (the sidebar shows it, with its own Stop).",
     ):
         glue.stop_comparison()
     resumable = result is not None and result["status"] == "stopped" and result["pending"]
@@ -207,6 +208,8 @@ def main() -> None:
     note = glue.status_text(result)
     if note:
         st.warning(note, icon=":material/pause_circle:")
+    if result.get("save_problem"):
+        st.warning(result["save_problem"], icon=":material/warning:")
     if glue.evaluation(result) is None:
         return
     show_results(result)

@@ -186,6 +186,7 @@ def main() -> None:
                     upload_name=upload.name if upload is not None else None,
                     upload=upload.getvalue() if upload is not None else None,
                 )
+    glue.training_progress()
     glue.show_training_result()
 
     st.divider()

@@ -80,7 +80,29 @@ def train_small(app, dataset="digits", epochs=1, **fields):
         ](key=f"train_{key}")
         widget.set_value(value)
     button(app, "Train").click().run()
-    return app
+    return wait_for_jobs(app)
+
+
+def owner(app) -> str:
+    """The jobs' owner id of ``app``'s session: its workspace's (see xwp.app.jobs.owner)."""
+    from xwp.app.workspace_glue import WS_KEY
+
+    return f"workspace:{app.session_state[WS_KEY].id}"
+
+
+def wait_for_jobs(app, timeout: float = TIMEOUT):
+    """Wait until the session's jobs (trainings, comparisons) have ended, then run once to collect them."""
+    import time
+
+    from xwp.app import jobs
+
+    if not jobs.registry().records(owner(app)):
+        return app  # nothing was started (e.g. an error message): keep this run's elements
+    deadline = time.monotonic() + timeout
+    while jobs.running(owner(app)):
+        assert time.monotonic() < deadline, "a job did not end in time"
+        time.sleep(0.05)
+    return app.run()
 
 
 # --------------------------------------------------------------------------- pages
@@ -298,6 +320,7 @@ def test_train_on_an_uploaded_tmnist_csv(at):
     assert_clean(at)
     at.number_input(key="train_epochs").set_value(1)
     button(at, "Train").click().run()
+    wait_for_jobs(at)
     assert_clean(at)
     assert any("Trained" in shown(s) for s in at.success)
     sidebar = [shown(e) for e in [*at.sidebar.text, *at.sidebar.markdown]]
@@ -317,29 +340,140 @@ def test_train_on_an_uploaded_tmnist_csv(at):
     assert any("labels" in shown(e) for e in at.error)
 
 
-def test_stopped_training_keeps_last_complete_epoch(at):
-    from xwp.app.session import PARTIAL_KEY
-    from xwp.checkpoint import checkpoint_bytes
-    from xwp.models import MLP
+def start_training(app, epochs: int, name: str, hidden: str = "400,100"):
+    """Click Train on the Train page (digits) and return without waiting for the job."""
+    app.switch_page("pages/train.py").run()
+    app.selectbox(key="train_dataset").set_value("digits").run()
+    app.number_input(key="train_epochs").set_value(epochs)
+    app.text_input(key="train_hidden").set_value(hidden)
+    app.text_input(key="train_name").set_value(name)
+    button(app, "Train").click().run()
+    assert_clean(app)
+    return app
 
-    snapshot = checkpoint_bytes(
-        MLP((784, 16, 10)),
-        {
-            "dataset": "digits",
-            "test_accuracy": 0.5,
-            "history": {"loss": [1.0], "train_accuracy": [0.4], "test_accuracy": [0.5], "seconds": [0.1]},
-        },
-    )
-    at.session_state[PARTIAL_KEY] = {"name": "stopped run", "epochs": 5, "checkpoint": snapshot, "epochs_done": 1}
+
+def wait_until_ended(app, kind: str, timeout: float = TIMEOUT) -> None:
+    """Wait until ``app``'s jobs of ``kind`` have ended, without a run (so nothing collects them)."""
+    import time
+
+    from xwp.app import jobs
+
+    deadline = time.monotonic() + timeout
+    while jobs.running(owner(app), kind):
+        assert time.monotonic() < deadline, "a job did not end in time"
+        time.sleep(0.05)
+
+
+def test_training_outlives_a_page_switch_and_is_saved_to_the_workspace(at, monkeypatch):
+    """Issue 15, point 2: switching to Explain during a run neither stops it nor keeps a weaker model.
+
+    The job itself saves the model to the workspace (before any page collects it), so a new
+    session of the same workspace address gets it.
+    """
+    from xwp.app import jobs
+
+    ws = workspace_of(at)
+    start_training(at, epochs=6, name="long run")
+    running = jobs.running(owner(at), "training")
+    assert [r.extra["name"] for r in running] == ["long run"]
+    at.switch_page("pages/explain.py").run()
+    assert_clean(at)
+    assert jobs.running(owner(at), "training"), "the training stopped when the page changed"
+    assert any("Running: training “long run”" in p.proto.text for p in at.sidebar.get("progress"))
+    assert "long run" not in models(at)
+    wait_until_ended(at, "training")
+    [saved] = ws.models()  # saved by the job: no script run has collected it yet
+    assert saved.name == "long run" and saved.epochs == 6 and saved.has_snapshots
+    assert sorted(ws.snapshots(saved.id)) == list(range(7))  # before training and after each epoch
+    wait_for_jobs(at)
+    assert_clean(at)
+    assert models(at)[-1] == "long run"
+    assert at.selectbox(key="xwp_active_model").value == "long run"
+    entry = at.session_state["xwp_models"]["long run"]
+    assert len(entry.meta["history"]["loss"]) == 6  # every epoch, not the one before the switch
+    assert entry.saved_id == saved.id
     at.switch_page("pages/train.py").run()
+    assert any("Trained **long run** for 6 epochs" in shown(s) for s in at.success)
+
+    again = fresh_app(monkeypatch, ws.id)  # a reload, or a new tab with the same URL
+    assert_clean(again)
+    assert models(again).count("long run") == 1
+    again_entry = again.session_state["xwp_models"]["long run"]
+    torch.testing.assert_close(again_entry.model.linears[0].weight, entry.model.linears[0].weight)
+
+
+def test_stop_keeps_the_last_complete_epoch(at):
+    import time
+
+    from xwp.app import jobs
+
+    start_training(at, epochs=40, name="stopped run")
+    (record,) = jobs.running(owner(at), "training")
+    deadline = time.monotonic() + TIMEOUT
+    while "history" not in record.extra:  # the first epoch has ended
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    at.run()
+    button(at, "Stop training").click().run()
+    assert_clean(at)
+    wait_for_jobs(at)
     assert_clean(at)
     assert at.selectbox(key="xwp_active_model").value == "stopped run"
-    assert any("stopped after epoch 1 of 5" in shown(w) for w in at.warning)
+    done = len(at.session_state["xwp_models"]["stopped run"].meta["history"]["loss"])
+    assert 1 <= done < 40
+    assert any(f"stopped after epoch {done} of 40" in shown(w) for w in at.warning)
 
-    at.session_state[PARTIAL_KEY] = {"name": "too early", "epochs": 5, "checkpoint": None, "epochs_done": 0}
-    at.run()
-    assert any("no model was kept" in shown(w) for w in at.warning)
+
+def test_stop_before_the_first_epoch_keeps_nothing(at):
+    import threading
+
+    from xwp.app import jobs
+    from xwp.compute import get_executor
+
+    gate = threading.Event()
+    blocker = get_executor().submit_task(lambda ctx: gate.wait(60))  # holds the worker: the training waits
+    try:
+        start_training(at, epochs=3, name="too early")
+        at.switch_page("pages/explain.py").run()  # a blank canvas: no computation waits behind the blocker
+        button(at, "Stop").click().run()  # the sidebar's Stop, on another page
+        assert jobs.running(owner(at), "training")[0].stopping
+    finally:
+        gate.set()
+    blocker.result(60)
+    wait_for_jobs(at)
+    assert_clean(at)
     assert "too early" not in models(at)
+    at.switch_page("pages/train.py").run()
+    assert any("Training was stopped" in shown(w) for w in at.warning)
+
+
+def test_explain_page_equals_a_direct_call(at):
+    """The maps the page computes on the compute executor are those of xwp.explanation.explain."""
+    import numpy as np
+
+    from xwp.app import shared as app_shared
+    from xwp.compute import get_executor
+    from xwp.explanation import EXPLAIN_DEFAULT, attribution_key, explain
+
+    before = dict(get_executor().stats)
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("test").run()
+    at.selectbox(key="explain_class").set_value(3)
+    at.number_input(key="explain_k").set_value(2).run()
+    assert_clean(at)
+    entry = at.session_state["xwp_models"][at.selectbox(key="xwp_active_model").value]
+    data = app_shared._shared_dataset("typeface", "test", None)
+    i = int(torch.nonzero(data.labels == 3).flatten()[2])
+    x = data.images[i : i + 1]
+    direct = explain(entry.model, x, None, EXPLAIN_DEFAULT, initial_model=entry.initial_model)
+    memo = at.session_state["xwp_memo"]
+    assert set(direct.maps) == set(EXPLAIN_DEFAULT)
+    for name, expected in direct.maps.items():
+        drawn, seconds = memo[attribution_key(entry.uid, name, direct.target, x)]
+        np.testing.assert_allclose(drawn, expected, rtol=1e-10, atol=1e-14, err_msg=name)
+        assert seconds > 0
+    assert get_executor().stats["calls"] >= before["calls"] + 1 + len(EXPLAIN_DEFAULT)  # prediction + maps
+    assert any(shown(m) == f"**{direct.title}**" for m in at.markdown)  # the page's prediction line
 
 
 def test_explain_says_why_a_method_does_not_apply_to_the_model(at):
@@ -454,12 +588,14 @@ def test_corpus_uploads_give_clear_errors_and_lose_nothing(case, at, tmp_path, m
         at.file_uploader(key="train_tmnist_upload").set_value((made.name, made.read_bytes(), "text/csv")).run()
         at.number_input(key="train_epochs").set_value(1)
         button(at, "Train").click().run()
+        wait_for_jobs(at)  # a training that started is a job: its outcome shows once it ends
     elif case.kind == "datadir":  # the operator allowed the folder; its files are broken
         monkeypatch.setenv("XWP_DATA_DIRS", str(tmp_path))
         at.switch_page("pages/train.py").run()
         at.selectbox(key="train_dataset").set_value("fashion-mnist").run()
         at.text_input(key="train_dir_fashion-mnist").set_value(str(made)).run()
         button(at, "Train").click().run()
+        wait_for_jobs(at)  # a training that started is a job: its outcome shows once it ends
     elif case.kind == "train":  # the hidden sizes box (the number inputs cannot hold the other cases)
         train_small(at, "digits", hidden=made["hidden"])
     elif case.kind == "evaluate":  # more images than the active model's test split
@@ -476,6 +612,7 @@ def test_corpus_uploads_give_clear_errors_and_lose_nothing(case, at, tmp_path, m
         at.number_input(key="train_epochs").set_value(1)
         at.text_input(key="train_hidden").set_value("16")
         button(at, "Train").click().run()
+        wait_for_jobs(at)  # a training that started is a job: its outcome shows once it ends
     assert not at.exception, [shown(e) for e in at.exception]
     text = page_text(at)
     assert SECRET not in text
@@ -671,6 +808,17 @@ def test_full_workspace_is_a_warning_and_keeps_the_model_in_the_tab(monkeypatch)
     assert workspace_of(app).models() == []
 
 
+def test_training_job_into_a_full_workspace_warns_and_keeps_the_model_in_the_tab(monkeypatch):
+    """The job's refused save (no Streamlit calls there) becomes the sidebar's warning when it is collected."""
+    monkeypatch.setenv("XWP_WORKSPACE_MODELS", "0")
+    app = fresh_app(monkeypatch)
+    train_small(app, "digits", epochs=1, hidden="16", name="no room")
+    assert_clean(app)
+    assert models(app)[-1] == "no room" and app.session_state["xwp_models"]["no room"].saved_id is None
+    assert any("“no room” was not saved to the workspace" in shown(w) for w in app.warning)
+    assert workspace_of(app).models() == []
+
+
 def test_saved_comparison_is_listed_and_reopens(at, monkeypatch):
     from xwp.app import workspace_glue
     from xwp.app.session import COMPARE_KEY
@@ -697,6 +845,103 @@ def test_saved_comparison_is_listed_and_reopens(at, monkeypatch):
     again.switch_page("pages/compare.py").run()  # the real app switches there itself; AppTest does not follow
     assert_clean(again)
     assert list(again.dataframe[0].value["method"]) == list(at.dataframe[0].value["method"])
+
+
+def test_comparison_outlives_a_page_switch_and_is_saved_to_the_workspace(at, monkeypatch):
+    """Issue 15, point 2 for Compare: the comparison is a job; leaving the page, or a reload, does not stop it."""
+    import threading
+
+    from xwp.app import jobs
+    from xwp.app.session import COMPARE_KEY
+    from xwp.compute import get_executor
+
+    ws = workspace_of(at)
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="compare_methods").set_value(["xwp", "occlusion"])
+    at.number_input(key="compare_n").set_value(3)
+    gate = threading.Event()
+
+    def hold(ctx):
+        """Hold the worker (the comparison waits behind it); let pages' requests through meanwhile."""
+        while not gate.wait(0.05):
+            ctx.tick()
+
+    blocker = get_executor().submit_task(hold)
+    try:
+        # the page watches the job until the run is stopped: what leaving the page does
+        with pytest.raises(RuntimeError, match="timed out"):
+            button(at, "Run comparison").click().run(timeout=5)
+        [record] = jobs.running(owner(at), "comparison")
+        at.switch_page("pages/explain.py").run()
+        assert_clean(at)
+        assert jobs.running(owner(at), "comparison") == [record], "the comparison stopped when the page changed"
+        assert any("Running: comparison of 3 methods" in p.proto.text for p in at.sidebar.get("progress"))
+        reload = fresh_app(monkeypatch, ws.id)  # another tab of the workspace sees it running, with Stop
+        assert any("Running: comparison" in p.proto.text for p in reload.sidebar.get("progress"))
+        assert any(b.label == "Stop" for b in reload.sidebar.button)
+    finally:
+        gate.set()
+    blocker.result(60)
+    wait_until_ended(at, "comparison")
+    [saved] = ws.comparisons()  # saved by the job when its last method finished
+    assert "3 images" in saved.name
+    wait_for_jobs(at)
+    assert_clean(at)
+    result = at.session_state[COMPARE_KEY]
+    assert result["status"] == "done" and result["pending"] == [] and result["saved_id"] == saved.id
+    at.switch_page("pages/compare.py").run()
+    assert_clean(at)
+    assert list(at.dataframe[0].value["method"]) == ["XWP", "Occlusion", "Random"]
+
+    again = fresh_app(monkeypatch, ws.id)
+    assert any("1 comparison" in e.label for e in again.sidebar.expander)
+
+
+def test_stop_on_the_sidebar_keeps_the_finished_methods_and_resume_completes(at, monkeypatch):
+    """The sidebar's Stop ends a comparison at its next batch; Resume on the page runs the rest as a new job."""
+    import threading
+
+    from xwp.app import compare_page
+    from xwp.app.session import COMPARE_KEY
+
+    first_done, release = threading.Event(), threading.Event()
+    real = compare_page.evaluate
+
+    def slow_second(model, data, methods, **kwargs):
+        if methods != ["xwp"]:
+            first_done.set()
+            release.wait(60)  # the second method waits here until Stop was pressed
+        return real(model, data, methods, **kwargs)
+
+    monkeypatch.setattr(compare_page, "evaluate", slow_second)
+    try:
+        at.switch_page("pages/compare.py").run()
+        at.multiselect(key="compare_methods").set_value(["xwp", "occlusion"])
+        at.number_input(key="compare_n").set_value(3)
+        with pytest.raises(RuntimeError, match="timed out"):
+            button(at, "Run comparison").click().run(timeout=5)
+        assert first_done.wait(TIMEOUT)
+        at.switch_page("pages/explain.py").run()
+        [stop] = [b for b in at.sidebar.button if b.label == "Stop"]
+        stop.click().run()
+        assert_clean(at)
+        release.set()
+        wait_until_ended(at, "comparison")
+    finally:
+        release.set()
+    wait_for_jobs(at)
+    result = at.session_state[COMPARE_KEY]
+    assert result["status"] == "stopped" and [ev.methods for ev in result["parts"]] == [["xwp"]]
+    assert result["pending"] == ["occlusion", "random"]
+    at.switch_page("pages/compare.py").run()
+    assert_clean(at)
+    assert any("Stopped after 1 of 3 methods" in shown(w) for w in at.warning)
+    assert list(at.dataframe[0].value["method"]) == ["XWP"]
+    button(at, "Resume").click().run()
+    assert_clean(at)
+    result = at.session_state[COMPARE_KEY]
+    assert result["status"] == "done" and result["pending"] == []
+    assert list(at.dataframe[0].value["method"]) == ["XWP", "Occlusion", "Random"]
 
 
 def test_score_spaces_caption_and_invisible_maps_warning(at):
@@ -996,6 +1241,7 @@ def test_operator_folders_are_offered_for_picking(at, tmp_path, monkeypatch):
     at.number_input(key="train_epochs").set_value(1)
     at.text_input(key="train_hidden").set_value("16")
     button(at, "Train").click().run()
+    wait_for_jobs(at)
     assert_clean(at)
     assert any("Trained" in shown(s) for s in at.success)
     at.switch_page("pages/explain.py").run()

@@ -105,3 +105,44 @@ def test_occlusion_in_float64_keeps_confident_predictions_resolved():
     assert float((plain32 - exact).abs().max()) > 0.1 * scale
     with pytest.raises(xwp.XWPError, match="dtype"):
         make_method("occlusion", model32, dtype="float16").attribute(x.float(), target=target)
+
+
+def test_sparse_occlusion_equals_captum_in_float64():
+    """1-pixel windows on a zero baseline skip the zero pixels: same maps as Captum (float64 rounding)."""
+    from captum.attr import Occlusion
+
+    model64 = random_trained_mlp((49, 12, 6), seed=5).double()
+    gen = torch.Generator().manual_seed(9)
+    x = torch.rand(5, 1, 7, 7, dtype=torch.float64, generator=gen)
+    x[x < 0.6] = 0.0  # mostly black, like a drawing
+    x[4] = torch.rand(1, 7, 7, dtype=torch.float64, generator=gen) + 0.1  # no zero at all
+    target = torch.tensor([0, 1, 2, 3, 4])
+    method = make_method("occlusion", model64)
+    method.rows_per_pass = 7  # several passes, split across images
+    ours = method.attribute(x, target=target)
+
+    def reference(target):  # one pixel at a time, in float64: obviously correct and slow
+        soft = _softmax_model(model64)
+        out = torch.zeros_like(x)
+        with torch.no_grad():
+            for b in range(len(x)):
+                full = soft(x[b : b + 1])[0, target[b]]
+                for p in range(49):
+                    occluded = x[b : b + 1].clone().reshape(1, -1)
+                    occluded[0, p] = 0.0
+                    out[b].view(-1)[p] = full - soft(occluded.reshape(1, 1, 7, 7))[0, target[b]]
+        return out
+
+    torch.testing.assert_close(ours, reference(target), rtol=0, atol=1e-13)
+    assert torch.equal(ours[x == 0], torch.zeros_like(ours[x == 0]))
+    captum = Occlusion(_softmax_model(model64)).attribute(
+        x, target=target, sliding_window_shapes=(1, 1, 1), strides=(1, 1, 1), baselines=0.0
+    )
+    torch.testing.assert_close(ours, captum.double(), rtol=0, atol=1e-6)  # Captum returns float32 here
+    predicted = make_method("occlusion", model64).attribute(x)  # target None: the predicted class
+    torch.testing.assert_close(predicted, reference(model64(x).argmax(1)), rtol=0, atol=1e-13)
+    window2 = make_method("occlusion", model64, window=2, stride=1).attribute(x, target=target)  # through Captum
+    exact2 = Occlusion(_softmax_model(model64)).attribute(
+        x, target=target, sliding_window_shapes=(1, 2, 2), strides=(1, 1, 1), baselines=0.0, perturbations_per_eval=64
+    )
+    torch.testing.assert_close(window2, exact2.double())

@@ -8,9 +8,9 @@ from conftest import random_trained_mlp
 from torch import nn
 
 from xwp.attribution import XWP, XWPc
+from xwp.attribution.fast_paths import CapturedXWP, DenseXWP
 from xwp.compute import ComputeExecutor, is_batchable
 from xwp.errors import XWPError
-from xwp.fast_paths import CapturedXWP, DenseXWP
 
 
 def sparse_inputs(n, d, density=0.3, seed=0, dtype=torch.float64):
@@ -156,7 +156,7 @@ def test_dense_call_has_no_host_sync():
 @pytest.mark.slow
 @pytest.mark.parametrize("output", ["softmax", "logits"])
 def test_compiled_sparse_matches_xwp_and_xwpc(output):
-    from xwp.fast_paths import CompiledXWP, CompiledXWPc
+    from xwp.attribution.fast_paths import CompiledXWP, CompiledXWPc
 
     model = random_trained_mlp((64, 16, 8, 4), seed=14)
     x = sparse_inputs(5, 64, seed=2)
@@ -170,7 +170,7 @@ def test_compiled_sparse_matches_xwp_and_xwpc(output):
 
 
 def test_compiled_sparse_falls_back_to_eager_for_a_sequential():
-    from xwp.fast_paths import CompiledXWP
+    from xwp.attribution.fast_paths import CompiledXWP
 
     torch.manual_seed(1)
     init = nn.Sequential(nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3)).double()
@@ -182,7 +182,7 @@ def test_compiled_sparse_falls_back_to_eager_for_a_sequential():
 @pytest.mark.cuda
 @cuda
 def test_compiled_sparse_on_cuda_matches_float64_on_cpu():
-    from xwp.fast_paths import CompiledXWP
+    from xwp.attribution.fast_paths import CompiledXWP
 
     model = random_trained_mlp((784, 400, 100, 10), seed=15)
     x = sparse_inputs(8, 784)

@@ -8,6 +8,9 @@ call on the concatenated inputs (only per-image deterministic methods, :func:`is
 long jobs run chunk by chunk with progress and Stop (:class:`Job`); a full queue refuses with
 an :class:`~xwp.errors.XWPError`. Design and API: docs/app.md, "Compute queue".
 
+A request's Future carries ``seconds`` (the time of the call that produced it; a merged call's
+time is shared by its requests) and ``batch_size`` once it resolves.
+
 Batched results equal unbatched ones within float rounding, not bit for bit: BLAS picks other
 kernels for another number of rows (float64 XWP: at most 1e-13 apart, tests/test_compute.py).
 """
@@ -18,6 +21,7 @@ import heapq
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Generator, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -25,6 +29,8 @@ from typing import Any
 
 import torch
 
+from xwp.batching import attribute_batch, is_batchable, predict_batch
+from xwp.batching import batch_key as batch_key  # re-exported: the key explain requests merge under
 from xwp.config import env_int
 from xwp.errors import XWPError
 
@@ -131,61 +137,6 @@ class TaskContext:
         return True
 
 
-# --------------------------------------------------------------------------- batching helpers
-
-
-def is_batchable(method: Any) -> bool:
-    """Whether ``method.attribute`` gives each image the same result in any batch (so requests may merge).
-
-    A method declares it with a ``per_image_deterministic`` attribute; XWP and XWPc are
-    (eqs. 3-5 of Lympelopoulos & Kanellopoulou 2026 are per image, no random draws), seeded
-    stochastic methods (RISE masks, random baselines, sampling) are not: their draws depend
-    on the batch, so merging would change results.
-    """
-    flag = getattr(method, "per_image_deterministic", None)
-    if flag is not None:
-        return bool(flag)
-    from xwp.attribution import XWP, XWPc
-
-    return isinstance(method, XWP | XWPc)
-
-
-def batch_key(model_id: Hashable, method: str, options: dict[str, Any] | None, target: Any) -> tuple:
-    """The key under which explain requests may merge: model, method, options and target mode."""
-    opts = tuple(sorted((k, repr(v)) for k, v in (options or {}).items()))
-    return (model_id, method, opts, "predicted" if target is None else "given")
-
-
-def _targets(target: Any, n: int) -> torch.Tensor:
-    """A request's target as ``(n,)`` long indices (an int is repeated)."""
-    t = torch.as_tensor(target).long().reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise XWPError(f"target has {t.numel()} entries for {n} images")
-    return t
-
-
-def _attribute_batch(method: Any, items: list[tuple[torch.Tensor, Any]]) -> list[torch.Tensor]:
-    """Run ``method.attribute`` once on the concatenated inputs and split the result per request."""
-    sizes = [x.shape[0] for x, _ in items]
-    x = torch.cat([x for x, _ in items])
-    if items[0][1] is None:
-        target = None
-    else:
-        target = torch.cat([_targets(t, n) for (_, t), n in zip(items, sizes, strict=True)])
-    out = method.attribute(x, target=target)
-    return list(torch.split(out, sizes))
-
-
-def _predict_batch(model: torch.nn.Module, items: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Softmax probabilities of the concatenated inputs, split per request."""
-    sizes = [x.shape[0] for x in items]
-    with torch.no_grad():
-        p = torch.softmax(model(torch.cat(items)), dim=1)
-    return list(torch.split(p, sizes))
-
-
 # --------------------------------------------------------------------------- the executor
 
 
@@ -270,13 +221,13 @@ class ComputeExecutor:
         shape = (tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
         key = (key if key is not None else id(method), target is None, shape)
         return self.submit_batch(
-            ("attr", key), lambda items, m=method: _attribute_batch(m, items), (inputs, target), priority
+            ("attr", key), lambda items, m=method: attribute_batch(m, items), (inputs, target), priority
         )
 
     def predict(self, model: torch.nn.Module, inputs: torch.Tensor, *, priority: int = INTERACTIVE) -> Future:
         """Softmax probabilities ``(n, C)`` of ``inputs``; concurrent requests for one model merge."""
         key = ("predict", id(model), tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
-        return self.submit_batch(key, lambda items, m=model: _predict_batch(m, items), inputs, priority)
+        return self.submit_batch(key, lambda items, m=model: predict_batch(m, items), inputs, priority)
 
     def submit_job(
         self,
@@ -419,6 +370,7 @@ class ComputeExecutor:
         items = [i for i, _ in live]
         self.stats["calls"] += 1
         self.stats["batched_requests"] += len(items)
+        t0 = time.perf_counter()
         try:
             results = list(batch.fn(items))
             if len(results) != len(items):
@@ -431,7 +383,9 @@ class ComputeExecutor:
                 self.stats["calls"] += 1
                 _settle(f, lambda item=item: batch.fn([item])[0])
             return
+        seconds = time.perf_counter() - t0
         for (_, f), r in zip(live, results, strict=True):
+            f.seconds, f.batch_size = seconds, len(items)  # read by callers that show timings
             f.set_result(r)
 
     def _run_chunk(self, job: Job, priority: int) -> None:
@@ -472,9 +426,12 @@ class ComputeExecutor:
 
 
 def _settle(future: Future, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Set ``future`` to ``fn(*args, **kwargs)`` or to the exception it raised."""
+    """Set ``future`` to ``fn(*args, **kwargs)`` or to the exception it raised (``future.seconds``: its time)."""
+    t0 = time.perf_counter()
     try:
-        future.set_result(fn(*args, **kwargs))
+        result = fn(*args, **kwargs)
+        future.seconds, future.batch_size = time.perf_counter() - t0, 1
+        future.set_result(result)
     except BaseException as e:  # noqa: BLE001 - belongs to the caller's future
         future.set_exception(e)
 
@@ -486,13 +443,19 @@ _LOCK = threading.Lock()
 
 
 def get_executor() -> ComputeExecutor:
-    """The process-wide executor, made on first use from ``XWP_COMPUTE_WORKERS`` / ``_THREADS`` / ``_QUEUE``."""
+    """The process-wide executor, made on first use from ``XWP_COMPUTE_WORKERS`` / ``_THREADS`` / ``_QUEUE``.
+
+    Defaults: one worker with ``cores - 1`` torch threads (at least 1), leaving a core to the
+    Streamlit session threads (script runs, PNG encoding, websockets), which need the CPU at
+    the same moments as the strokes they wait for (docs/app.md, "Compute queue").
+    """
     global _EXECUTOR
     with _LOCK:
         if _EXECUTOR is None:
+            workers = max(1, env_int("XWP_COMPUTE_WORKERS", 1))
             _EXECUTOR = ComputeExecutor(
-                workers=env_int("XWP_COMPUTE_WORKERS", 1),
-                threads=env_int("XWP_COMPUTE_THREADS", 0) or None,
+                workers=workers,
+                threads=env_int("XWP_COMPUTE_THREADS", 0) or max(1, (os.cpu_count() or 1) // workers - 1),
                 max_pending=env_int("XWP_COMPUTE_QUEUE", 256),
                 max_batch=env_int("XWP_COMPUTE_BATCH", 64),
             )

@@ -94,7 +94,7 @@ def _attribution(
     space: str = "probability",
 ) -> tuple[np.ndarray, float]:
     """One method's map ``(28, 28)`` and seconds, remembered in ``memo`` per (model, method, space, target, input)."""
-    key = ("attr", memo_key, name, space, target, hashlib.blake2b(x.numpy().tobytes(), digest_size=12).hexdigest())
+    key = attribution_key(memo_key, name, target, x, space)
     if memo is None or key not in memo:
         method = attribution_method(name, model, initial_model, space)
         t0 = time.perf_counter()
@@ -102,10 +102,29 @@ def _attribution(
         value = (a.detach().reshape(28, 28).double().numpy(), time.perf_counter() - t0)
         if memo is None:
             return value
-        memo[key] = value
-        if len(memo) > MEMO_SIZE:
-            memo.pop(next(iter(memo)))
+        remember(memo, key, value)
     return memo[key]
+
+
+def attribution_key(memo_key: Any, name: str, target: int, x: torch.Tensor, space: str = "probability") -> tuple:
+    """The memo key of method ``name``'s map of input ``x`` for class ``target`` in score ``space``.
+
+    ``memo_key`` names the model.
+    """
+    x = x.detach().reshape(1, 1, 28, 28).float()
+    digest = hashlib.blake2b(x.numpy().tobytes(), digest_size=12).hexdigest()
+    return ("attr", memo_key, name, space, int(target), digest)
+
+
+def remember(memo: MutableMapping, key: tuple, value: tuple[np.ndarray, float]) -> None:
+    """Keep ``(map, seconds)`` under ``key``, dropping the oldest entry beyond :data:`MEMO_SIZE`.
+
+    The app computes maps on the compute executor (:mod:`xwp.compute`) and passes them to
+    :func:`explain` this way, so the page shows exactly what a direct call would.
+    """
+    memo[key] = value
+    if len(memo) > MEMO_SIZE:
+        memo.pop(next(iter(memo)))
 
 
 @dataclass
@@ -224,6 +243,7 @@ def explain(
     memo: MutableMapping | None = None,
     memo_key: Any = None,
     space: str = "probability",
+    probs: np.ndarray | None = None,
 ) -> Explanation:
     """Predict ``x`` ``(1, 1, 28, 28)``, attribute it with ``methods`` and colour the maps (the per-stroke path).
 
@@ -239,11 +259,13 @@ def explain(
             keyed by ``memo_key`` (which names the model), method, target and input.
         space: the score the maps explain: ``"probability"`` (the paper's softmax),
             ``"log-odds"`` or ``"logits"`` (see :mod:`xwp.scales`).
+        probs: the softmax output ``(C,)`` for ``x`` if already computed (e.g. on the compute executor).
     """
     scales.check_space(space)
     x = x.detach().reshape(1, 1, 28, 28).float()
-    with torch.no_grad():
-        probs = torch.softmax(model(x), dim=1)[0].double().numpy()
+    if probs is None:
+        with torch.no_grad():
+            probs = torch.softmax(model(x), dim=1)[0].double().numpy()
     predicted = int(probs.argmax())
     target = predicted if target is None else int(target)
     if not 0 <= target < len(probs):

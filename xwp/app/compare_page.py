@@ -1,9 +1,11 @@
-"""The Compare page's glue: run an evaluation method by method, keep what finished, stop and resume.
+"""The Compare page's glue: an evaluation as a job, method by method; finished methods kept, Stop and Resume.
 
-A comparison is stored in the session as soon as it starts and grows one method at a time,
-so a page switch, a Stop or a widget click in the middle keeps every finished method. A
-comparison still marked running continues when the page is shown again; Stop marks it
-stopped (its unfinished methods can be resumed).
+A comparison is stored in the session as soon as it starts and grows one method at a time.
+It runs as a job on the compute executor (:mod:`xwp.app.jobs`), so a page switch does not
+stop it: the sidebar shows its progress with a Stop button, the Compare page shows its
+progress under its own Stop. Stop keeps every finished method; Resume evaluates the others
+in a new job. When every method is done, the job saves the comparison to the workspace
+(also when its tab was closed meanwhile).
 """
 
 from __future__ import annotations
@@ -14,29 +16,38 @@ from collections.abc import Sequence
 import streamlit as st
 import torch
 
-from xwp.app import safe, workspace_glue
-from xwp.app.session import COMPARE_KEY, SessionModel
+from xwp.app import jobs, safe, workspace_glue
+from xwp.app.session import COMPARE_KEY, SessionModel, flash
 from xwp.app.shared import dataset, test_set
 from xwp.attribution import METHODS
 from xwp.comparison import comparison_figures as _figures
 from xwp.comparison import plan
+from xwp.compute import JobCancelled, TaskContext
+from xwp.data import ImageSet
 from xwp.evaluation import Evaluation, check_request, combine, evaluate
 from xwp.explanation import method_problems
 from xwp.train import predict
+from xwp.workspace import Workspace
 
 #: re-runs per image for max-sensitivity on the page (the CLI's default is 5)
 SENSITIVITY_SAMPLES = 3
+#: how often the Compare page redraws a running comparison's progress bar (seconds)
+POLL_SECONDS = 0.2
 
 
 def start_comparison(
     entry: SessionModel, methods: Sequence[str], n: int, seed: int, outputs: Sequence[str], removal: str
 ) -> None:
-    """Check the request and store a new, empty comparison of ``methods`` (random added) as running."""
+    """Check the request and store a new, empty comparison of ``methods`` (random added) as running.
+
+    The session's previous comparison is stopped; :func:`continue_comparison` starts the job.
+    """
     data = test_set(entry)
     usable, skipped = plan(methods, entry.has_initial, entry.model, data.images[:1])
     for problem in skipped.values():
         st.info(problem, icon=":material/info:")
     check_request(data, usable, n, list(outputs), [removal])  # before anything is stored
+    stop_comparison()
     st.session_state[COMPARE_KEY] = {
         "uid": entry.uid,
         "model": entry.name,
@@ -61,64 +72,149 @@ def _train_mean(entry: SessionModel) -> torch.Tensor:
     return train.images.double().mean(0).reshape(-1)
 
 
+def _job(result: dict) -> jobs.JobRecord | None:
+    """The job that evaluates ``result`` (None when there is none, or it ended and was collected)."""
+    job_id = result.get("job_id")
+    return jobs.registry().get(jobs.owner(), job_id) if job_id else None
+
+
 def continue_comparison(entry: SessionModel) -> None:
-    """Evaluate the pending methods one at a time, storing each as it finishes; mark the comparison done."""
+    """Give a running comparison a job if it has none, and show its progress until it ends.
+
+    Leaving the page ends only this watching: the job goes on, the sidebar shows it. A
+    comparison of another model than the active one is not restarted (it is marked stopped).
+    """
     result = comparison()
-    if result is None or result["status"] != "running":
+    if result is None:  # a reload of the workspace while one of its comparisons runs: show that one
+        running = jobs.running(jobs.owner(), "comparison")
+        if not running or "result" not in running[-1].extra:
+            return
+        result = st.session_state[COMPARE_KEY] = running[-1].extra["result"]
+    if result["status"] != "running":
         return
-    if result["uid"] != entry.uid:  # another model is active now: never mix two models' scores
-        result["status"] = "stopped"
-        return
+    record = _job(result)
+    if record is None:
+        if result["uid"] != entry.uid:  # another model is active now: never mix two models' scores
+            result["status"] = "stopped"
+            return
+        record = _start_job(entry, result)
+    bar = st.progress(record.fraction, text=record.message)
+    while not record.done:
+        time.sleep(POLL_SECONDS)
+        bar.progress(record.fraction, text=record.message)  # a rerun (a click, a page switch) takes over here
+    bar.empty()
+    record.extra["watched"] = True  # its end was seen here: no toast about it
+    jobs.collect()
+
+
+def _start_job(entry: SessionModel, result: dict) -> jobs.JobRecord:
+    """Start the job that evaluates ``result``'s pending methods of ``entry`` (it fills ``result`` in place)."""
     data = test_set(entry)
     train_mean = _train_mean(entry) if result["removal"] == "mean" else None
-    total = len(result["methods"])
-    bar = st.progress(len(result["parts"]) / total, text="Starting…")
-    for name in list(result["pending"]):
-        k = len(result["parts"])
+    task = _comparison_task(entry.model, entry.initial_model, data, train_mean, result, workspace_glue.workspace())
+    label = f"comparison of {len(result['methods'])} methods on {result['n']} images"
+    record = jobs.start(jobs.owner(), "comparison", label, task, collect=_collect)
+    record.extra["result"] = result
+    result["job_id"] = record.id
+    return record
 
-        def progress(fraction: float, message: str, k: int = k) -> None:
-            bar.progress((k + fraction) / total, text=f"Evaluating {message} · method {k + 1} of {total}")
 
-        t0 = time.perf_counter()
-        ev = evaluate(
-            entry.model,
-            data,
-            [name],
-            n=result["n"],
-            seed=result["seed"],
-            initial_model=entry.initial_model,
-            progress=progress,
-            outputs=result["outputs"],
-            removals=[result["removal"]],
-            train_mean=train_mean,
-            sensitivity_samples=SENSITIVITY_SAMPLES,
-        )
-        if "predictions" not in result:  # the grid's predicted classes, from the model that was evaluated
-            result["predictions"] = predict(entry.model, torch.from_numpy(ev.examples["images"])).numpy()
-        result["parts"].append(ev)
-        result["pending"].remove(name)
-        result["seconds"] += time.perf_counter() - t0
-        for key in ("combined", "figures", "figures_view"):
-            result.pop(key, None)
-    bar.empty()
-    result["status"] = "done"
-    problem = workspace_glue.save_comparison(result)  # survives a reload, listed in the sidebar
-    if problem:
-        st.warning(problem, icon=":material/warning:")
+def _comparison_task(
+    model: torch.nn.Module,
+    initial_model: torch.nn.Module | None,
+    data: ImageSet,
+    train_mean: torch.Tensor | None,
+    result: dict,
+    ws: Workspace | None,
+):
+    """The job's function: evaluate the pending methods one at a time, storing each as it finishes; then save.
+
+    Runs on the executor's worker (no Streamlit calls). Stop raises
+    :class:`~xwp.compute.JobCancelled` at the next batch; the finished methods stay in ``result``.
+    Returns None when the comparison was saved to ``ws``, else why not.
+    """
+
+    def run(ctx: TaskContext, record: jobs.JobRecord) -> str | None:
+        total = len(result["methods"])
+        try:
+            for name in list(result["pending"]):
+                k = len(result["parts"])
+                ctx.tick((k / total, f"method {k + 1} of {total}"))
+
+                def progress(fraction: float, message: str, k: int = k) -> None:
+                    ctx.tick(((k + fraction) / total, f"Evaluating {message} · method {k + 1} of {total}"))
+
+                t0 = time.perf_counter()
+                ev = evaluate(
+                    model,
+                    data,
+                    [name],
+                    n=result["n"],
+                    seed=result["seed"],
+                    initial_model=initial_model,
+                    progress=progress,
+                    outputs=result["outputs"],
+                    removals=[result["removal"]],
+                    train_mean=train_mean,
+                    sensitivity_samples=SENSITIVITY_SAMPLES,
+                )
+                if "predictions" not in result:  # the grid's predicted classes, from the model that was evaluated
+                    result["predictions"] = predict(model, torch.from_numpy(ev.examples["images"])).numpy()
+                result["parts"] = [*result["parts"], ev]  # new lists: the page may be reading the old ones
+                result["pending"] = [m for m in result["pending"] if m != name]
+                result["seconds"] += time.perf_counter() - t0
+        except BaseException as e:
+            if not isinstance(e, JobCancelled):
+                result["error"] = jobs.describe(e)
+            result["status"] = "stopped"  # the finished methods stay; the others can be resumed
+            raise
+        result["status"] = "done"
+        return workspace_glue.save_comparison_to(ws, result)  # survives a reload, listed in the sidebar
+
+    return run
+
+
+def _collect(record: jobs.JobRecord) -> None:
+    """In the owner's next run: say how the comparison ended; a session without a comparison shows this one."""
+    result = record.extra.get("result")
+    if result is None:  # stopped before it was handed its comparison: nothing to report
+        return
+    problem, error = record.outcome()
+    if isinstance(error, JobCancelled):
+        flash("The comparison was stopped; its finished methods are kept.")
+    elif error is not None:
+        flash(f"The comparison failed: {safe.md(jobs.describe(error), 300)}")
+    else:
+        if problem:
+            result["save_problem"] = problem
+        if not record.extra.get("watched"):
+            flash(f"The {record.label} finished: see the Compare page.")
+    if comparison() is None:
+        st.session_state[COMPARE_KEY] = result
 
 
 def stop_comparison() -> None:
-    """Mark a running comparison stopped: the finished methods stay, the others can be resumed."""
+    """Stop a running comparison: its job ends at the next batch, the finished methods stay and can be resumed."""
     result = comparison()
-    if result is not None and result["status"] == "running":
-        result["status"] = "stopped"
+    if result is None or result["status"] != "running":
+        return
+    result["status"] = "stopped"
+    record = _job(result)
+    if record is not None:
+        jobs.stop(record.owner, record.id)
 
 
 def resume_comparison() -> None:
-    """Mark a stopped comparison running again (its pending methods run on this page)."""
+    """Mark a stopped comparison running again (:func:`continue_comparison` starts a job for its pending methods)."""
     result = comparison()
-    if result is not None and result["status"] == "stopped" and result["pending"]:
-        result["status"] = "running"
+    if result is None or result["status"] != "stopped" or not result["pending"]:
+        return
+    record = _job(result)
+    if record is not None and not record.done:
+        flash("The comparison is still stopping; press Resume again in a moment.")
+        return
+    result.pop("error", None)
+    result["status"] = "running"
 
 
 def unavailable(entry: SessionModel) -> dict[str, str]:
@@ -132,11 +228,17 @@ def comparison() -> dict | None:
 
 
 def evaluation(result: dict) -> Evaluation | None:
-    """The finished methods of a comparison as one :class:`Evaluation` (None before the first finishes)."""
-    if not result["parts"]:
+    """The finished methods of a comparison as one :class:`Evaluation` (None before the first finishes).
+
+    Kept with the number of parts it combines, so a method that finishes meanwhile (the job
+    appends it) makes it combined again.
+    """
+    parts = result["parts"]
+    if not parts:
         return None
-    if "combined" not in result:
-        result["combined"] = combine(result["parts"])
+    if result.get("combined_of") != len(parts) or "combined" not in result:
+        result["combined"] = combine(parts)
+        result["combined_of"] = len(parts)
     return result["combined"]
 
 
@@ -145,7 +247,8 @@ def status_text(result: dict) -> str | None:
     done, total = len(result["parts"]), len(result["methods"])
     left = ", ".join(METHODS[m].label for m in result["pending"])
     if result["status"] == "stopped":
-        return f"Stopped after {done} of {total} methods; not evaluated: {left}."
+        why = f" It failed: {safe.md(result['error'], 300)}" if result.get("error") else ""
+        return f"Stopped after {done} of {total} methods; not evaluated: {left}.{why}"
     if result["status"] == "running":
         return f"Running: {done} of {total} methods finished; next: {left}."
     return None
@@ -156,10 +259,11 @@ def comparison_figures(result: dict, view: tuple) -> dict[str, bytes]:
 
     Only the latest view's figures are kept (they are re-drawn when the view changes).
     """
-    if result.get("figures_view") != view or "figures" not in result:
+    ev = evaluation(result)
+    if result.get("figures_view") != view or result.get("figures_of") is not ev or "figures" not in result:
         output, removal, correct, x_max, log_x = view
         result["figures"] = _figures(
-            evaluation(result), result["dataset"], result.get("predictions"), output, removal, correct, x_max, log_x
+            ev, result["dataset"], result.get("predictions"), output, removal, correct, x_max, log_x
         )
-        result["figures_view"] = view
+        result["figures_view"], result["figures_of"] = view, ev
     return result["figures"]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
+from xwp.app import work
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import dataset, test_set
 from xwp.cleaning import Reference, build_reference, photo_to_input, unlike_training
@@ -50,7 +51,14 @@ def explain(
     overlay: bool = False,
     space: str = "probability",
 ) -> Explanation:
-    """:func:`xwp.explanation.explain` for a model of this session; maps already computed come from its memo."""
+    """:func:`xwp.explanation.explain` for a model of this session, computed on the compute executor.
+
+    The prediction and the maps are requests to :func:`xwp.compute.get_executor` (merged with
+    other sessions' strokes on the same model, see :func:`xwp.app.work.stroke`); maps already
+    computed come from the session's memo.
+    """
+    store = memo()
+    probs = work.stroke(entry.model, entry.initial_model, entry.uid, x, target, methods, store, space)
     return _explain(
         entry.model,
         x,
@@ -60,9 +68,10 @@ def explain(
         classes=entry.classes,
         shared_scale=shared_scale,
         overlay=overlay,
-        memo=memo(),
+        memo=store,
         memo_key=entry.uid,
         space=space,
+        probs=probs,
     )
 
 

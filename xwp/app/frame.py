@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from xwp.app import safe, workspace_glue
+from xwp.app import jobs, safe, workspace_glue
 from xwp.app.session import (
     ACTIVE_KEY,
     FLASH_KEY,
@@ -21,7 +21,6 @@ from xwp.app.session import (
     session_models,
 )
 from xwp.app.shared import default_model
-from xwp.app.train_page import finish_interrupted_training
 from xwp.errors import MAX_MESSAGE_CHARS, XWPError
 
 #: less empty space around the page, so a projected page (1280x720, 1024x768) shows more of its figures
@@ -120,14 +119,15 @@ def routed(page: str) -> None:
 
 
 def sidebar() -> None:
-    """Prepare the session (default model, interrupted training) and draw the model switcher."""
+    """Prepare the session (default model, ended jobs), draw running jobs and the model switcher."""
     wanted = st.session_state.pop(WANTED_PAGE_KEY, None)
     if wanted:
         st.switch_page(wanted)
     st.html(STYLE)
     for message in st.session_state.pop(FLASH_KEY, []):
         st.toast(message)
-    finish_interrupted_training()
+    jobs.collect()  # trainings and comparisons that ended since the last run
+    jobs.sidebar_panel()
     models = session_models()
     if not models:
         try:

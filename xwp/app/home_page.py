@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from xwp.app import work
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import test_set
 from xwp.errors import XWPError
@@ -17,7 +18,7 @@ def home_example(entry: SessionModel, n: int = 3) -> bytes | None:
             data = test_set(entry)
         except XWPError:
             return None
-        png = example_grid(entry.model, data, entry.initial_model, entry.classes, n)
+        png = work.run(example_grid, entry.model, data, entry.initial_model, entry.classes, n)
         if png is None:
             return None
         store[key] = png

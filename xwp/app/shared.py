@@ -1,6 +1,6 @@
 """What ``st.cache_resource`` shares between sessions: datasets and the default model.
 
-Everything shared is read-only: the default model (trained once in a background thread,
+Everything shared is read-only: the default model (trained once as a job on the compute executor,
 written atomically under :func:`xwp.config.cache_dir`, so restarts start instantly) and
 the datasets. Nothing shared is trained, hooked or written to: XWP and XWPc never modify
 a model, and the Captum methods that attach state work on copies.
@@ -18,6 +18,7 @@ import xwp
 from xwp.app import safe
 from xwp.app.session import SessionModel
 from xwp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from xwp.compute import NORMAL, TaskContext, get_executor
 from xwp.config import atomic_write, cache_dir, env_int
 from xwp.data import DATASETS, ImageSet, load_dataset
 from xwp.errors import XWPError
@@ -117,37 +118,41 @@ def _load_default(path: Path) -> Checkpoint | None:
 
 
 class DefaultTrainer:
-    """Trains the default model once, in a background thread, and writes it atomically to ``path``.
+    """Trains the default model once, as a job on the compute executor, and writes it atomically to ``path``.
 
     Sessions only watch its progress, so a click or a closed tab during the first open does
-    not restart the training, and concurrent first sessions share one run.
+    not restart the training, and concurrent first sessions share one run. It runs at
+    ``NORMAL`` priority: ahead of queued trainings and comparisons, behind live strokes.
     """
 
     def __init__(self, path: Path):
         self.path = path
         self.fraction, self.message, self.error = 0.0, "Rendering the typeface digits from this machine's fonts…", None
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="xwp-default-model", daemon=True)
-        self.thread.start()
+        self.job = get_executor().submit_task(self._run, priority=NORMAL)
+        self.job.future.add_done_callback(self._finished)
 
-    def _run(self) -> None:
-        """Load the data, train, save; any failure becomes :attr:`error`."""
-        try:
+    def _run(self, ctx: TaskContext) -> None:
+        """Load the data, train, save (on the executor's worker)."""
 
-            def progress(p: Progress) -> None:
-                self.fraction = p.fraction
-                self.message = f"Training the default model: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}"
+        def progress(p: Progress) -> None:
+            self.fraction = p.fraction
+            self.message = f"Training the default model: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}"
+            ctx.tick()
 
-            config = default_config()
-            model = build_model(config, 784, 10)
-            recorder = SnapshotRecorder(model, then=progress)  # for the Weights page's training replay
-            fitted = fit(config, model=model, progress=recorder)
-            atomic_write(snapshots_path(self.path), snapshot_bytes(recorder.snapshots))
-            save_checkpoint(self.path, fitted.model.cpu(), {"name": DEFAULT_NAME, **fitted.meta})
-        except Exception as e:  # reported to every waiting session, never raised in this thread
+        config = default_config()
+        model = build_model(config, 784, 10)
+        recorder = SnapshotRecorder(model, then=progress)  # for the Weights page's training replay
+        fitted = fit(config, model=model, progress=recorder, report_every=10)
+        atomic_write(snapshots_path(self.path), snapshot_bytes(recorder.snapshots))
+        save_checkpoint(self.path, fitted.model.cpu(), {"name": DEFAULT_NAME, **fitted.meta})
+
+    def _finished(self, future) -> None:
+        """Any failure becomes :attr:`error` (reported to every waiting session); then wake them."""
+        e = future.exception()
+        if e is not None:
             self.error = str(e) if isinstance(e, XWPError) else f"{type(e).__name__}: {e}"
-        finally:
-            self.done.set()
+        self.done.set()
 
 
 def snapshots_path(model_path: Path) -> Path:

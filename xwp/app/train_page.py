@@ -1,4 +1,10 @@
-"""The Train page's glue: train with live progress and a Stop button, keep the result, checkpoints in and out."""
+"""The Train page's glue: training as a job that outlives the page, its progress and Stop, checkpoints in and out.
+
+A training runs on the compute executor as a job of :mod:`xwp.app.jobs`: switching pages
+does not stop it, the sidebar shows its progress with a Stop button, and the Train page
+its loss curves. The job saves the model to the workspace itself (so a closed tab loses
+nothing); the owner's next run adds it to the session and makes it active.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +14,29 @@ from pathlib import Path
 import streamlit as st
 
 from xwp import plots
-from xwp.app import safe
+from xwp.app import jobs, safe, workspace_glue
 from xwp.app.session import (
     CLEAR_NAME_KEY,
-    PARTIAL_KEY,
+    PENDING_KEY,
     RESULT_KEY,
-    STOP_KEY,
     UPLOADS_KEY,
     SessionModel,
     add_model,
     flash,
+    memo,
+    session_models,
     unique_name,
 )
-from xwp.app.shared import dataset, test_set
+from xwp.app.shared import dataset
 from xwp.app.workspace_glue import save_model
 from xwp.checkpoint import checkpoint_bytes, load_checkpoint
+from xwp.compute import JobCancelled, TaskContext
 from xwp.data import ImageSet
 from xwp.errors import TrainingDiverged, XWPError
 from xwp.replay import SnapshotRecorder
 from xwp.train import Progress, TrainConfig, build_model, confusion_matrix, fit
 from xwp.uploads import check_upload
+from xwp.workspace import Workspace
 
 MAX_SEEN_UPLOADS = 64  # file ids of uploaded checkpoints remembered per session
 
@@ -35,13 +44,14 @@ MAX_SEEN_UPLOADS = 64  # file ids of uploaded checkpoints remembered per session
 def train_model(
     config: TrainConfig, name: str = "", upload_name: str | None = None, upload: bytes | None = None
 ) -> None:
-    """Train a new model with live progress; keep it, make it active and rerun to show the result.
+    """Start training a new model as a job of this session (it outlives page switches; see :mod:`xwp.app.jobs`).
 
     ``name``: how the sidebar lists it (default: dataset and architecture); ``upload_name``
     and ``upload``: the uploaded TMNIST CSV to train from, if any (checked, parsed in
-    memory, never stored). ``config.data_dir`` must lie in the allowed data folders. A Stop
-    click (or any other interruption) ends this run; the next run keeps the model of the
-    last complete epoch (see :func:`finish_interrupted_training`).
+    memory, never stored). ``config.data_dir`` must lie in the allowed data folders. The
+    data are loaded here; the training runs on the compute executor and saves its model to
+    the workspace. When it ends, the next run of this session adds the model and makes it
+    active (:func:`_collect_training`). Stop keeps the model of the last complete epoch.
     """
     config.check()  # before the data is loaded
     if upload is not None:
@@ -52,97 +62,157 @@ def train_model(
         test = dataset(config.dataset, "test", config.data_dir)
         source = ("folder", safe.visitor_path(config.data_dir)) if config.data_dir else None
     model = build_model(config, train_set.images[0].numel(), len(train_set.classes))
-    name = unique_name(name.strip() or f"{config.dataset} {model.describe()}")
+    owner = jobs.owner()
+    taken = {r.extra.get("name") for r in jobs.running(owner, "training")}
+    base = name.strip() or f"{config.dataset} {model.describe()}"
+    name = unique_name(base)
+    k = 2
+    while name in taken:  # a running job already claims it
+        name, k = unique_name(f"{base} ({k})"), k + 1
     meta = {"name": name, "upload_name": upload_name, **config.meta(train_set.classes)}
     meta.pop("data_dir", None)  # a model never carries a server path
-    partial = {"name": name, "epochs": config.epochs, "checkpoint": None, "epochs_done": 0, "source": source}
-    st.session_state[PARTIAL_KEY] = partial
-    top = st.columns([1, 3], vertical_alignment="center")
-    top[0].button(
-        "Stop training",
-        key=STOP_KEY,
-        icon=":material/stop_circle:",
-        type="primary",
-        help="Stop now and keep the model from the last complete epoch.",
-    )
-    top[1].caption(
-        f"Training **{name}** ({model.describe()}, {len(train_set):,} images). "
-        "**Stop** keeps the model of the last complete epoch; before the first epoch ends nothing is kept."
-    )
-    bar = st.progress(0.0, text="Starting…")
-    chart = st.empty()
-
-    def progress(p: Progress) -> bool:
-        bar.progress(p.fraction, text=f"Epoch {p.epoch}/{p.epochs} · step {p.step}/{p.steps} · loss {p.loss:.4g}")
-        if p.epoch_done and p.history.diverging:
-            return False  # no point in more epochs; reported below
-        if p.epoch_done:
-            info = {**meta, "test_accuracy": p.history.test_accuracy[-1], "history": p.history.as_dict()}
-            partial.update(checkpoint=checkpoint_bytes(model, info), epochs_done=p.epoch)
-            chart.image(plots.png_bytes(plots.training_figure(p.history.as_dict(), f"Training {name}"), dpi=80))
-        return True
-
-    recorder = SnapshotRecorder(model, then=progress)  # first-layer weights per epoch, for the replay
-    partial["recorder"] = recorder
-    try:
-        history = fit(config, train_set, test, model=model, progress=recorder).history
-    except TrainingDiverged as e:
-        st.session_state.pop(PARTIAL_KEY, None)
-        raise XWPError(f"{e} The diverged model was discarded; nothing was added to your models.") from None
-    except XWPError:
-        st.session_state.pop(PARTIAL_KEY, None)
-        raise
-    st.session_state.pop(PARTIAL_KEY, None)
-    if history.diverging:
-        raise XWPError(
-            f"training diverged: after epoch {history.epochs} the loss was {history.loss[-1]:.3g}, more "
-            f"than twice the chance level {history.chance_loss:.2f}. The model was discarded; lower the "
-            f"learning rate (now {config.lr:g}) and train again."
-        )
-    model.cpu()
-    meta.update(test_accuracy=history.test_accuracy[-1], history=history.as_dict())
-    entry = SessionModel(name, model, model.initial_model(), meta)
-    safe.remember_source(entry.uid, source)
-    _store_result(entry, test, f"Trained **{safe.md(name)}** for {history.epochs} epochs.", "success")
-    save_model(entry, recorder.snapshots)
+    task = _training_task(config, train_set, test, model, name, meta, workspace_glue.workspace())
+    label = f"training “{safe.md(name, 60)}”"
+    record = jobs.start(owner, "training", label, task, collect=_collect_training)
+    record.extra.update(name=name, epochs=config.epochs, images=len(train_set), arch=model.describe(), source=source)
+    st.session_state.pop(RESULT_KEY, None)
     st.session_state[CLEAR_NAME_KEY] = True  # the next run starts with an empty model name
-    add_model(entry, rerun=True)
 
 
-def finish_interrupted_training() -> None:
-    """If a training run was interrupted (Stop, a page switch), keep its last complete epoch."""
-    partial = st.session_state.pop(PARTIAL_KEY, None)
-    if partial is None:
+def _training_task(
+    config: TrainConfig, train_set: ImageSet, test: ImageSet, model, name: str, meta: dict, ws: Workspace | None
+):
+    """The job's function: train on the executor's worker, keep a checkpoint per epoch, honour Stop, save."""
+
+    def run(ctx: TaskContext, record: jobs.JobRecord) -> dict:
+        last = {"checkpoint": None, "epochs_done": 0}
+
+        def progress(p: Progress) -> bool:
+            if p.epoch_done and p.history.diverging:
+                return False  # no point in more epochs; reported below
+            if p.epoch_done:  # before Stop is honoured: a stop at an epoch's end keeps that epoch
+                record.extra["history"] = p.history.as_dict()
+                info = {**meta, "test_accuracy": p.history.test_accuracy[-1], "history": p.history.as_dict()}
+                last.update(checkpoint=checkpoint_bytes(model, info), epochs_done=p.epoch)
+            if ctx.cancelled:
+                return False  # ends after this step; the last complete epoch is kept below
+            text = f"epoch {p.epoch}/{p.epochs} · step {p.step}/{p.steps} · loss {p.loss:.4g}"
+            ctx.tick((p.fraction, text))
+            return True
+
+        recorder = SnapshotRecorder(model, then=progress)  # first-layer weights per epoch, for the replay
+        try:
+            history = fit(config, train_set, test, model=model, progress=recorder, report_every=10).history
+        except TrainingDiverged as e:
+            raise XWPError(f"{e} The diverged model was discarded; nothing was added to your models.") from None
+        except JobCancelled:
+            history = None
+        if history is not None and history.diverging:
+            raise XWPError(
+                f"training diverged: after epoch {history.epochs} the loss was {history.loss[-1]:.3g}, more "
+                f"than twice the chance level {history.chance_loss:.2f}. The model was discarded; lower the "
+                f"learning rate (now {config.lr:g}) and train again."
+            )
+        snapshots = recorder.snapshots
+        if history is None or ctx.cancelled:
+            if last["checkpoint"] is None:
+                note = f"Training of “{safe.md(name)}” was stopped before its first epoch finished; no model was kept."
+                return {"entry": None, "result": {"level": "warning", "note": note}}
+            entry = SessionModel.from_checkpoint(name, load_checkpoint(last["checkpoint"]))
+            entry.meta["epochs_done"] = last["epochs_done"]
+            snapshots = {e: w for e, w in snapshots.items() if e <= last["epochs_done"]}
+            note = (
+                f"Training was stopped after epoch {last['epochs_done']} of {config.epochs}; "
+                f"the model from that epoch was kept as **{safe.md(name)}**."
+            )
+            level = "warning"
+        else:
+            model.cpu()
+            meta.update(test_accuracy=history.test_accuracy[-1], history=history.as_dict())
+            entry = SessionModel(name, model, model.initial_model(), meta)
+            note, level = f"Trained **{safe.md(name)}** for {history.epochs} epochs.", "success"
+        result = _result(entry, test, note, level)
+        problem = workspace_glue.save_model_to(ws, entry, snapshots)  # here: a closed tab loses nothing
+        return {"entry": entry, "result": result, "snapshots": snapshots, "save_problem": problem}
+
+    return run
+
+
+def _collect_training(record: jobs.JobRecord) -> None:
+    """In the owner's next run: add the trained model (made active) and keep the outcome for the Train page."""
+    outcome, error = record.outcome()
+    if error is not None:
+        note = "Training was stopped." if isinstance(error, JobCancelled) else jobs.describe(error)
+        level = "warning" if isinstance(error, JobCancelled) else "error"
+        st.session_state[RESULT_KEY] = {"level": level, "note": safe.md(note, 300)}
+        flash(f"{record.label}: {safe.md(note, 300)}")
         return
-    if partial["checkpoint"] is None:
-        st.session_state[RESULT_KEY] = {
-            "level": "warning",
-            "note": f"Training of “{safe.md(partial['name'])}” was stopped before its first epoch finished; "
-            "no model was kept.",
-        }
+    st.session_state[RESULT_KEY] = outcome["result"]
+    entry = outcome["entry"]
+    if entry is None:
+        flash(outcome["result"]["note"])
         return
-    ckpt = load_checkpoint(partial["checkpoint"])
-    entry = SessionModel.from_checkpoint(partial["name"], ckpt)
-    entry.meta["epochs_done"] = partial["epochs_done"]
-    safe.remember_source(entry.uid, partial.get("source"))  # its test images: the folder or upload it used
-    note = (
-        f"Training was stopped after epoch {partial['epochs_done']} of {partial['epochs']}; "
-        f"the model from that epoch was kept as **{safe.md(entry.name)}**."
-    )
-    try:
-        test = test_set(entry)
-    except XWPError:
-        test = None
-    _store_result(entry, test, note, "warning")
-    recorder = partial.get("recorder")
-    save_model(entry, recorder.snapshots if recorder is not None else None)
-    st.session_state[CLEAR_NAME_KEY] = True
+    models = session_models()
+    opened = next((m for m in models.values() if entry.saved_id and m.saved_id == entry.saved_id), None)
+    if opened is not None:  # a reload of the workspace has loaded it from disk already
+        st.session_state[PENDING_KEY] = opened.name
+        return
+    # the name was free when the job started; a model added since may have taken it
+    if entry.name in models:
+        entry.name = unique_name(entry.name)
+        outcome["result"]["name"] = entry.name
+    safe.remember_source(entry.uid, record.extra.get("source"))  # its test images: the folder or upload it used
+    if outcome["snapshots"]:
+        workspace_glue.keep_snapshots(entry, outcome["snapshots"])
+    workspace_glue.note_save(entry, outcome["save_problem"])
     add_model(entry)
-    flash(f"Kept “{safe.md(entry.name)}” from its last complete epoch.")
+    acc = entry.test_accuracy
+    ended = "ended" if outcome["result"]["level"] == "success" else "was stopped; its last complete epoch was kept"
+    flash(f"Training of “{safe.md(entry.name)}” {ended}" + (f": test accuracy {acc:.1%}." if acc is not None else "."))
 
 
-def _store_result(entry: SessionModel, test: ImageSet | None, note: str, level: str) -> None:
-    """Remember a training outcome (figures as PNG) for the Train page."""
+def training_progress() -> None:
+    """The running trainings of this session: progress, loss curves so far and a Stop button (redrawn every second)."""
+    if jobs.registry().records(jobs.owner(), "training"):
+        _training_panel()
+
+
+@st.fragment(run_every=jobs.REFRESH_SECONDS)
+def _training_panel() -> None:
+    """:func:`training_progress`, redrawn on its own every :data:`~xwp.app.jobs.REFRESH_SECONDS`."""
+    jobs.collect()  # an ended training: its model is added and its result stored now
+    records = jobs.registry().records(jobs.owner(), "training")
+    if not records:
+        show_training_result()  # the outcome, here until the next full run draws it below the form
+        return
+    for r in records:
+        with st.container(border=True):
+            top = st.columns([1, 3], vertical_alignment="center")
+            with top[0]:
+                jobs.stop_button(r, key=f"train_stop_{r.id}", label="Stop training")
+            x = r.extra
+            top[1].caption(
+                f"Training **{safe.md(x.get('name'))}** ({x.get('arch')}, {x.get('images', 0):,} images). It keeps "
+                "running if you open another page. **Stop** keeps the model of the last complete epoch; before the "
+                "first epoch ends nothing is kept."
+            )
+            st.progress(r.fraction, text=r.message)
+            history = x.get("history")
+            if history:
+                st.image(_history_png(r.id, len(history["loss"]), history, x.get("name")))
+
+
+def _history_png(job_id: str, epochs: int, history: dict, name: str) -> bytes:
+    """The loss and accuracy curves so far, drawn once per job and epoch."""
+    store = memo()
+    key = ("train-chart", job_id)
+    if store.get(key, (None,))[0] != epochs:
+        store[key] = (epochs, plots.png_bytes(plots.training_figure(history, f"Training {name}"), dpi=80))
+    return store[key][1]
+
+
+def _result(entry: SessionModel, test: ImageSet | None, note: str, level: str) -> dict:
+    """A training outcome (figures as PNG) for the Train page; runs in the job, so no Streamlit calls."""
     history = entry.meta.get("history") or {}
     result = {
         "level": level,
@@ -159,7 +229,7 @@ def _store_result(entry: SessionModel, test: ImageSet | None, note: str, level: 
         matrix = confusion_matrix(entry.model, test)
         fig = plots.confusion_figure(matrix, test.classes, f"Confusion matrix, {len(test):,} test images")
         result["confusion_png"] = plots.png_bytes(fig, plots.FIG_DPI)
-    st.session_state[RESULT_KEY] = result
+    return result
 
 
 def show_training_result() -> None:

@@ -1,4 +1,8 @@
-"""The Weights page's glue: the latest patterns and figures, the per-unit side-by-side view and the training replay."""
+"""The Weights page's glue: the latest patterns and figures, the per-unit side-by-side view and the training replay.
+
+Patterns, statistics and figures are computed on the compute executor at ``NORMAL``
+priority (:func:`xwp.app.work.run`), behind live strokes; the session keeps the latest ones.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from xwp import patterns, plots, replay
-from xwp.app import workspace_glue
+from xwp.app import work, workspace_glue
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import test_set
 from xwp.errors import XWPError
@@ -30,19 +34,19 @@ def weight_patterns(
             reference = test_set(entry).images.mean(0, keepdim=True)
         except XWPError:
             reference = None
-        wp = patterns.weight_patterns(entry.model, entry.initial_model, view, sort, cls, image, reference)
+        wp = work.run(patterns.weight_patterns, entry.model, entry.initial_model, view, sort, cls, image, reference)
         store["weights"] = (key, wp)
     return store["weights"][1]
 
 
 def grid_png(entry: SessionModel, wp: WeightPatterns, count: int, sort: str, cls: int) -> bytes:
     """The grid of the first ``count`` patterns in display order (the paper's Figure 2), as PNG."""
-    return patterns.grid_png(wp, count, sort, entry.classes[cls])
+    return work.run(patterns.grid_png, wp, count, sort, entry.classes[cls])
 
 
 def neuron_stats(entry: SessionModel, wp: WeightPatterns, j: int) -> pd.DataFrame:
     """Numbers about first-layer unit ``j`` of ``entry`` (see :func:`xwp.patterns.neuron_stats`)."""
-    return patterns.neuron_stats(entry.model, entry.initial_model, wp, j, entry.classes)
+    return work.run(patterns.neuron_stats, entry.model, entry.initial_model, wp, j, entry.classes)
 
 
 def unit_png(entry: SessionModel, j: int) -> bytes:
@@ -52,7 +56,7 @@ def unit_png(entry: SessionModel, j: int) -> bytes:
     if store.get("weights_unit", (None,))[0] != key:
         w0 = patterns.first_layer(entry.model, entry.initial_model, "initial")[j]
         w1 = patterns.first_layer(entry.model, entry.initial_model, "trained")[j]
-        store["weights_unit"] = (key, replay.unit_png(w0, w1, j, dpi=plots.FIG_DPI))
+        store["weights_unit"] = (key, work.run(replay.unit_png, w0, w1, j, dpi=plots.FIG_DPI))
     return store["weights_unit"][1]
 
 
@@ -66,15 +70,7 @@ def replay_grid_png(entry: SessionModel, snaps: dict[int, np.ndarray], epoch: in
     store = memo()
     key = ("replay", entry.uid, epoch, tuple(units))
     if store.get("weights_replay", (None,))[0] != key:
-        first = snaps[min(snaps)][units].astype(np.float32)
-        limit = plots.symmetric_limit(snaps[max(snaps)][units].astype(np.float32) - first)
-        fig = plots.weights_grid(
-            snaps[epoch][units].astype(np.float32) - first,
-            titles=[f"#{j}" for j in units],
-            limit=limit,
-            title=f"Epoch {epoch}: change since initialisation (scale of the last epoch)",
-        )
-        store["weights_replay"] = (key, plots.png_bytes(fig, dpi=plots.FIG_DPI))
+        store["weights_replay"] = (key, work.run(_replay_grid, snaps, epoch, units))
     return store["weights_replay"][1]
 
 
@@ -83,5 +79,18 @@ def replay_unit_png(snaps: dict[int, np.ndarray], epoch: int, j: int) -> bytes:
     store = memo()
     key = ("replay_unit", id(snaps), epoch, j)
     if store.get("weights_replay_unit", (None,))[0] != key:
-        store["weights_replay_unit"] = (key, replay.replay_png(snaps, epoch, j, dpi=plots.FIG_DPI)[0])
+        store["weights_replay_unit"] = (key, work.run(replay.replay_png, snaps, epoch, j, dpi=plots.FIG_DPI)[0])
     return store["weights_replay_unit"][1]
+
+
+def _replay_grid(snaps: dict[int, np.ndarray], epoch: int, units: list[int]) -> bytes:
+    """:func:`replay_grid_png`'s figure (drawn on the executor)."""
+    first = snaps[min(snaps)][units].astype(np.float32)
+    limit = plots.symmetric_limit(snaps[max(snaps)][units].astype(np.float32) - first)
+    fig = plots.weights_grid(
+        snaps[epoch][units].astype(np.float32) - first,
+        titles=[f"#{j}" for j in units],
+        limit=limit,
+        title=f"Epoch {epoch}: change since initialisation (scale of the last epoch)",
+    )
+    return plots.png_bytes(fig, dpi=plots.FIG_DPI)

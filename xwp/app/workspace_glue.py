@@ -99,19 +99,35 @@ def save_model(entry: SessionModel, snapshots: dict[int, np.ndarray] | None = No
     """Save a trained or uploaded model to the workspace; a refused save becomes the sidebar's warning."""
     if snapshots:
         keep_snapshots(entry, snapshots)
-    ws = workspace()
+    note_save(entry, save_model_to(workspace(), entry, snapshots))
+
+
+def save_model_to(
+    ws: Workspace | None, entry: SessionModel, snapshots: dict[int, np.ndarray] | None = None
+) -> str | None:
+    """Save ``entry`` to ``ws`` (sets ``entry.saved_id``); None when saved or nothing to do, else why not.
+
+    No Streamlit calls: a training job runs it on the compute executor, so the model is
+    saved even when its tab was closed meanwhile (:func:`note_save` shows the outcome later).
+    """
     if ws is None or entry.saved_id is not None:
-        return
+        return None
     try:
         saved = ws.save_model(entry.model, entry.meta, entry.name, snapshots=snapshots, has_initial=entry.has_initial)
     except WorkspaceFull as e:
-        st.session_state[WS_WARNING_KEY] = f"“{plain_text(entry.name)}” was not saved to the workspace: {e}."
-        return
+        return f"“{plain_text(entry.name)}” was not saved to the workspace: {e}."
     except XWPError as e:
-        st.session_state[WS_WARNING_KEY] = f"“{plain_text(entry.name)}” could not be saved to the workspace: {e}."
-        return
+        return f"“{plain_text(entry.name)}” could not be saved to the workspace: {e}."
     entry.saved_id = saved.id
-    st.session_state.pop(WS_WARNING_KEY, None)
+    return None
+
+
+def note_save(entry: SessionModel, problem: str | None) -> None:
+    """Show a refused save as the sidebar's warning; a successful one clears the last warning."""
+    if problem:
+        st.session_state[WS_WARNING_KEY] = problem
+    elif entry.saved_id is not None:
+        st.session_state.pop(WS_WARNING_KEY, None)
 
 
 def keep_snapshots(entry: SessionModel, snapshots: dict[int, np.ndarray]) -> None:
@@ -160,6 +176,13 @@ def save_comparison(result: dict[str, Any], name: str | None = None) -> str | No
     ws = workspace()
     if ws is None:
         return st.session_state.get(WS_ERROR_KEY, "no workspace is open; the result stays in this tab only")
+    return save_comparison_to(ws, result, name)
+
+
+def save_comparison_to(ws: Workspace | None, result: dict[str, Any], name: str | None = None) -> str | None:
+    """:func:`save_comparison` into ``ws`` without Streamlit calls (a comparison job runs it when it ends)."""
+    if ws is None:
+        return "no workspace is open; the result stays in this tab only"
     parts = result.get("parts") or []
     ev = result.get("evaluation") or (combine(parts) if parts else None)
     if ev is None:

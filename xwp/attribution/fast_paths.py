@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from xwp.attribution import XWP, XWPc
 from xwp.attribution.common import OutputFn, Target, broadcast_target
+from xwp.attribution.weight_perturbation import XWP, XWPc
 from xwp.devices import model_device, model_dtype, run_chunked
 from xwp.errors import XWPError
 

@@ -1,0 +1,135 @@
+"""xwp.app.jobs: long jobs per owner on the compute executor, independent of any page's script run."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from xwp.app.jobs import Registry
+from xwp.compute import ComputeExecutor, JobCancelled
+from xwp.errors import XWPError
+
+
+@pytest.fixture
+def executor():
+    ex = ComputeExecutor(workers=1, threads=1, max_pending=8)
+    yield ex
+    ex.shutdown()
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def counting_task(steps: int, gate: threading.Event | None = None):
+    """A job of ``steps`` chunks that reports (fraction, text) and waits for ``gate`` before each."""
+
+    def run(ctx, record):
+        for i in range(steps):
+            if gate is not None:
+                gate.wait(30)
+            ctx.tick(((i + 1) / steps, f"step {i + 1}/{steps}"))
+            record.extra["last"] = i + 1
+        return steps
+
+    return run
+
+
+def test_a_job_runs_reports_progress_and_is_collected_once(executor):
+    reg = Registry(executor)
+    record = reg.start("alice", "training", "training “a”", counting_task(5))
+    wait_until(lambda: record.done)
+    assert record.outcome() == (5, None)
+    assert record.fraction == 1.0 and record.message == "step 5/5" and record.extra["last"] == 5
+    assert reg.running("alice") == [] and reg.records("alice") == [record]
+    assert reg.take_finished("alice") == [record]
+    assert reg.take_finished("alice") == []  # collected once
+    assert reg.records("alice") == []
+
+
+def test_stop_ends_a_job_at_its_next_chunk(executor):
+    reg = Registry(executor)
+    gate = threading.Event()
+    record = reg.start("alice", "comparison", "comparison", counting_task(1000, gate))
+    assert [r.id for r in reg.running("alice", "comparison")] == [record.id]
+    assert reg.running("alice", "training") == []
+    assert reg.stop("alice", record.id)
+    assert record.stopping
+    gate.set()
+    wait_until(lambda: record.done)
+    result, error = record.outcome()
+    assert result is None and isinstance(error, JobCancelled)
+    assert record.extra.get("last", 0) < 1000
+    assert not reg.stop("alice", record.id)  # already ended
+
+
+def test_owners_are_isolated(executor):
+    reg = Registry(executor)
+    gate = threading.Event()
+    record = reg.start("alice", "training", "t", counting_task(3, gate))
+    try:
+        assert reg.get("bob", record.id) is None
+        assert not reg.stop("bob", record.id)
+        assert reg.running("bob") == [] and reg.take_finished("bob") == []
+        assert not record.job.cancelled
+    finally:
+        gate.set()
+    wait_until(lambda: record.done)
+    assert reg.take_finished("bob") == [] and reg.take_finished("alice") == [record]
+
+
+def test_too_many_running_jobs_are_refused(executor):
+    reg = Registry(executor, max_running=2)
+    gate = threading.Event()
+    try:
+        for _ in range(2):
+            reg.start("alice", "training", "t", counting_task(2, gate))
+        with pytest.raises(XWPError, match="at most 2"):
+            reg.start("alice", "training", "t", counting_task(2, gate))
+        reg.start("bob", "training", "t", counting_task(2, gate))  # another owner is not affected
+    finally:
+        gate.set()
+    wait_until(lambda: not reg.running("alice") and not reg.running("bob"))
+
+
+def test_a_failing_job_keeps_its_error_and_the_worker_survives(executor):
+    reg = Registry(executor)
+
+    def boom(ctx, record):
+        raise XWPError("no data")
+
+    failed = reg.start("alice", "training", "t", boom)
+    wait_until(lambda: failed.done)
+    assert str(failed.outcome()[1]) == "no data"
+    ok = reg.start("alice", "training", "t", counting_task(2))
+    wait_until(lambda: ok.done)
+    assert ok.outcome() == (2, None)
+
+
+def test_a_full_executor_refuses_with_a_message(executor):
+    reg = Registry(executor, max_running=20)
+    gate = threading.Event()
+    try:
+        started = [reg.start("alice", "t", "t", counting_task(1, gate))]
+        wait_until(lambda: started[0].job._started)  # on the worker, no longer waiting
+        started += [reg.start("alice", "t", "t", counting_task(1, gate)) for _ in range(8)]  # the queue is full
+        with pytest.raises(XWPError, match="busy"):
+            reg.start("alice", "t", "t", counting_task(1, gate))
+    finally:
+        gate.set()
+    wait_until(lambda: all(r.done for r in started))
+
+
+def test_uncollected_jobs_expire(executor):
+    reg = Registry(executor, keep_seconds=60)
+    record = reg.start("gone", "training", "t", counting_task(1))
+    wait_until(lambda: record.done and record.finished is not None)
+    reg.prune(now=record.finished + 30)
+    assert reg.records("gone") == [record]
+    reg.prune(now=record.finished + 61)
+    assert reg.records("gone") == []

@@ -1,0 +1,149 @@
+"""The pages' side of the compute executor: per-stroke requests, shared method objects, waiting that yields.
+
+Every computation of a page runs on :func:`xwp.compute.get_executor` (issue 14), never in the
+session's script thread: a stroke's prediction and maps at ``INTERACTIVE`` priority, a page's
+one-off work (weight patterns, the Home page's examples) at ``NORMAL``, trainings and
+comparisons as jobs (:mod:`xwp.app.jobs`). XWP and XWPᶜ objects are cached per model object
+and method, so concurrent strokes of all sessions on one model (the shared default model)
+carry the same batch key and run as one call.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+from xwp.attribution import METHODS
+from xwp.compute import INTERACTIVE, NORMAL, get_executor, is_batchable
+from xwp.explanation import attribution_key, attribution_method, method_problem, remember
+from xwp.scales import check_space
+
+FUTURES_KEY = "xwp_stroke_futures"  # the futures of this session's latest stroke (cancelled by the next)
+
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_method(
+    name: str, model: torch.nn.Module, initial_model: torch.nn.Module | None, space: str = "probability"
+) -> Any:
+    """Method ``name`` for ``model`` explaining score ``space``: one object per model object for batchable methods.
+
+    One object per (model, method) means one batch key, so the executor merges the strokes
+    of every session that explains the same model (:func:`xwp.compute.is_batchable`). Stochastic
+    or hook-based methods get a fresh object per request, as before.
+    """
+    with _SHARED_LOCK:
+        per_model = _SHARED.setdefault(model, {})
+        key = (name, id(initial_model), space)
+        method = per_model.get(key)
+    if method is None:
+        method = attribution_method(name, model, initial_model, space)
+        if not is_batchable(method):
+            return method
+        with _SHARED_LOCK:
+            method = per_model.setdefault(key, method)
+    return method
+
+
+def method_priority(name: str) -> int:
+    """``INTERACTIVE`` for the live methods (the registry's ``app-default`` tag), ``NORMAL`` for slower ones.
+
+    A Shapley map of one user then waits behind every other user's strokes instead of
+    holding them up.
+    """
+    return INTERACTIVE if "app-default" in METHODS[name].tags else NORMAL
+
+
+def _superseded() -> bool:
+    """Whether Streamlit asked this script run to stop, or to rerun the whole app (e.g. a new stroke).
+
+    Reads Streamlit 1.67's private request state; a fragment's timed rerun (the sidebar's
+    job panel) does not preempt a script run, so it does not count. Anything unexpected: False.
+    """
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    requests = getattr(get_script_run_ctx(suppress_warning=True), "script_requests", None)
+    name = getattr(getattr(requests, "_state", None), "name", "CONTINUE")
+    if name == "STOP":
+        return True
+    if name != "RERUN":
+        return False
+    data = getattr(requests, "_rerun_data", None)
+    return not (getattr(data, "fragment_id_queue", None) and not getattr(data, "is_fragment_scoped_rerun", False))
+
+
+def cancel_previous() -> None:
+    """Cancel the queued requests of this session's previous stroke (a newer input replaces it)."""
+    for f in st.session_state.pop(FUTURES_KEY, []):
+        f.cancel()
+
+
+def wait(futures: Mapping[str, Future]) -> dict[str, Any]:
+    """The results of ``futures``; if a rerun is requested meanwhile, cancel them and let the rerun happen."""
+    st.session_state[FUTURES_KEY] = list(futures.values())
+    pending = set(futures.values())
+    while pending:
+        _, pending = wait_futures(pending, timeout=0.05)
+        if pending and _superseded():
+            try:
+                st.empty()  # a Streamlit call: the point where the rerun request takes over
+            except BaseException:
+                for f in pending:
+                    f.cancel()  # a newer run replaces this one: drop what has not started
+                raise
+    st.session_state.pop(FUTURES_KEY, None)
+    return {k: f.result() for k, f in futures.items()}
+
+
+def run(fn: Callable[..., Any], *args: Any, priority: int = NORMAL, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on the executor (a page's one-off work), waiting like :func:`wait`."""
+    return wait({"r": get_executor().submit(fn, *args, priority=priority, **kwargs)})["r"]
+
+
+def stroke(
+    model: torch.nn.Module,
+    initial_model: torch.nn.Module | None,
+    memo_key: Any,
+    x: torch.Tensor,
+    target: int | None,
+    methods: Sequence[str],
+    memo: MutableMapping,
+    space: str = "probability",
+) -> np.ndarray:
+    """Predict ``x`` and compute its maps on the executor into ``memo``; return the probabilities ``(C,)``.
+
+    The maps land in ``memo`` under :func:`xwp.explanation.attribution_key`, where
+    :func:`xwp.explanation.explain` finds them, so the page shows what a direct call shows.
+    ``seconds`` of a map is the time of the executor call that made it (shared by the
+    strokes merged into it). ``space``: the score the maps explain (:data:`xwp.scales.SPACES`).
+    """
+    check_space(space)
+    cancel_previous()
+    executor = get_executor()
+    x = x.detach().reshape(1, 1, 28, 28).float()
+    probs = wait({"p": executor.predict(model, x)})["p"][0].double().numpy()
+    t = int(probs.argmax()) if target is None else int(target)
+    if not 0 <= t < len(probs):
+        return probs  # explain() says why
+    futures, keys = {}, {}
+    x64 = x.double()
+    for name in methods:
+        key = attribution_key(memo_key, name, t, x, space)
+        if key in memo or method_problem(name, initial_model is not None, model, x):
+            continue
+        method = shared_method(name, model, initial_model, space)
+        futures[name] = executor.attribute(method, x64, t, priority=method_priority(name))
+        keys[name] = key
+    for name, a in wait(futures).items():
+        f = futures[name]
+        remember(memo, keys[name], (a.detach().reshape(28, 28).double().numpy(), getattr(f, "seconds", 0.0)))
+    return probs
