@@ -328,12 +328,22 @@ def cmd_sanity(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _channels(text: str) -> tuple[int, ...]:
+    """``--channels``: comma-separated whole numbers (the sizes are checked with the rest of the CNN)."""
+    from xwp.models import parse_hidden
+
+    try:
+        return parse_hidden(text)
+    except XWPError:
+        raise XWPError(f"--channels must be whole numbers separated by commas, e.g. 32,64; got {text[:40]!r}") from None
+
+
 def cmd_study(args: argparse.Namespace) -> None:
     """Run the faithfulness study (Table 1 and Figures 3-6 over seeds)."""
     from xwp.data import DATASETS
     from xwp.faithfulness import OUTPUTS
     from xwp.removal import REMOVALS
-    from xwp.study import rank_check, run_study
+    from xwp.study import STUDY_ARCHS, rank_check, run_study
 
     datasets = list(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip()))
     unknown = [d for d in datasets if d not in DATASETS]
@@ -343,7 +353,8 @@ def cmd_study(args: argparse.Namespace) -> None:
     if needs and not args.data_dir:
         raise XWPError(f"{', '.join(needs)} need --data-dir (e.g. ../shared/data)")
     seeds = _seeds(args.seeds)
-    methods = _methods(args.methods)
+    methods = None if args.methods.strip().lower() == "study" else _methods(args.methods)
+    archs = _names(args.arch, list(STUDY_ARCHS), "architecture(s)")
     removals = _names(args.removal, list(REMOVALS), "removal(s)")
     outputs = _names(args.output, list(OUTPUTS), "output(s)")
     if args.address and args.executor != "ray":
@@ -367,6 +378,9 @@ def cmd_study(args: argparse.Namespace) -> None:
         executor=args.executor,
         address=args.address,
         ray_options={"num_cpus": args.ray_cpus} if args.ray_cpus else None,
+        archs=archs,
+        channels=_channels(args.channels),
+        kernel=args.kernel,
     )
     for line in rank_check(result.summary):
         print("warning:", line)
@@ -453,7 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", default="0,1,2")
     s.add_argument("--n", type=_positive, default=1000, help="test images per dataset and seed")
     s.add_argument("--epochs", type=_positive, default=10)
-    s.add_argument("--methods", default="all")
+    s.add_argument(
+        "--methods",
+        default="study",
+        help="method names, comma separated, 'all', or 'study' (default: the registry's study set on every "
+        "network, plus ad-occlusion on the CNN, since on an MLP it equals occlusion)",
+    )
+    s.add_argument("--arch", default="mlp", help="network families, comma separated: mlp, cnn (default mlp)")
+    s.add_argument("--channels", default="32,64", help="CNN: output channels of each conv block (default 32,64)")
+    s.add_argument("--kernel", type=_positive, default=3, help="CNN: square kernel size, padding kernel // 2")
     s.add_argument("--removal", default="zero", help="removal operator(s), comma separated: " + ", ".join(REMOVALS))
     s.add_argument("--output", default="softmax,logits", help="output space(s) explained and scored")
     s.add_argument(
