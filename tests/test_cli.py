@@ -291,4 +291,4 @@ def test_study_arch_reaches_the_study(tmp_path, monkeypatch, capsys):
     assert main(["study", "--datasets", "typeface", "--arch", "vit", "--out", str(tmp_path / "d")]) == 2
     assert "unknown architecture(s) vit; choose from mlp, cnn" in capsys.readouterr().err
     assert main(["study", "--datasets", "typeface", "--channels", "8,x", "--out", str(tmp_path / "e")]) == 2
-    assert "--channels must be whole numbers" in capsys.readouterr().err
+    assert "CNN channels must be whole numbers" in capsys.readouterr().err

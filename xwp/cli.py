@@ -328,22 +328,13 @@ def cmd_sanity(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
-def _channels(text: str) -> tuple[int, ...]:
-    """``--channels``: comma-separated whole numbers (the sizes are checked with the rest of the CNN)."""
-    from xwp.models import parse_hidden
-
-    try:
-        return parse_hidden(text)
-    except XWPError:
-        raise XWPError(f"--channels must be whole numbers separated by commas, e.g. 32,64; got {text[:40]!r}") from None
-
-
 def cmd_study(args: argparse.Namespace) -> None:
     """Run the faithfulness study (Table 1 and Figures 3-6 over seeds)."""
     from xwp.data import DATASETS
     from xwp.faithfulness import OUTPUTS
     from xwp.removal import REMOVALS
     from xwp.study import STUDY_ARCHS, rank_check, run_study
+    from xwp.train import TrainConfig
 
     datasets = list(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip()))
     unknown = [d for d in datasets if d not in DATASETS]
@@ -379,7 +370,7 @@ def cmd_study(args: argparse.Namespace) -> None:
         address=args.address,
         ray_options={"num_cpus": args.ray_cpus} if args.ray_cpus else None,
         archs=archs,
-        channels=_channels(args.channels),
+        channels=TrainConfig(arch="cnn", channels=args.channels).channels,  # one clear error for bad text
         kernel=args.kernel,
     )
     for line in rank_check(result.summary):
@@ -467,12 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", default="0,1,2")
     s.add_argument("--n", type=_positive, default=1000, help="test images per dataset and seed")
     s.add_argument("--epochs", type=_positive, default=10)
-    s.add_argument(
-        "--methods",
-        default="study",
-        help="method names, comma separated, 'all', or 'study' (default: the registry's study set on every "
-        "network, plus ad-occlusion on the CNN, since on an MLP it equals occlusion)",
-    )
+    s.add_argument("--methods", default="study", help="names, 'all' or 'study' (the study set; ad-occlusion: CNN only)")
     s.add_argument("--arch", default="mlp", help="network families, comma separated: mlp, cnn (default mlp)")
     s.add_argument("--channels", default="32,64", help="CNN: output channels of each conv block (default 32,64)")
     s.add_argument("--kernel", type=_positive, default=3, help="CNN: square kernel size, padding kernel // 2")
