@@ -109,8 +109,8 @@ CNN_CANNOT = (
     "**What this page cannot show for a CNN.** A first-layer channel of a CNN is one small kernel applied at "
     "every position, not one weight per pixel, so there are no 28x28 per-unit patterns, no order by class "
     "drive, no weighting by a test image's activations and no training replay here (those views are for "
-    "MLPs). Which pixels mattered for one prediction: the Explain page, where XWP resets the kernel weights "
-    "that see each pixel (docs/cnn.md)."
+    "MLPs). Which pixels mattered for one prediction: the Explain page, where XWP puts each pixel's share of "
+    "the kernel weights back at its initial value (docs/cnn.md)."
 )
 
 

@@ -66,6 +66,9 @@ def test_train_a_cnn_on_the_train_page(at):
     entry = at.session_state["xwp_models"]["tiny cnn"]
     assert entry.model.family == "cnn" and entry.model.channels == (4, 8) and entry.model.hidden == (16,)
     assert entry.has_initial and entry.meta["dataset"] == "digits"
+    at.switch_page("pages/weights.py").run()  # the trained CNN's kernels
+    assert_clean(at)
+    assert [d.proto.label for d in at.get("download_button")] == ["Kernel grid (PNG)", "Channel figure (PNG)"]
 
 
 def test_bad_cnn_sizes_are_one_clear_error(at):
