@@ -8,8 +8,8 @@ from xwp.app import train_page as glue
 from xwp.config import LIMITS
 from xwp.data import DATASETS
 from xwp.errors import XWPError
-from xwp.models import INITS
-from xwp.train import OPTIMIZERS, TrainConfig
+from xwp.models import CNN_MAX_KERNEL, INITS
+from xwp.train import ARCHS, OPTIMIZERS, TrainConfig
 
 MB = 1024 * 1024
 
@@ -71,12 +71,58 @@ def data_source(name: str) -> tuple[str | None, object | None]:
     return None, None
 
 
+ARCH_LABELS = {"mlp": "MLP", "cnn": "CNN"}
+
+
+def network_widgets(arch: str, col) -> dict:
+    """The network's sizes for ``arch`` (hidden sizes in ``col``; a CNN's channels and kernel on a row below).
+
+    Returns the :class:`~xwp.train.TrainConfig` arguments ``arch``, ``hidden`` and, for a CNN,
+    ``channels`` and ``kernel`` (checked when training starts).
+    """
+    if arch == "mlp":
+        hidden = col.text_input(
+            "Hidden layer sizes",
+            value="400,100",
+            key="train_hidden",
+            persist_state="session",
+            help=f"Comma separated, e.g. 400,100 (the paper) or 256; empty for none. At most "
+            f"{LIMITS.max_hidden_layers} layers of {LIMITS.max_hidden_width} units.",
+        )
+        return {"arch": "mlp", "hidden": hidden}
+    head = col.text_input(
+        "Dense head sizes",
+        value="128",
+        key="train_head",
+        persist_state="session",
+        help="Hidden layers of the dense head after the convolutions, comma separated; empty for none.",
+    )
+    k1, k2, _ = st.columns(3)
+    channels = k1.text_input(
+        "Conv channels",
+        value="32,64",
+        key="train_channels",
+        persist_state="session",
+        help="Output channels of each conv-ReLU-maxpool block, comma separated (1 to 4 blocks), e.g. 32,64.",
+    )
+    kernel = k2.number_input(
+        "Kernel size",
+        1,
+        CNN_MAX_KERNEL,
+        3,
+        key="train_kernel",
+        persist_state="session",
+        help="Square kernel of every convolution, padded by kernel // 2 so the size is kept before pooling.",
+    )
+    return {"arch": "cnn", "hidden": head, "channels": channels, "kernel": int(kernel)}
+
+
 def main() -> None:
     frame.routed("pages/train.py")
     st.title("Train a network")
     st.caption(
-        "A fully connected ReLU network; its initial weights are kept with it, which is what XWP needs. "
-        "The new model becomes the active one in the sidebar."
+        "A fully connected ReLU network (MLP) or a small convolutional one (CNN); its initial weights are kept "
+        "with it, which is what XWP needs. The new model becomes the active one in the sidebar."
     )
     left, right = st.columns([1, 1.4], gap="large")
     with left:
@@ -90,6 +136,17 @@ def main() -> None:
         )
         st.caption(DATASETS[name].description)
         data_dir, upload = data_source(name)
+        arch = st.segmented_control(
+            "Network",
+            list(ARCHS),
+            format_func=ARCH_LABELS.get,
+            default="mlp",
+            required=True,
+            key="train_arch",
+            persist_state="session",
+            help="MLP: dense ReLU layers (the paper's 784-400-100-10). CNN: conv-ReLU-maxpool blocks, then a "
+            "dense head; XWP perturbs its first convolution's kernels (docs/cnn.md).",
+        )
     if st.session_state.pop(session.CLEAR_NAME_KEY, False):
         st.session_state["train_name"] = ""  # a new run gets a new name, not the last run's
     with right, st.form("train_form", border=True):
@@ -101,14 +158,7 @@ def main() -> None:
             key="train_name",
             help="How the model is listed in the sidebar (default: dataset and architecture).",
         )
-        hidden = c2.text_input(
-            "Hidden layer sizes",
-            value="400,100",
-            key="train_hidden",
-            persist_state="session",
-            help=f"Comma separated, e.g. 400,100 (the paper) or 256; empty for none. At most "
-            f"{LIMITS.max_hidden_layers} layers of {LIMITS.max_hidden_width} units.",
-        )
+        network = network_widgets(arch, c2)
         epochs = c3.number_input(
             "Epochs",
             1,
@@ -172,7 +222,7 @@ def main() -> None:
                 config = TrainConfig(
                     dataset=name,
                     data_dir=data_dir,
-                    hidden=hidden,
+                    **network,
                     epochs=int(epochs),
                     lr=float(lr),
                     batch_size=int(batch),

@@ -1,4 +1,4 @@
-"""Weights: the first-layer weight patterns as 28x28 images (the paper's Figure 2)."""
+"""Weights: the first-layer weight patterns as 28x28 images (the paper's Figure 2), or a CNN's first kernels."""
 
 import streamlit as st
 
@@ -16,12 +16,9 @@ def main() -> None:
     frame.routed("pages/weights.py")
     entry = frame.require_model()
     st.title("First-layer weights")
-    if entry.model.family != "mlp":
-        st.info(
-            "This model is a CNN: its first layer is a set of small convolution kernels shared by every "
-            "position, not one 28x28 pattern per unit, so the per-unit patterns, the class drive and the "
-            "training replay shown here for MLPs do not apply. Explain and Compare work for CNNs."
-        )
+    if entry.model.family == "cnn":
+        with frame.user_errors():
+            kernel_view(entry)
         return
     width = entry.model.sizes[1]
     st.caption(
@@ -106,6 +103,70 @@ def main() -> None:
     if wp is not None and j is not None:
         with frame.user_errors():
             replay_view(entry, wp.order[:count], j)
+
+
+CNN_CANNOT = (
+    "**What this page cannot show for a CNN.** A first-layer channel of a CNN is one small kernel applied at "
+    "every position, not one weight per pixel, so there are no 28x28 per-unit patterns, no order by class "
+    "drive, no weighting by a test image's activations and no training replay here (those views are for "
+    "MLPs). Which pixels mattered for one prediction: the Explain page, where XWP puts each pixel's share of "
+    "the kernel weights back at its initial value (docs/cnn.md)."
+)
+
+
+def kernel_view(entry) -> None:
+    """A CNN's first convolution: every output channel's kernel initial | trained | change, one channel large."""
+    model = entry.model
+    k, n, c_in = model.kernel, model.channels[0], model.in_channels
+    st.caption(
+        f"The first layer is {n} convolution kernels of {k}x{k} weights (padding {model.padding}): each tile is "
+        "one output channel's kernel, the weights it applies to every patch of the image. Red excites, blue "
+        "inhibits; initial and trained share one colour scale so growth is visible, the change has its own."
+    )
+    in_channel = 0
+    if c_in > 1:
+        in_channel = st.selectbox(
+            "Input channel", range(c_in), key="weights_in_channel", help="Kernels are drawn for one input channel."
+        )
+    if not entry.has_initial:
+        st.info("This model has no initial state, so only its trained kernels can be shown.")
+    grid = glue.kernel_grid_png(entry, in_channel)
+    st.image(grid)
+    st.download_button(
+        "Kernel grid (PNG)",
+        grid,
+        "xwp-kernels.png",
+        "image/png",
+        on_click="ignore",
+        icon=":material/image:",
+        help="The figure as shown: every output channel's kernel, initial, trained and change.",
+    )
+    st.subheader("One channel: initial, trained, change")
+    pick, download, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
+    channel = pick.selectbox(
+        "Channel",
+        range(n),
+        format_func=lambda c: f"#{c}",
+        key=f"weights_channel_{entry.uid}",  # a new model starts at its first channel
+        help="Any output channel of the first convolution.",
+    )
+    png = glue.kernel_channel_png(entry, int(channel), in_channel)
+    figure, numbers = st.columns([2.2, 1], gap="medium")
+    figure.image(png)
+    download.download_button(
+        "Channel figure (PNG)",
+        png,
+        f"xwp-kernel-{channel}.png",
+        "image/png",
+        on_click="ignore",
+        icon=":material/image:",
+        help=f"The figure as shown: initial, trained and change of channel #{channel}'s {k}x{k} kernel.",
+    )
+    stats = glue.kernel_stats(entry)
+    numbers.table(stats.iloc[int(channel)].drop("channel").to_frame("value").style.format("{:.4g}"))
+    with st.expander("Every channel's numbers"):
+        st.dataframe(stats, hide_index=True)
+    st.info(CNN_CANNOT, icon=":material/info:")
 
 
 def unit_view(entry, wp) -> int:

@@ -266,3 +266,29 @@ def test_study_default_out_is_not_the_committed_results():
 
     args = build_parser().parse_args(["study"])
     assert args.out == "study-out" and not args.force
+
+
+def test_study_arch_reaches_the_study(tmp_path, monkeypatch, capsys):
+    """``study --arch mlp,cnn --channels --kernel``: the families, the CNN's sizes and the default method set."""
+    import xwp.study
+
+    seen = {}
+
+    def fake(datasets, seeds, **kw):
+        seen.update(kw, datasets=datasets, seeds=seeds)
+        return xwp.study.StudyResult(pd.DataFrame(), pd.DataFrame(columns=["dataset", "method"]), [])
+
+    monkeypatch.setattr(xwp.study, "run_study", fake)
+    argv = ["study", "--datasets", "typeface", "--arch", "mlp, cnn", "--channels", "8,16", "--kernel", "5"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert seen["archs"] == ["mlp", "cnn"] and seen["channels"] == (8, 16) and seen["kernel"] == 5
+    assert seen["methods"] is None  # the registry's study set, ad-occlusion added for the CNN by the study
+    assert main(["study", "--datasets", "typeface", "--out", str(tmp_path / "b")]) == 0
+    assert seen["archs"] == ["mlp"]
+    assert main(["study", "--datasets", "typeface", "--methods", "xwp", "--out", str(tmp_path / "c")]) == 0
+    assert seen["methods"] == ["xwp"]
+    capsys.readouterr()
+    assert main(["study", "--datasets", "typeface", "--arch", "vit", "--out", str(tmp_path / "d")]) == 2
+    assert "unknown architecture(s) vit; choose from mlp, cnn" in capsys.readouterr().err
+    assert main(["study", "--datasets", "typeface", "--channels", "8,x", "--out", str(tmp_path / "e")]) == 2
+    assert "CNN channels must be whole numbers" in capsys.readouterr().err

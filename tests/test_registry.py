@@ -109,12 +109,14 @@ def test_menu_order_is_unchanged_across_the_family_modules():
 def test_method_sets_are_registry_tags():
     from xwp.attribution import methods_tagged
     from xwp.evaluation import DEFAULT_METHODS
-    from xwp.study import FIGURE_METHODS, STUDY_METHODS
+    from xwp.study import CONV_STUDY_METHODS, FIGURE_METHODS, STUDY_METHODS
 
     assert methods_tagged("app-default") == ("xwp", "xwpc", "occlusion", "ig")
     assert methods_tagged("evaluate") == DEFAULT_METHODS
     assert set(DEFAULT_METHODS) == {"xwp", "xwpc", "occlusion", "shapley", "rise", "ig", "lrp", "random"}
-    assert STUDY_METHODS == methods_tagged("study") == tuple(METHODS)
+    # every method but AD occlusion, which equals occlusion on an MLP: the study adds it for CNNs only
+    assert STUDY_METHODS == methods_tagged("study") == tuple(m for m in METHODS if m != "ad-occlusion")
+    assert CONV_STUDY_METHODS == methods_tagged("study-conv") == ("ad-occlusion",)
     assert FIGURE_METHODS == methods_tagged("figure") == ("xwp", "xwpc", "occlusion", "shapley", "rise", "ig", "lrp")
     with pytest.raises(xwp.XWPError, match="unknown tag"):
         methods_tagged("favourites")

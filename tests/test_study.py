@@ -109,7 +109,9 @@ def test_tiny_study_end_to_end(tmp_path):
     assert info["epochs"] == 1 and info["methods"] == list(TINY["methods"]) and info["executor"] == "serial"
     md = (tmp_path / "study.md").read_text()
     assert "# Faithfulness study (6 test images" in md and "## Significant differences" in md
-    assert "### typeface, logits, zero removal" in md and "pairs significant)" in md
+    assert "### typeface, MLP, logits, zero removal" in md and "pairs significant)" in md
+    assert "## typeface, MLP 784-400-100-10 (test accuracy" in md
+    assert set(per_seed.arch) == {"mlp"} and set(tests.arch) == {"mlp"} and set(result.summary.arch) == {"mlp"}
     assert len(logged) == 3  # one line per seed, one at the end
 
 
@@ -146,7 +148,7 @@ def test_ray_study_equals_the_serial_one(tmp_path):
     pytest.importorskip("ray")
     import ray
 
-    kw = dict(TINY, seeds=(0,))
+    kw = dict(TINY, seeds=(0,), archs=("mlp", "cnn"), channels=(4, 8))
     serial = run_study(**kw, out_dir=tmp_path / "serial", log=lambda _: None)
     try:
         distributed = run_study(
@@ -159,3 +161,74 @@ def test_ray_study_equals_the_serial_one(tmp_path):
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert np.isfinite(a["deletion_auc_mean"]).all()
     pd.testing.assert_frame_equal(serial.tests, distributed.tests, check_exact=True)
+    assert list(dict.fromkeys(a.arch)) == ["mlp", "cnn"]
+
+
+def test_tiny_study_of_an_mlp_and_a_cnn(tmp_path):
+    """``archs=("mlp", "cnn")``: both networks per seed, an arch column everywhere, one section and figure each."""
+    result = run_study(
+        **dict(TINY, methods=("xwp", "random")),
+        archs=("mlp", "cnn"),
+        channels=(4, 8),
+        outputs=("softmax",),
+        out_dir=tmp_path,
+        log=lambda _: None,
+    )
+    per_seed = pd.read_csv(tmp_path / "per_seed.csv")
+    assert list(per_seed.columns[:4]) == ["dataset", "arch", "seed", "method"]
+    assert list(zip(per_seed.arch, per_seed.seed, strict=True)) == [
+        (a, s) for a in ("mlp", "cnn") for s in (0, 0, 1, 1)
+    ]
+    # each network's seeds are summarised apart: the CNN's rows are not averaged into the MLP's
+    summary = pd.read_csv(tmp_path / "study.csv")
+    assert len(summary) == 4 and (summary.seeds == 2).all()
+    for arch in ("mlp", "cnn"):
+        mine = per_seed[(per_seed.arch == arch) & (per_seed.method == "xwp")]
+        got = summary[(summary.arch == arch) & (summary.method == "xwp")].deletion_auc.item()
+        assert got == pytest.approx(mine.deletion_auc_mean.mean(), abs=1e-5)
+    timings = pd.read_csv(tmp_path / "timings.csv")
+    assert list(timings.arch) == ["mlp", "mlp", "cnn", "cnn"]
+    tests = pd.read_csv(tmp_path / "significance.csv")
+    assert list(tests.arch) == ["mlp"] * (len(tests) // 2) + ["cnn"] * (len(tests) // 2) and (tests.n == 12).all()
+    names = {p.name for p in result.files}
+    assert {f"{k}_typeface_{a}.png" for k in ("deletion", "heatmaps") for a in ("mlp", "cnn")} <= names
+    assert "deletion_typeface.png" not in names
+    md = (tmp_path / "study.md").read_text()
+    assert "## typeface, MLP 784-400-100-10 (test accuracy" in md
+    assert "## typeface, CNN 1x28x28 c4-c8 k3 p1 | 128-10 (test accuracy" in md
+    assert "### typeface, CNN, softmax, zero removal" in md and "| typeface (CNN) / tmnist | XWP |" in md
+    info = json.loads((tmp_path / "study.json").read_text())
+    assert info["archs"] == ["mlp", "cnn"] and info["methods_per_arch"]["cnn"] == ["xwp", "random"]
+
+
+def test_default_methods_add_ad_occlusion_for_the_cnn_only(tmp_path, monkeypatch):
+    """AD occlusion equals occlusion on an MLP: by default the study runs it on CNNs only."""
+    import xwp.study
+    from xwp.attribution import METHODS
+
+    seen = []
+
+    def stop(plan, *args):
+        seen.append(plan)
+        raise RuntimeError("planned")
+
+    monkeypatch.setattr(xwp.study, "run_cells", stop)
+    with pytest.raises(RuntimeError, match="planned"):
+        run_study(("typeface",), (0,), n=4, epochs=1, archs=("mlp", "cnn"), out_dir=tmp_path, log=lambda _: None)
+    plan = seen[0]
+    assert plan.methods_for("mlp") == tuple(m for m in METHODS if m != "ad-occlusion")
+    assert plan.methods_for("cnn") == (*plan.methods_for("mlp"), "ad-occlusion")
+    assert plan.config("typeface", "cnn", 0).arch == "cnn" and plan.config("typeface", "mlp", 0).hidden == (400, 100)
+    with pytest.raises(RuntimeError, match="planned"):  # methods given: exactly those, on every network
+        run_study(("typeface",), (0,), n=4, epochs=1, methods=("ad-occlusion",), archs=("mlp",), out_dir=tmp_path)
+    assert seen[1].methods_for("mlp") == seen[1].methods_for("cnn") == ("ad-occlusion",)
+
+
+def test_unknown_arch_and_bad_cnn_sizes_stop_before_training(tmp_path):
+    from xwp.errors import XWPError
+
+    with pytest.raises(XWPError, match="unknown architecture"):
+        run_study(**TINY, archs=("vit",), out_dir=tmp_path)
+    with pytest.raises(XWPError):
+        run_study(**TINY, archs=("cnn",), kernel=40, out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -333,7 +333,8 @@ def cmd_study(args: argparse.Namespace) -> None:
     from xwp.data import DATASETS
     from xwp.faithfulness import OUTPUTS
     from xwp.removal import REMOVALS
-    from xwp.study import rank_check, run_study
+    from xwp.study import STUDY_ARCHS, rank_check, run_study
+    from xwp.train import TrainConfig
 
     datasets = list(dict.fromkeys(d.strip() for d in args.datasets.split(",") if d.strip()))
     unknown = [d for d in datasets if d not in DATASETS]
@@ -343,7 +344,8 @@ def cmd_study(args: argparse.Namespace) -> None:
     if needs and not args.data_dir:
         raise XWPError(f"{', '.join(needs)} need --data-dir (e.g. ../shared/data)")
     seeds = _seeds(args.seeds)
-    methods = _methods(args.methods)
+    methods = None if args.methods.strip().lower() == "study" else _methods(args.methods)
+    archs = _names(args.arch, list(STUDY_ARCHS), "architecture(s)")
     removals = _names(args.removal, list(REMOVALS), "removal(s)")
     outputs = _names(args.output, list(OUTPUTS), "output(s)")
     if args.address and args.executor != "ray":
@@ -367,6 +369,9 @@ def cmd_study(args: argparse.Namespace) -> None:
         executor=args.executor,
         address=args.address,
         ray_options={"num_cpus": args.ray_cpus} if args.ray_cpus else None,
+        archs=archs,
+        channels=TrainConfig(arch="cnn", channels=args.channels).channels,  # one clear error for bad text
+        kernel=args.kernel,
     )
     for line in rank_check(result.summary):
         print("warning:", line)
@@ -453,7 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", default="0,1,2")
     s.add_argument("--n", type=_positive, default=1000, help="test images per dataset and seed")
     s.add_argument("--epochs", type=_positive, default=10)
-    s.add_argument("--methods", default="all")
+    s.add_argument("--methods", default="study", help="names, 'all' or 'study' (the study set; ad-occlusion: CNN only)")
+    s.add_argument("--arch", default="mlp", help="network families, comma separated: mlp, cnn (default mlp)")
+    s.add_argument("--channels", default="32,64", help="CNN: output channels of each conv block (default 32,64)")
+    s.add_argument("--kernel", type=_positive, default=3, help="CNN: square kernel size, padding kernel // 2")
     s.add_argument("--removal", default="zero", help="removal operator(s), comma separated: " + ", ".join(REMOVALS))
     s.add_argument("--output", default="softmax,logits", help="output space(s) explained and scored")
     s.add_argument(

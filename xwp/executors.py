@@ -1,8 +1,8 @@
 """Where the study's cells run: in this process (the default) or as Ray tasks, locally or on a cluster.
 
-A study is a grid of cells (dataset, seed, method). Each (dataset, seed) first trains one
-model (:func:`train_cell`); each cell then evaluates one method on that model's seeded test
-sample (:func:`evaluate_cell`). Both executors call the same two functions with the same
+A study is a grid of cells (dataset, arch, seed, method). Each (dataset, arch, seed) first
+trains one model, an MLP or a CNN (:func:`train_cell`); each cell then evaluates one method
+on that model's seeded test sample (:func:`evaluate_cell`). Both executors call the same two functions with the same
 arguments, so a Ray run gives the same numbers as the serial one (the same torch build and
 thread count assumed: Ray gives a task ``num_cpus`` threads, 1 by default).
 
@@ -24,14 +24,20 @@ from xwp.data import DATASETS, load_dataset
 from xwp.devices import default_device
 from xwp.errors import XWPError
 from xwp.evaluation import Evaluation, evaluate
-from xwp.train import TrainConfig, fit
+from xwp.train import ARCHS, TrainConfig, fit
 
 EXECUTORS = ("serial", "ray")
 
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What every cell needs: the grid and the evaluation settings."""
+    """What every cell needs: the grid, the networks and the evaluation settings.
+
+    ``archs``: the network families trained per (dataset, seed), ``"mlp"`` and/or ``"cnn"``.
+    ``hidden`` are the MLP's hidden sizes; ``channels``, ``kernel`` and ``head`` (its dense
+    hidden sizes) the CNN's. ``methods`` run on every model; ``conv_methods`` are added for a
+    CNN only (methods that equal another one on an MLP, e.g. ``ad-occlusion``).
+    """
 
     datasets: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -43,6 +49,27 @@ class StudyPlan:
     removals: tuple[str, ...] = ("zero",)
     sensitivity_samples: int = 0
     hidden: tuple[int, ...] = (400, 100)
+    archs: tuple[str, ...] = ("mlp",)
+    channels: tuple[int, ...] = (32, 64)
+    kernel: int = 3
+    head: tuple[int, ...] = (128,)
+    conv_methods: tuple[str, ...] = ()
+
+    def methods_for(self, arch: str) -> tuple[str, ...]:
+        """The methods evaluated on an ``arch`` model: ``methods``, plus ``conv_methods`` for a CNN."""
+        if arch != "cnn" or not self.conv_methods:
+            return self.methods
+        return tuple(dict.fromkeys((*self.methods, *self.conv_methods)))
+
+    def config(self, dataset: str, arch: str, seed: int) -> TrainConfig:
+        """The :class:`~xwp.train.TrainConfig` of the (dataset, arch, seed) model (checked)."""
+        if arch not in ARCHS:
+            raise XWPError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
+        sizes = {"hidden": self.hidden} if arch == "mlp" else {"hidden": self.head}
+        if arch == "cnn":
+            sizes.update(channels=self.channels, kernel=self.kernel)
+        ddir = _data_dir(self, dataset)
+        return TrainConfig(dataset=dataset, data_dir=ddir, epochs=self.epochs, seed=seed, arch=arch, **sizes).check()
 
 
 @dataclass
@@ -56,11 +83,11 @@ class Trained:
 
 @dataclass
 class CellResults:
-    """Per (dataset, seed): the model's facts and one :class:`Evaluation` per method (plan order)."""
+    """Per (dataset, arch, seed): the model's facts and one :class:`Evaluation` per method (plan order)."""
 
-    trained: dict[tuple[str, int], Trained] = field(default_factory=dict)
-    evaluations: dict[tuple[str, int], list[Evaluation]] = field(default_factory=dict)
-    seconds: dict[tuple[str, int], float] = field(default_factory=dict)
+    trained: dict[tuple[str, str, int], Trained] = field(default_factory=dict)
+    evaluations: dict[tuple[str, str, int], list[Evaluation]] = field(default_factory=dict)
+    seconds: dict[tuple[str, str, int], float] = field(default_factory=dict)
 
 
 def _data_dir(plan: StudyPlan, dataset: str) -> str | None:
@@ -68,12 +95,12 @@ def _data_dir(plan: StudyPlan, dataset: str) -> str | None:
     return plan.data_dir if dataset in DATASETS and DATASETS[dataset].needs_path else None
 
 
-def train_cell(plan: StudyPlan, dataset: str, seed: int) -> Trained:
-    """Train the study's MLP for one (dataset, seed) on the default device, moved to the CPU."""
-    ddir = _data_dir(plan, dataset)
+def train_cell(plan: StudyPlan, dataset: str, seed: int, arch: str = "mlp") -> Trained:
+    """Train the study's ``arch`` network for one (dataset, seed) on the default device, moved to the CPU."""
+    config = plan.config(dataset, arch, seed)
+    ddir = config.data_dir
     train_set, test_set = load_dataset(dataset, "train", ddir), load_dataset(dataset, "test", ddir)
     t0 = time.perf_counter()
-    config = TrainConfig(dataset=dataset, data_dir=ddir, hidden=plan.hidden, epochs=plan.epochs, seed=seed)
     fitted = fit(config, train_set, test_set, device=default_device())
     return Trained(fitted.model.cpu().eval(), fitted.history.test_accuracy[-1], time.perf_counter() - t0)
 
@@ -102,23 +129,30 @@ def evaluate_cell(plan: StudyPlan, model: torch.nn.Module, dataset: str, seed: i
 def run_serial(plan: StudyPlan, log: Callable[[str], None] = print) -> CellResults:
     """Every cell in this process, one after the other (no Ray import)."""
     out = CellResults()
-    for dataset in plan.datasets:
-        for seed in plan.seeds:
-            trained = train_cell(plan, dataset, seed)
-            t0 = time.perf_counter()
-            evs = [evaluate_cell(plan, trained.model, dataset, seed, m) for m in plan.methods]
-            out.trained[(dataset, seed)] = trained
-            out.evaluations[(dataset, seed)] = evs
-            out.seconds[(dataset, seed)] = time.perf_counter() - t0
-            log(_line(plan, dataset, seed, trained, out.seconds[(dataset, seed)]))
+    for key in _grid(plan):
+        dataset, arch, seed = key
+        trained = train_cell(plan, dataset, seed, arch)
+        t0 = time.perf_counter()
+        evs = [evaluate_cell(plan, trained.model, dataset, seed, m) for m in plan.methods_for(arch)]
+        out.trained[key] = trained
+        out.evaluations[key] = evs
+        out.seconds[key] = time.perf_counter() - t0
+        log(_line(plan, key, trained, out.seconds[key]))
     return out
 
 
-def _line(plan: StudyPlan, dataset: str, seed: int, trained: Trained, seconds: float) -> str:
-    """One log line per (dataset, seed)."""
+def _grid(plan: StudyPlan) -> list[tuple[str, str, int]]:
+    """Every (dataset, arch, seed) of the plan, in the order the tables list them."""
+    return [(d, a, s) for d in plan.datasets for a in plan.archs for s in plan.seeds]
+
+
+def _line(plan: StudyPlan, key: tuple[str, str, int], trained: Trained, seconds: float) -> str:
+    """One log line per (dataset, arch, seed)."""
+    dataset, arch, seed = key
+    methods = plan.methods_for(arch)
     return (
-        f"{dataset} seed {seed}: accuracy {trained.test_accuracy:.4f}, train {trained.seconds:.0f} s, "
-        f"evaluate {plan.n} images x {len(plan.methods)} methods x {len(plan.outputs)} outputs {seconds:.0f} s"
+        f"{dataset} {arch} seed {seed}: accuracy {trained.test_accuracy:.4f}, train {trained.seconds:.0f} s, "
+        f"evaluate {plan.n} images x {len(methods)} methods x {len(plan.outputs)} outputs {seconds:.0f} s"
     )
 
 
@@ -128,7 +162,7 @@ def run_ray(
     log: Callable[[str], None] = print,
     init_options: dict[str, Any] | None = None,
 ) -> CellResults:
-    """Each (dataset, seed) training and each (dataset, seed, method) cell as a Ray task.
+    """Each (dataset, arch, seed) training and each (dataset, arch, seed, method) cell as a Ray task.
 
     ``address``: a running cluster (``"auto"``, ``"ray://host:10001"``); None starts a local
     Ray on this machine (``init_options`` go to ``ray.init``, e.g. ``num_cpus``).
@@ -143,18 +177,18 @@ def run_ray(
     train_task = ray.remote(train_cell)
     eval_task = ray.remote(evaluate_cell)
     plan_ref = ray.put(plan)
-    models = {(d, s): train_task.remote(plan_ref, d, s) for d in plan.datasets for s in plan.seeds}
+    models = {(d, a, s): train_task.remote(plan_ref, d, s, a) for d, a, s in _grid(plan)}
     out = CellResults()
     cells = {}
-    for (d, s), ref in models.items():
+    for (d, a, s), ref in models.items():
         model_ref = _model_ref(ray, ref)
-        cells[(d, s)] = [eval_task.remote(plan_ref, model_ref, d, s, m) for m in plan.methods]
-    for (d, s), ref in models.items():
+        cells[(d, a, s)] = [eval_task.remote(plan_ref, model_ref, d, s, m) for m in plan.methods_for(a)]
+    for key, ref in models.items():
         t0 = time.perf_counter()
-        out.trained[(d, s)] = ray.get(ref)
-        out.evaluations[(d, s)] = ray.get(cells[(d, s)])
-        out.seconds[(d, s)] = time.perf_counter() - t0
-        log(_line(plan, d, s, out.trained[(d, s)], out.seconds[(d, s)]) + " (Ray; wall time seen by the driver)")
+        out.trained[key] = ray.get(ref)
+        out.evaluations[key] = ray.get(cells[key])
+        out.seconds[key] = time.perf_counter() - t0
+        log(_line(plan, key, out.trained[key], out.seconds[key]) + " (Ray; wall time seen by the driver)")
     return out
 
 

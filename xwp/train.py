@@ -291,7 +291,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         hidden = DEFAULT_HIDDEN.get(self.arch, ()) if self.hidden is None else self.hidden
         object.__setattr__(self, "hidden", parse_hidden(hidden))
-        object.__setattr__(self, "channels", parse_hidden(self.channels))
+        try:
+            object.__setattr__(self, "channels", parse_hidden(self.channels))
+        except XWPError:
+            raise XWPError(
+                f"CNN channels must be whole numbers separated by commas, e.g. 32,64; got {str(self.channels)[:40]!r}"
+            ) from None
 
     @property
     def fit_kwargs(self) -> dict[str, Any]:

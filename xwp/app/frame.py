@@ -169,6 +169,7 @@ def sidebar() -> None:
         acc = entry.test_accuracy
         rows = [
             ("Dataset", entry.dataset_label()),  # shown with st.text below: no escaping
+            ("Family", {"mlp": "MLP (fully connected)", "cnn": "CNN (convolutional)"}.get(entry.model.family, "other")),
             ("Architecture", entry.model.describe()),
             ("Test accuracy", f"{acc:.1%}" if acc is not None else "not recorded"),
             ("Initial state", "kept (XWP works)" if entry.has_initial else "missing (no XWP/XWPᶜ)"),

@@ -141,7 +141,7 @@ class DefaultTrainer:
             ctx.tick()
 
         config = default_config()
-        model = build_model(config, 784, 10)
+        model = build_model(config, (1, 28, 28), 10)  # one image's shape: an MLP or a CNN
         recorder = SnapshotRecorder(model, then=progress)  # for the Weights page's training replay
         fitted = fit(config, model=model, progress=recorder, report_every=10)
         atomic_write(snapshots_path(self.path), snapshot_bytes(recorder.snapshots))

@@ -61,7 +61,7 @@ def train_model(
         train_set = dataset(config.dataset, "train", config.data_dir)
         test = dataset(config.dataset, "test", config.data_dir)
         source = ("folder", safe.visitor_path(config.data_dir)) if config.data_dir else None
-    model = build_model(config, train_set.images[0].numel(), len(train_set.classes))
+    model = build_model(config, tuple(train_set.images[0].shape), len(train_set.classes))  # (1, 28, 28): MLP or CNN
     owner = jobs.owner()
     taken = {r.extra.get("name") for r in jobs.running(owner, "training")}
     base = name.strip() or f"{config.dataset} {model.describe()}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xwp import patterns, plots, replay
+from xwp import kernels, patterns, plots, replay
 from xwp.app import work, workspace_glue
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import test_set
@@ -94,3 +94,36 @@ def _replay_grid(snaps: dict[int, np.ndarray], epoch: int, units: list[int]) -> 
         title=f"Epoch {epoch}: change since initialisation (scale of the last epoch)",
     )
     return plots.png_bytes(fig, dpi=plots.FIG_DPI)
+
+
+def _kernels(entry: SessionModel) -> tuple[np.ndarray | None, np.ndarray]:
+    """``entry``'s first-layer kernels (initial or None, trained), kept for the latest model."""
+    store = memo()
+    if store.get("kernels", (None,))[0] != entry.uid:
+        store["kernels"] = (entry.uid, kernels.first_kernels(entry.model, entry.initial_model))
+    return store["kernels"][1]
+
+
+def kernel_grid_png(entry: SessionModel, in_channel: int = 0) -> bytes:
+    """A CNN's first-layer kernels, initial | trained | change per output channel, as PNG (see :mod:`xwp.kernels`)."""
+    store = memo()
+    key = ("kernel_grid", entry.uid, in_channel)
+    if store.get("kernel_grid", (None,))[0] != key:
+        w0, w1 = _kernels(entry)
+        store["kernel_grid"] = (key, kernels.kernel_grid_png(w0, w1, in_channel, dpi=plots.FIG_DPI))
+    return store["kernel_grid"][1]
+
+
+def kernel_channel_png(entry: SessionModel, channel: int, in_channel: int = 0) -> bytes:
+    """One output channel's kernel large: initial | trained | change with values, as PNG."""
+    store = memo()
+    key = ("kernel_channel", entry.uid, channel, in_channel)
+    if store.get("kernel_channel", (None,))[0] != key:
+        w0, w1 = _kernels(entry)
+        store["kernel_channel"] = (key, kernels.kernel_channel_png(w0, w1, channel, in_channel, dpi=plots.FIG_DPI))
+    return store["kernel_channel"][1]
+
+
+def kernel_stats(entry: SessionModel) -> pd.DataFrame:
+    """Per output channel: kernel norms, change, relative change, cosine (see :func:`xwp.kernels.kernel_stats`)."""
+    return kernels.kernel_stats(*_kernels(entry))

@@ -161,7 +161,7 @@ def deactivate(model: nn.Module, inputs: torch.Tensor, keep_mask: torch.Tensor |
     "Drop of the target probability when a window is removed by activation-deactivation.",
     "Chanchal, Kelly & Chockler 2025 (MLP: exact, = zero occlusion; ConvAD: our reading)",
     rank=150,
-    tags=("study",),
+    tags=("study-conv",),  # on an MLP it equals occlusion (tested): the study runs it for CNNs only
 )
 class ActivationDeactivation(Method):
     """Occlusion-style attribution with AD removal: ``score(x) - score(x with a window deactivated)``.

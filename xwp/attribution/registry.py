@@ -22,8 +22,10 @@ from xwp.attribution.common import Target
 from xwp.errors import XWPError
 
 #: the tags in use: ``app-default`` (Explain page), ``evaluate`` (default of :func:`xwp.evaluate`
-#: and the Compare page), ``study`` (:func:`xwp.study.run_study`), ``figure`` (study figures)
-TAGS = ("app-default", "evaluate", "study", "figure")
+#: and the Compare page), ``study`` (:func:`xwp.study.run_study`, every network), ``study-conv``
+#: (the study's CNNs only: a method that equals another one on an MLP, so it would only repeat
+#: that method's row there), ``figure`` (study figures)
+TAGS = ("app-default", "evaluate", "study", "study-conv", "figure")
 
 
 class Method:
