@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests import test_app as base
-from tests.test_app import assert_clean, button, models, shown, upload_checkpoint
+from tests.test_app import assert_clean, button, models, shown, upload_checkpoint, wait_for_jobs
 
 app_env = base.app_env  # the module's private cache and 1-epoch default model
 at = base.at  # a fresh session on the home page
@@ -41,7 +41,7 @@ def train_cnn(app, dataset: str = "digits", name: str = "tiny cnn"):
     app.text_input(key="train_head").set_value("16")
     app.text_input(key="train_name").set_value(name)
     button(app, "Train").click().run()
-    return app
+    return wait_for_jobs(app)  # training is a job (xwp/app/jobs.py): collect it
 
 
 def test_train_page_offers_the_architecture(at):
