@@ -738,6 +738,22 @@ def test_explain_initial_state_view_is_opt_in(at):
     assert any("exactly Occlusion with baseline 0" in c.value for c in at.caption)
 
 
+def test_compare_offers_the_three_score_spaces(at):
+    from xwp.scales import MEANING
+
+    at.switch_page("pages/compare.py").run()
+    picker = at.multiselect(key="compare_outputs")
+    assert picker.options == ["Probability (paper)", "Logits", "Log-odds"]
+    assert picker.value == ["softmax", "logits"]  # the default stays the two spaces of the protocol
+    at.multiselect(key="compare_methods").set_value(["xwp", "occlusion"])
+    at.number_input(key="compare_n").set_value(3)
+    picker.set_value(["log-odds"])
+    button(at, "Run comparison").click().run()
+    assert_clean(at)
+    assert list(at.dataframe[0].value["method"]) == ["XWP", "Occlusion", "Random"]
+    assert any(MEANING["log-odds"] in c.value and "raw log-odds" in c.value for c in at.caption)
+
+
 def noisy_photo(digit: str = "7", noise: float = 0.12, seed: int = 0) -> bytes:
     """A dark digit on light paper with a lighting gradient and Gaussian noise, as PNG bytes."""
     import numpy as np
