@@ -9,11 +9,12 @@ from xwp.app.safe import md
 from xwp.attribution import METHODS
 from xwp.config import LIMITS
 from xwp.evaluation import DEFAULT_METHODS
-from xwp.faithfulness import OUTPUTS
+from xwp.faithfulness import DEFAULT_OUTPUTS, OUTPUTS, SPACE
 from xwp.metrics import METRICS, PINNED
 from xwp.removal import REMOVALS
+from xwp.scales import LABELS, MEANING
 
-OUTPUT_LABELS = {"softmax": "probability (softmax)", "logits": "logit"}
+OUTPUT_LABELS = {o: LABELS[SPACE[o]] for o in OUTPUTS}  # the Explain page's names: Probability (paper), ...
 
 
 def settings_form(entry):
@@ -54,12 +55,13 @@ def settings_form(entry):
         outputs = c4.multiselect(
             "Output spaces",
             list(OUTPUTS),
-            default=list(OUTPUTS),
+            default=list(DEFAULT_OUTPUTS),
             format_func=OUTPUT_LABELS.get,
             key="compare_outputs",
             persist_state="session",
-            help="What each method explains and what the curves score: the true class's probability or its logit. "
-            "The winner can change with the space, so both are evaluated by default.",
+            help="What each method explains and what the curves score: the true class's probability (the paper's), "
+            "its log-odds log(p / (1 − p)), which do not saturate when p is near 1, or its logit. The winner can "
+            "change with the space, so probability and logits are evaluated by default.",
         )
         removal = c5.selectbox(
             "Removal: what a removed pixel becomes",
@@ -140,7 +142,8 @@ def show_results(result) -> None:
     st.caption(
         "Mean over images [bootstrap 95 % interval of the mean] and the median; best mean per metric in bold "
         "(random excluded). ↑: higher is better, ↓: lower is better. Scores are the true class's raw "
-        f"{OUTPUT_LABELS[output]}, never divided by its intact value, so no single image dominates."
+        f"{OUTPUT_LABELS[output].lower()}, never divided by its intact value, so no single image dominates. "
+        + MEANING[SPACE[output]]
     )
     with st.expander("Which differences are real? (paired Wilcoxon tests, Holm-corrected)", expanded=False):
         shown = [m for m in PINNED if ev.per_image[m].notna().any()]

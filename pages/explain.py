@@ -212,6 +212,7 @@ def main() -> None:
                 heatmaps(ex)
     if ex.maps:
         downloads(ex, what)
+    glue.initial_state_view(entry, x, ex)  # opt-in, below the downloads: the projector layout is unchanged
 
 
 def heatmaps(ex: Explanation) -> None:

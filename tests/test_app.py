@@ -964,6 +964,41 @@ def test_score_spaces_caption_and_invisible_maps_warning(at):
     assert any("Score: Logits" in c.value for c in at.caption)
 
 
+def test_explain_initial_state_view_is_opt_in(at):
+    at.switch_page("pages/explain.py").run()
+    at.segmented_control(key="explain_source").set_value("test").run()
+    assert_clean(at)
+    images = len(at.get("image"))
+    assert not at.toggle(key="explain_initial").value  # off by default: the layout is unchanged
+    assert not any("Spearman" in c.value for c in at.caption)
+    at.toggle(key="explain_initial").set_value(True).run()
+    assert_clean(at)
+    assert len(at.get("image")) == images + 3  # XWP, 2 × Occlusion, their difference
+    [text] = [c.value for c in at.caption if "Spearman" in c.value]
+    assert "exactly 2 × Occlusion with baseline 0" in text and "non-zero pixels: " in text
+    rho = float(re.search(r"non-zero pixels: (-?[0-9]+\.[0-9]+)", text).group(1))
+    assert -1 <= rho <= 1
+    at.selectbox(key="explain_space").set_value("log-odds").run()
+    assert_clean(at)
+    assert any("exactly Occlusion with baseline 0" in c.value for c in at.caption)
+
+
+def test_compare_offers_the_three_score_spaces(at):
+    from xwp.scales import MEANING
+
+    at.switch_page("pages/compare.py").run()
+    picker = at.multiselect(key="compare_outputs")
+    assert picker.options == ["Probability (paper)", "Logits", "Log-odds"]
+    assert picker.value == ["softmax", "logits"]  # the default stays the two spaces of the protocol
+    at.multiselect(key="compare_methods").set_value(["xwp", "occlusion"])
+    at.number_input(key="compare_n").set_value(3)
+    picker.set_value(["log-odds"])
+    button(at, "Run comparison").click().run()
+    assert_clean(at)
+    assert list(at.dataframe[0].value["method"]) == ["XWP", "Occlusion", "Random"]
+    assert any(MEANING["log-odds"] in c.value and "raw log-odds" in c.value for c in at.caption)
+
+
 def noisy_photo(digit: str = "7", noise: float = 0.12, seed: int = 0) -> bytes:
     """A dark digit on light paper with a lighting gradient and Gaussian noise, as PNG bytes."""
     import numpy as np

@@ -105,12 +105,12 @@ def test_evaluate_writes_the_table(checkpoint, tmp_path):
     r = run("evaluate", "--checkpoint", str(checkpoint), "--methods", "xwp", "--n", "20", "--output", "softmax")
     assert r.returncode == 2  # --out is required
     r = run(
-        "evaluate", "--checkpoint", str(checkpoint), "--methods", "xwp", "--n", "20", "--output", "softmax",
+        "evaluate", "--checkpoint", str(checkpoint), "--methods", "xwp", "--n", "20", "--output", "softmax,log-odds",
         "--sensitivity-samples", "0", "--correct-only", "--out", str(only),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     n_correct = pd.read_csv(only)["n"].iloc[0]
-    assert 0 < n_correct <= 20 and len(pd.read_csv(only)) == 1
+    assert 0 < n_correct <= 20 and list(pd.read_csv(only)["output"]) == ["softmax", "log-odds"]
 
 
 def test_sanity_writes_one_row_per_method_and_layer(checkpoint, tmp_path):

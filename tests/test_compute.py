@@ -145,9 +145,18 @@ def test_requests_with_other_targets_mode_or_shape_do_not_merge(ex):
     assert ex.stats["calls"] - calls == 3
 
 
+class BatchSeeded:
+    """A stochastic method whose draws depend on the batch (one generator per call)."""
+
+    def attribute(self, inputs, target=None):
+        """Uniform draws from one generator seeded 0 per call."""
+        return torch.rand(inputs.shape, generator=torch.Generator().manual_seed(0))
+
+
 def test_stochastic_methods_are_not_batched(ex):
-    method = RandomAttribution(random_trained_mlp((16, 6, 3)))
+    method = BatchSeeded()
     assert not is_batchable(method)
+    assert is_batchable(RandomAttribution(random_trained_mlp((16, 6, 3))))  # one generator per image
     assert is_batchable(XWP(random_trained_mlp((16, 6, 3))))
     release = block(ex)
     calls = ex.stats["calls"]

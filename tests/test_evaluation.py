@@ -63,10 +63,10 @@ def test_correct_only_filters_tables_curves_and_tests(trained, typeface):
 
 def test_scores_do_not_depend_on_the_batch_size(trained, typeface):
     kw = dict(n=12, seed=1, outputs=("softmax",), sensitivity_samples=0)
-    # occlusion's maps are 0 on the black background: many ties, broken per (seed, image index)
-    # (random's maps themselves are drawn per batch, so it is left out here)
-    a = evaluate(trained, typeface[1], ["occlusion"], batch_size=12, **kw)
-    b = evaluate(trained, typeface[1], ["occlusion"], batch_size=5, **kw)
+    # occlusion's maps are 0 on the black background: many ties, broken per (seed, image index);
+    # random's maps are drawn per image from (seed, the image's values), so it joins in
+    a = evaluate(trained, typeface[1], ["occlusion", "random"], batch_size=12, **kw)
+    b = evaluate(trained, typeface[1], ["occlusion", "random"], batch_size=5, **kw)
     for m in ("deletion_auc", "insertion_auc", "srg", "average_drop"):
         np.testing.assert_allclose(a.per_image[m], b.per_image[m], rtol=1e-6, atol=1e-9, err_msg=m)
 
@@ -171,3 +171,33 @@ def test_float64_model(trained, typeface):
         t64, t32 = ev.table.set_index("method"), ev32.table.set_index("method")
         for m in expected:  # float32 and float64 differ by rounding only (~1e-7 seen)
             assert abs(t64.loc[name, f"{m}_mean"] - t32.loc[name, f"{m}_mean"]) < 1e-5, (name, m)
+
+
+def test_log_odds_output_space_against_direct_calls(trained, typeface):
+    import torch
+
+    from xwp import faithfulness as F
+    from xwp.attribution import XWP, make_method
+    from xwp.scales import log_odds, xwp_log_odds
+
+    ev = evaluate(trained, typeface[1], ["xwp", "occlusion"], n=6, seed=2, outputs=("log-odds",), sensitivity_samples=0)
+    assert set(ev.table["output"]) == {"log-odds"} and ev.outputs == ["log-odds"]
+    sample = typeface[1].sample(6, 2)
+    x, y = sample.images, sample.labels
+    maps = {
+        "xwp": XWP(trained, output=xwp_log_odds).attribute(x, target=y),  # indicator sum = the target's log-odds
+        "occlusion": make_method("occlusion", trained, output=log_odds).attribute(x, target=y),
+    }
+    with torch.no_grad():
+        p = torch.softmax(trained(x).double(), 1)
+    want0 = torch.log(p.gather(1, y[:, None])[:, 0]) - torch.log1p(-p.gather(1, y[:, None])[:, 0])
+    for name, attr in maps.items():
+        rows = ev.per_image[ev.per_image.method == name].sort_values("image")
+        curves = F.curves(trained, x, y, attr, output="log-odds")
+        np.testing.assert_allclose(rows["deletion_auc"], F.auc(curves).double().numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            ev.curves[(name, "log-odds", "zero")]["deletion"], curves.numpy(), rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(curves[:, 0].double().numpy(), want0.numpy(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(xwp.XWPError, match="log-odds"):
+        evaluate(trained, typeface[1], ["xwp"], n=2, outputs=("odds",))

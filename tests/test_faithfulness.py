@@ -26,9 +26,16 @@ def setup():
     return model, x, y, attr
 
 
+def of_logits(z, t, output):
+    """The slow reference score of one logit vector: p_t, z_t or log p_t - log(sum of the other p)."""
+    p = torch.softmax(z, 0)
+    if output == "log-odds":
+        return (torch.log(p[t]) - torch.log(p.sum() - p[t])).item()
+    return (p[t] if output == "softmax" else z[t]).item()
+
+
 def score(model, img, target, output):
-    z = model(img[None])[0]
-    return (torch.softmax(z, 0)[target] if output == "softmax" else z[target]).item()
+    return of_logits(model(img[None])[0], target, output)
 
 
 def slow_curve(model, x, t, attr, kind, order, op, output, steps):
@@ -43,11 +50,11 @@ def slow_curve(model, x, t, attr, kind, order, op, output, steps):
         taken = set(idx[: (d * k) // steps])
         keep = torch.tensor([[(i not in taken) if kind == "deletion" else (i in taken) for i in range(d)]])
         z = op.logits(model, x[None], keep)[0]
-        out.append((torch.softmax(z, 0)[t] if output == "softmax" else z[t]).item())
+        out.append(of_logits(z, t, output))
     return out
 
 
-@pytest.mark.parametrize("output", ["softmax", "logits"])
+@pytest.mark.parametrize("output", ["softmax", "logits", "log-odds"])
 @pytest.mark.parametrize("kind,order", [("deletion", "morf"), ("deletion", "lerf"), ("insertion", "morf")])
 @pytest.mark.parametrize("op_name", ["zero", "blur", "revert"])
 def test_curves_equal_a_slow_loop(setup, output, kind, order, op_name):
@@ -84,7 +91,7 @@ def test_srg_is_lerf_minus_morf_and_road_runs(setup):
     np.testing.assert_allclose(c[2].numpy(), slow, rtol=1e-7)
 
 
-@pytest.mark.parametrize("output", ["softmax", "logits"])
+@pytest.mark.parametrize("output", ["softmax", "logits", "log-odds"])
 def test_average_drop_by_loop(setup, output):
     model, x, y, attr = setup
     got = F.average_drop(model, x, y, attr, output=output, fraction=0.25)
@@ -97,7 +104,7 @@ def test_average_drop_by_loop(setup, output):
         assert got[b].item() == pytest.approx(want, rel=1e-10, abs=1e-14)
 
 
-@pytest.mark.parametrize("output", ["softmax", "logits"])
+@pytest.mark.parametrize("output", ["softmax", "logits", "log-odds"])
 def test_faithfulness_correlation_by_loop(setup, output):
     model, x, y, attr = setup
     subsets = F.random_subsets(16, n_runs=12, subset_size=5, seed=4)[None].repeat(5, 1, 1)
@@ -118,6 +125,15 @@ def test_faithfulness_correlation_by_loop(setup, output):
             drops.append(s0 - score(model, xr.reshape(x[b].shape), int(y[b]), output))
             sums.append(float(attr[b].reshape(-1)[idx].sum()))
         assert got[b].item() == pytest.approx(sps.pearsonr(sums, drops)[0], rel=1e-9)
+
+
+def test_log_odds_score_stays_exact_when_p_rounds_to_one():
+    logits = torch.tensor([[40.0, 0.0, -3.0]], dtype=torch.float32)  # p_0 = 1 in float32
+    got = F.output_score(logits, torch.tensor([0]), "log-odds").item()
+    want = 40.0 - math.log(math.exp(0.0) + math.exp(-3.0))  # log p0 - log(1 - p0) = z0 - logsumexp(others)
+    assert got == pytest.approx(want, rel=1e-6)
+    with pytest.raises(XWPError, match="log-odds"):
+        F.output_score(logits, torch.tensor([0]), "odds")
 
 
 def test_pearson_of_a_constant_is_nan():

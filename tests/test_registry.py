@@ -67,6 +67,31 @@ def test_random_is_seeded():
     assert not torch.equal(a, make_method("random", model, seed=1).attribute(x))
 
 
+def test_random_map_depends_only_on_seed_and_image():
+    model = xwp.MLP((16, 4, 2))
+    method = make_method("random", model)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(6, 16, generator=g)
+    alone = torch.cat([method.attribute(x[i : i + 1]) for i in range(6)])  # one image per call
+    torch.testing.assert_close(method.attribute(x), alone, rtol=0, atol=0)  # batched == one at a time
+    moved = method.attribute(torch.cat([torch.rand(3, 16, generator=g), x[2:3]]))  # image 2 at position 3
+    torch.testing.assert_close(moved[3], alone[2], rtol=0, atol=0)
+    assert not torch.equal(moved[0], alone[0])  # position 0 of another batch: another image, another map
+    for i in range(6):  # every two different images get different maps
+        for j in range(i):
+            assert not torch.equal(alone[i], alone[j])
+    torch.testing.assert_close(method.attribute(x.double()).float(), alone, rtol=0, atol=0)  # same draws
+    reseeded = method.attribute(x, seed=1)
+    assert all(not torch.equal(reseeded[i], alone[i]) for i in range(6))  # the seed changes every map
+    torch.testing.assert_close(method.attribute(x, seed=1), reseeded, rtol=0, atol=0)
+    assert method.attribute(x.reshape(6, 1, 4, 4)).shape == (6, 1, 4, 4)
+    assert ((alone >= 0) & (alone < 1)).all()
+    from xwp.attribution.baselines import image_seed
+
+    drawn = torch.rand(16, generator=torch.Generator().manual_seed(image_seed(0, x[4])), dtype=torch.float64)
+    torch.testing.assert_close(alone[4], drawn.float(), rtol=0, atol=0)  # the documented construction
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_every_method_runs_on_cuda_like_on_cpu(trained, typeface):

@@ -18,19 +18,24 @@ variants (and 1x1 Occlusion) on the foreground (non-zero) pixels; Occlusion here
 :func:`occlusion_1x1`, exact in float64 (Captum 0.9's Occlusion divides its sums by the
 window counts after ``.float()``, so its maps carry float32 rounding, ~1e-8 relative); :func:`ablation_scores`
 scores every variant with :mod:`xwp.faithfulness` for the metrics tables.
+:func:`initial_state_effect` splits one XWP map into its zero-state part and the effect of
+the initial projection (the Explain page's "What the initial state adds").
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from xwp.attribution import XWP, split_first_linear
+from xwp import scales
+from xwp.attribution import XWP, split_first_layer, split_first_linear
+from xwp.attribution.common import resolve_target
 from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
 from xwp.faithfulness import masked_scores, output_score, per_image_scores
@@ -154,3 +159,74 @@ def ablation_scores(
         cols = {k: v.detach().double().cpu().numpy() for k, v in s.items() if not k.startswith("curve_")}
         frames.append(pd.DataFrame({"method": name, "image": np.arange(inputs.shape[0]), **cols}))
     return pd.concat(frames, ignore_index=True)
+
+
+#: the zero-state map's short name per score space (XWP with ``W0 = 0`` occludes the eq.-4 score:
+#: ``2 p_t - 1`` on probability, the log-odds on log-odds, ``z_t - sum of the other logits`` on logits)
+ZERO_STATE_LABEL = {"probability": "2 × Occlusion", "log-odds": "Occlusion", "logits": "Occlusion of z_t − Σz_other"}
+
+
+@dataclass(frozen=True)
+class InitialStateEffect:
+    """One XWP map split in two: ``xwp = zero_state + difference`` (all shaped like the inputs, float64).
+
+    ``zero_state``: XWP with the first layer's initial weights set to 0, which removes pixel i
+    (``x_i W_i`` replaced by nothing), i.e. 1x1 zero Occlusion of the eq.-4 score: on
+    probability exactly ``2 x Occlusion(p_t)``. ``difference``: what the true initial
+    projection ``x_i W0_i`` changes. ``spearman``: per image, the Spearman correlation of
+    ``xwp`` and ``zero_state`` over the non-zero pixels (NaN when undefined); ``pixels``: how
+    many non-zero pixels.
+    """
+
+    xwp: torch.Tensor
+    zero_state: torch.Tensor
+    difference: torch.Tensor
+    spearman: np.ndarray
+    pixels: np.ndarray
+    target: torch.Tensor
+    space: str
+
+
+def zero_initial_model(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose first layer (``nn.Linear`` or ``nn.Conv2d``) has all-zero weights."""
+    other = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        split_first_layer(other).layer.weight.zero_()
+    return other
+
+
+def initial_state_effect(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor | int | None = None,
+    initial_model: nn.Module | None = None,
+    space: str = "probability",
+) -> InitialStateEffect:
+    """XWP, XWP with a zero initial state (= zero Occlusion) and their difference, in float64.
+
+    Lympelopoulos & Kanellopoulou (2026), eq. 3: swapping ``W_i`` for ``W0_i`` removes the
+    pixel's trained contribution and adds ``x_i W0_i``; with ``W0 = 0`` only the removal
+    is left (Zeiler & Fergus 2014 Occlusion, 1x1, baseline 0). For an ``xwp.MLP`` or
+    ``xwp.CNN`` (or any network with a Linear/Conv2d first layer given ``initial_model``);
+    ``space`` as in :mod:`xwp.scales`; ``target`` None: the predicted class. The model is
+    not modified (float64 copies are used).
+    """
+    space = scales.check_space(space)
+    m64 = copy.deepcopy(model).double().eval()
+    init64 = None if initial_model is None else copy.deepcopy(initial_model).double().eval()
+    x = inputs.detach().to(device=model_device(m64), dtype=torch.float64)
+    with torch.no_grad():
+        t = resolve_target(target, m64(x))
+    output = scales.output_for(space, "xwp")
+    full = XWP(m64, init64, output=output).attribute(x, target=t)
+    zero = XWP(m64, zero_initial_model(m64), output=output).attribute(x, target=t)
+    fg = (x != 0).reshape(x.shape[0], -1)
+    return InitialStateEffect(
+        xwp=full,
+        zero_state=zero,
+        difference=full - zero,
+        spearman=spearman_rows(full, zero, fg),
+        pixels=fg.sum(1).cpu().numpy(),
+        target=t,
+        space=space,
+    )

@@ -433,7 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=_seed, default=0)
     v.add_argument("--batch-size", type=_positive, default=64)
     v.add_argument("--removal", default="zero", help="removal operator(s), comma separated: " + ", ".join(REMOVALS))
-    v.add_argument("--output", default="softmax,logits", help="output space(s) explained and scored: softmax,logits")
+    v.add_argument(
+        "--output",
+        default="softmax,logits",
+        help="output space(s) explained and scored, comma separated: softmax, logits, log-odds",
+    )
     v.add_argument("--correct-only", action="store_true", help="summarise only correctly classified images")
     v.add_argument("--relative", action="store_true", help="divide softmax curves by the intact probability (clipped)")
     v.add_argument("--sensitivity-samples", type=_count, default=5, help="noisy re-runs for max-sensitivity (0: skip)")
@@ -463,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--channels", default="32,64", help="CNN: output channels of each conv block (default 32,64)")
     s.add_argument("--kernel", type=_positive, default=3, help="CNN: square kernel size, padding kernel // 2")
     s.add_argument("--removal", default="zero", help="removal operator(s), comma separated: " + ", ".join(REMOVALS))
-    s.add_argument("--output", default="softmax,logits", help="output space(s) explained and scored")
+    s.add_argument(
+        "--output", default="softmax,logits", help="output space(s) explained and scored: softmax, logits, log-odds"
+    )
     s.add_argument(
         "--sensitivity-samples", type=_count, default=0, help="noisy re-runs per image for max-sensitivity (0: skip)"
     )

@@ -27,7 +27,11 @@ from xwp.metrics import METRICS, PINNED
 #: the reference row: pixels removed in a random order
 REFERENCE = "random"
 #: y-axis label of the curves per output space
-SCORE_LABEL = {"softmax": "p(true class)", "logits": "logit of the true class"}
+SCORE_LABEL = {
+    "softmax": "p(true class)",
+    "logits": "logit of the true class",
+    "log-odds": "log-odds of the true class",
+}
 
 
 def plan(

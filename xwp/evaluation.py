@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from xwp import faithfulness as F
-from xwp import metrics, stats
+from xwp import metrics, scales, stats
 from xwp.attribution import METHODS, make_method, methods_tagged
 from xwp.config import LIMITS
 from xwp.data import ImageSet
@@ -244,7 +244,7 @@ def evaluate(
     method_options: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[float, str], None] | None = None,
     n_examples: int = 6,
-    outputs: Sequence[str] = F.OUTPUTS,
+    outputs: Sequence[str] = F.DEFAULT_OUTPUTS,
     removals: Sequence[str] = ("zero",),
     train_mean: torch.Tensor | None = None,
     relative: bool = False,
@@ -262,7 +262,9 @@ def evaluate(
         batch_size: images attributed together (scores do not depend on it).
         method_options: per-method overrides of the registry defaults.
         progress: called with ``(fraction done, message)`` before each batch, naming the method running.
-        outputs: ``"softmax"`` and/or ``"logits"``: what each method explains and what is scored.
+        outputs: any of ``"softmax"``, ``"logits"``, ``"log-odds"`` (:data:`xwp.faithfulness.OUTPUTS`):
+            what each method explains and what is scored; log-odds maps come from
+            :func:`xwp.scales.output_for` (XWP/XWPc via :func:`xwp.scales.xwp_log_odds`).
         removals: names from :data:`xwp.removal.REMOVALS` (``"mean"`` needs ``train_mean``).
         relative: divide softmax curves by the intact probability (clipped to [0, 1]).
         sensitivity_samples: noisy re-runs per image for max-sensitivity (0: skip, NaN).
@@ -303,8 +305,8 @@ def evaluate(
     for name in methods:
         for output in outputs:
             opts = dict(options.get(name, {}))
-            if "output" in METHODS[name].defaults:
-                opts["output"] = output
+            if "output" in METHODS[name].defaults:  # log-odds: xwp.scales' callables (XWP's indicator form)
+                opts["output"] = scales.output_for(F.SPACE[output], name)
             method = make_method(name, model, initial_model, **opts)
             scored = run.method(name, method, output, output == outputs[0], device, dtype)
             if scored is None:
@@ -387,7 +389,7 @@ def check_request(
     dataset: ImageSet,
     methods: Sequence[str],
     n: int,
-    outputs: Sequence[str] = F.OUTPUTS,
+    outputs: Sequence[str] = F.DEFAULT_OUTPUTS,
     removals: Sequence[str] = ("zero",),
 ) -> None:
     """Refuse unknown methods, outputs, removals and impossible image counts before any work starts."""

@@ -2,8 +2,10 @@
 
 Every score is per image (a ``(B,)`` tensor) so that :mod:`xwp.stats` can put intervals and
 paired tests on it; any removal operator from :mod:`xwp.removal` can be used (default: zero,
-the paper's), and every output-based score exists in two output spaces: ``"softmax"`` (the
-explained class's probability) and ``"logits"`` (its logit).
+the paper's), and every output-based score exists in three output spaces: ``"softmax"`` (the
+explained class's probability), ``"logits"`` (its logit) and ``"log-odds"`` (its log-odds
+``log p - log(1 - p)``, :func:`xwp.scales.log_odds`, exact when ``p`` rounds to 1); the first
+two are the default of :func:`xwp.evaluate` (:data:`DEFAULT_OUTPUTS`).
 
 Curves (``curves``): point k scores the image with the first ``floor(D k / steps)`` features
 removed (``kind="deletion"``: start intact) or kept (``kind="insertion"``: start with
@@ -20,7 +22,7 @@ Directions (``DIRECTIONS``, True = higher is better):
   (Blücher, Vielhaben & Strodthoff, "Decoupling Pixel Flipping and Occlusion Strategy for
   Consistent XAI Benchmarks", TMLR 2024);
 - ``average_drop``: top ``fraction`` removed; softmax: ``max(0, p - p') / p``
-  (Chattopadhyay et al. 2018), logits: ``max(0, s - s')`` (a logit has no scale to divide by); higher;
+  (Chattopadhyay et al. 2018), logits and log-odds: ``max(0, s - s')`` (no scale to divide by); higher;
 - ``faithfulness_correlation``: Pearson correlation, over ``n_runs`` random subsets of
   ``subset_size`` features (the same subsets for every image), between the subset's summed
   attribution and the output drop when the subset is removed (Bhatt, Weller & Moura, IJCAI 2020); higher;
@@ -41,10 +43,15 @@ from torch import nn
 from xwp.devices import model_device, model_dtype
 from xwp.errors import XWPError
 from xwp.removal import Removal, Zero
+from xwp.scales import log_odds
 
 STEPS = 200
 DROP_FRACTION = 0.2
-OUTPUTS = ("softmax", "logits")
+OUTPUTS = ("softmax", "logits", "log-odds")
+#: the output spaces :func:`xwp.evaluate` and the CLI use unless told otherwise
+DEFAULT_OUTPUTS = ("softmax", "logits")
+#: output space -> the score space of :mod:`xwp.scales` that methods explain in it
+SPACE = {"softmax": "probability", "logits": "logits", "log-odds": "log-odds"}
 #: metric name -> higher is better
 DIRECTIONS = {
     "deletion_auc": False,
@@ -94,11 +101,13 @@ def step_counts(n_features: int, steps: int = STEPS) -> torch.Tensor:
 
 
 def output_score(logits: torch.Tensor, target: torch.Tensor, output: str = "softmax") -> torch.Tensor:
-    """The explained class's softmax probability or logit per row ``(N,)``."""
+    """The explained class's softmax probability, logit or log-odds per row ``(N,)``."""
     if output == "softmax":
         return torch.softmax(logits, dim=1).gather(1, target[:, None])[:, 0]
     if output == "logits":
         return logits.gather(1, target[:, None])[:, 0]
+    if output == "log-odds":
+        return log_odds(logits).gather(1, target[:, None])[:, 0]
     raise XWPError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
 
 
@@ -206,7 +215,7 @@ def average_drop(
     seed: int = 0,
     index=None,
 ) -> torch.Tensor:
-    """Drop ``(B,)`` after removing the top ``floor(fraction D)`` features; relative (softmax) or absolute (logits)."""
+    """Drop ``(B,)`` after removing the top ``floor(fraction D)`` features; relative (softmax) or absolute (others)."""
     removal = removal or Zero()
     x, t = _prepare(model, inputs, target)
     b, d = x.shape[0], x[0].numel()

@@ -9,9 +9,9 @@ operator from :mod:`xwp.removal`, softmax or logit output); the directions come 
 - removing a feature: the ``zero`` operator by default (value 0, the paper's), any other
   from :data:`xwp.removal.REMOVALS` on request;
 - the target is the true label, and every method explains that class;
-- the score is the explained class's softmax probability (``output="softmax"``) or its
-  logit (``"logits"``), raw: NOT divided by its value on the intact input (``relative=True``
-  divides and clips to [0, 1], softmax only);
+- the score is the explained class's softmax probability (``output="softmax"``), its
+  logit (``"logits"``) or its log-odds (``"log-odds"``), raw: NOT divided by its value on the
+  intact input (``relative=True`` divides and clips to [0, 1], softmax only);
 - ``deletion_auc``: 200 steps, step k removes floor(D k / 200) features (D = 784 for
   MNIST-like images), trapezoid rule on [0, 1]; lower is better (Petsiuk et al. 2018);
 - ``insertion_auc``: the reverse, starting from the all-removed image; higher is better;

@@ -75,6 +75,58 @@ def explain(
     )
 
 
+def initial_state_view(entry: SessionModel, x: torch.Tensor, ex: Explanation) -> None:
+    """Opt-in view "What the initial state adds": XWP = XWP with a zero initial state + the initial projection's effect.
+
+    :func:`xwp.ablation.initial_state_effect` on the shown input, class and score space: with
+    the first layer's initial weights at 0, XWP is exactly 2 × Occlusion (1×1, baseline 0) on
+    probability; the rest, XWP − 2·Occlusion, is what the initial projection x_i·W0_i changes.
+    Three tiles on one colour scale, one sentence and the Spearman correlation on non-zero pixels.
+    """
+    import numpy as np
+    import streamlit as st
+
+    from xwp import plots
+    from xwp.ablation import ZERO_STATE_LABEL, initial_state_effect
+    from xwp.explanation import method_problem
+    from xwp.images import png
+
+    if not st.toggle(
+        "What the initial state adds",
+        key="explain_initial",
+        persist_state="session",
+        help="XWP split in two: removing each pixel (XWP with a zero initial state = zero Occlusion) and the "
+        "effect of the random initial weights x_i·W0_i (issue 11, docs/evaluation.md).",
+    ):
+        return
+    x = x.detach().reshape(1, 1, 28, 28).float()
+    problem = method_problem("xwp", entry.has_initial, entry.model, x)
+    if problem:
+        st.info(f"Not available for this model: {problem}", icon=":material/info:")
+        return
+    try:
+        eff = initial_state_effect(entry.model, x, ex.target, entry.initial_model, ex.space)
+    except XWPError as err:
+        st.info(f"Not available for this model: {err}", icon=":material/info:")
+        return
+    zero = ZERO_STATE_LABEL[ex.space]
+    diff = f"XWP − {zero.replace(' × ', '·')}"
+    maps = {"XWP": eff.xwp, zero: eff.zero_state, diff: eff.difference}
+    maps = {k: v.reshape(28, 28).cpu().numpy() for k, v in maps.items()}
+    limit = plots.symmetric_limit(*maps.values())
+    for col, (label, a) in zip(st.columns(3, gap="small"), maps.items(), strict=True):
+        col.image(png(plots.heatmap_rgb(a, limit, scale=5)), caption=f"{label} · ±{limit:.2g}", width="stretch")
+    share = float(np.linalg.norm(maps[diff]) / max(float(np.linalg.norm(maps["XWP"])), 1e-300))
+    rho = float(eff.spearman[0])
+    agree = "undefined (too few pixels or a constant map)" if np.isnan(rho) else f"{rho:.2f}"
+    st.caption(
+        f"XWP puts pixel i's first-layer weights back to their initial values W0_i. That removes the pixel (middle: "
+        f"XWP with a zero initial state, exactly {zero} with baseline 0) and adds the random initial projection "
+        f"x_i·W0_i (right: its effect, {share:.0%} of XWP's size). Spearman correlation of XWP and {zero} on the "
+        f"{int(eff.pixels[0])} non-zero pixels: {agree}. One colour scale for the three maps."
+    )
+
+
 # --------------------------------------------------------------------------- unlike the training data
 
 MAX_REFERENCES = 6  # per-model references kept by the process (about 6 MB each)
