@@ -266,3 +266,11 @@ def test_study_default_out_is_not_the_committed_results():
 
     args = build_parser().parse_args(["study"])
     assert args.out == "study-out" and not args.force
+
+
+def test_help_of_every_command_prints(capsys):
+    # argparse %-formats help strings: a bare "95%" in one made `python -m xwp --help` crash
+    assert main(["--help"]) == 0
+    for command in ("train", "explain", "evaluate", "sanity", "study"):
+        assert main([command, "--help"]) == 0
+    assert "95 % intervals" in capsys.readouterr().out
