@@ -64,6 +64,19 @@ def test_blur_of_a_constant_image_is_the_constant_and_blurs_a_dot():
     assert out[0, 0, 5, 5] == b[5, 5] and out[0, 0, 5, 6] == 0
 
 
+@pytest.mark.parametrize("name", list(REMOVALS))
+def test_masked_logits_equal_logits_of_the_repeated_images(name, mlp):
+    # masked_logits is the path every score takes; blur overrides it to blur each image once
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    keep = torch.rand(3 * 5, 16, generator=g) > 0.4
+    op = make_removal(name, mlp, train_mean=torch.full((16,), 0.2, dtype=torch.float64))
+    repeated = x.repeat_interleave(5, 0)
+    torch.testing.assert_close(
+        op.masked_logits(mlp, x, 5, keep), op.logits(mlp, repeated, keep), rtol=1e-12, atol=1e-12
+    )
+
+
 def dense_road(image, keep):
     """ROAD's equations written out one pixel at a time, solved densely."""
     c, h, w = image.shape

@@ -79,6 +79,21 @@ class Removal:
         """The model's logits ``(N, C)`` with the features outside ``keep`` removed."""
         return model(self.fill(inputs, keep))
 
+    @torch.no_grad()
+    def masked_logits(self, model: nn.Module, images: torch.Tensor, copies: int, keep: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B * copies, C)`` of each of ``images`` ``(B, ...)`` under ``copies`` masks (``keep`` image-major).
+
+        Equals ``logits`` on ``copies`` repeats of each image; an operator whose fill value
+        depends only on the image (blur) overrides it to compute that value once per image.
+        """
+        return self.logits(model, _repeat(images, copies), keep)
+
+
+def _repeat(images: torch.Tensor, copies: int) -> torch.Tensor:
+    """``(B * copies, ...)``: each image repeated ``copies`` times in a row."""
+    b = images.shape[0]
+    return images[:, None].expand(b, copies, *images.shape[1:]).reshape(b * copies, *images.shape[1:])
+
 
 def _replace(inputs: torch.Tensor, keep: torch.Tensor, baseline: torch.Tensor | float) -> torch.Tensor:
     """``where(keep, inputs, baseline)`` in the shape of ``inputs``."""
@@ -139,9 +154,21 @@ class Blur(Removal):
 
     def fill(self, inputs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Replace removed pixels by the blurred image."""
+        return _replace(inputs, keep, self.blurred(inputs))
+
+    def blurred(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The blurred copy of every image, ``(N, D)``."""
         c, h, w = image_shape(inputs, self.shape)
-        blurred = gaussian_blur(inputs.reshape(-1, c, h, w), self.sigma)
-        return _replace(inputs, keep, blurred.reshape(inputs.shape[0], -1))
+        return gaussian_blur(inputs.reshape(-1, c, h, w), self.sigma).reshape(inputs.shape[0], -1)
+
+    @torch.no_grad()
+    def masked_logits(self, model: nn.Module, images: torch.Tensor, copies: int, keep: torch.Tensor) -> torch.Tensor:
+        """As :meth:`Removal.masked_logits`, blurring each image once instead of each of its copies.
+
+        (Blurring all 200 copies of an image per curve made blur removal 8x slower than zero.)
+        """
+        xs = _repeat(images, copies)
+        return model(_replace(xs, keep, _repeat(self.blurred(images), copies)))
 
 
 def road_system(image: np.ndarray, keep: np.ndarray) -> tuple[sparse.csc_matrix, np.ndarray, np.ndarray]:
