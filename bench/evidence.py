@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def load(args, dataset: str):
 
 def header(title: str, args, seconds: float, extra: list[str]) -> list[str]:
     """The common head of every results file: command, sizes, machine, time."""
-    command = "python bench/evidence.py " + " ".join(sys.argv[1:])
+    command = "python bench/evidence.py " + shlex.join(sys.argv[1:])
     return [
         f"# {title}",
         "",
