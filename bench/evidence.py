@@ -12,6 +12,7 @@ then, one part at a time::
     python bench/evidence.py initial-state --checkpoints CK --data-dir DATA --n 200
     python bench/evidence.py removals --checkpoints CK --data-dir DATA --n 100 \
         --removal zero,mean,blur,deactivation,revert
+    python bench/evidence.py agreement --checkpoints CK --methods xwp,xwpc,occlusion,ig,lrp,deeplift,pathwise
 
 Each part writes ``docs/results/<part>.md`` and its CSVs (``--out`` changes the folder;
 ``--tag`` adds a suffix to the file names, e.g. for a smaller ROAD run). The library code is
@@ -361,10 +362,35 @@ def part_removals(args) -> None:
     print("\n".join(lines))
 
 
+def part_agreement(args) -> None:
+    """Rank agreement across removals for a subset of methods, from the means in an earlier run's removals CSV."""
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    table = pd.read_csv(Path(args.out) / f"removals{args.tag}.csv")
+    table = table[table["method"].isin(methods)]
+    rows = []
+    for (dataset, output), sub in table.groupby(["dataset", "output"], sort=False):
+        removals = list(dict.fromkeys(sub["removal"]))
+        for m in [m for m in PINNED if m != "max_sensitivity"]:
+            means = sub.pivot(index="method", columns="removal", values=f"{m}_mean")
+            for i, a in enumerate(removals):
+                for b in removals[i + 1 :]:
+                    rho = means[a].corr(means[b], method="spearman")
+                    rows.append({"dataset": dataset, "output": output, "metric": m, "removal_a": a,
+                                 "removal_b": b, "spearman": rho, "methods": len(means)})  # fmt: skip
+    agreement = pd.DataFrame(rows)
+    path = Path(args.out) / f"removal_agreement_subset{args.tag}.csv"
+    agreement.to_csv(path, index=False, float_format="%.4f")
+    pairs = agreement.assign(pair=agreement["removal_a"] + " vs " + agreement["removal_b"])
+    summary = pairs.groupby(["pair", "output"], sort=False)["spearman"].agg(["min", "median", "max"]).reset_index()
+    print(f"methods: {', '.join(methods)}; over datasets and metrics:")
+    print(markdown_table(summary, 2))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     """Parse the arguments and run one part."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("part", choices=["sanity", "initial-state", "removals"])
+    p.add_argument("part", choices=["sanity", "initial-state", "removals", "agreement"])
     p.add_argument("--checkpoints", required=True, help="folder with <dataset>.safetensors")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--datasets", default="typeface,fashion-mnist,mnist")
@@ -380,7 +406,9 @@ def main() -> None:
     p.add_argument("--out", default="docs/results")
     args = p.parse_args()
     torch.manual_seed(args.seed)
-    {"sanity": part_sanity, "initial-state": part_initial_state, "removals": part_removals}[args.part](args)
+    parts = {"sanity": part_sanity, "initial-state": part_initial_state, "removals": part_removals}
+    parts["agreement"] = part_agreement
+    parts[args.part](args)
 
 
 if __name__ == "__main__":
