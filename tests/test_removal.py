@@ -127,6 +127,10 @@ def test_road_noise_is_seeded_and_a_fully_removed_image_goes_to_zero():
     assert torch.all(diff[keep] == 0) and 0.003 < diff[~keep].std() < 0.03
     blank = removal.NoisyLinearImputation(noise=0.0).fill(x, torch.zeros(2, 25, dtype=torch.bool))
     assert blank.abs().max() < 1e-6
+    # an image's noise does not depend on the other rows of its batch (so scores do not depend on batch size)
+    one = torch.cat([op.fill(x[i : i + 1], keep[i : i + 1]) for i in range(2)])
+    assert torch.equal(op.fill(x, keep), one)
+    assert not torch.equal(op.fill(x, keep), removal.NoisyLinearImputation(noise=0.01, seed=4).fill(x, keep))
 
 
 def test_deactivation_equals_zero_removal_for_an_mlp(mlp, trained):

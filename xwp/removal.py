@@ -26,6 +26,7 @@ computes instead, without modifying the model.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -236,13 +237,21 @@ class NoisyLinearImputation(Removal):
     shape: tuple[int, int, int] | None = None
     name = "road"
 
+    def rng(self, image: np.ndarray, keep: np.ndarray) -> np.random.Generator:
+        """The noise generator of one (image, mask): seeded by ``seed`` and both contents, not by batch position.
+
+        (One generator per call made an image's noise, hence its scores, depend on which
+        other masks shared its batch, i.e. on the batch size.)
+        """
+        digest = zlib.crc32(np.ascontiguousarray(keep, dtype=bool).tobytes(), zlib.crc32(image.tobytes()))
+        return np.random.default_rng([self.seed, digest])
+
     def fill(self, inputs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Impute every image's removed pixels from its kept neighbours."""
         c, h, w = image_shape(inputs, self.shape)
         x = inputs.detach().reshape(-1, c, h, w).double().cpu().numpy()
         k = keep.reshape(x.shape[0], c, h * w).all(1).cpu().numpy()  # a pixel is kept if all its channels are
-        rng = np.random.default_rng(self.seed)
-        out = np.stack([road_impute(x[i], k[i], self.noise, rng) for i in range(x.shape[0])])
+        out = np.stack([road_impute(x[i], k[i], self.noise, self.rng(x[i], k[i])) for i in range(x.shape[0])])
         return torch.from_numpy(out).to(device=inputs.device, dtype=inputs.dtype).reshape(inputs.shape)
 
 
