@@ -292,3 +292,11 @@ def test_study_arch_reaches_the_study(tmp_path, monkeypatch, capsys):
     assert "unknown architecture(s) vit; choose from mlp, cnn" in capsys.readouterr().err
     assert main(["study", "--datasets", "typeface", "--channels", "8,x", "--out", str(tmp_path / "e")]) == 2
     assert "CNN channels must be whole numbers" in capsys.readouterr().err
+
+
+def test_help_of_every_command_prints(capsys):
+    # argparse %-formats help strings: a bare "95%" in one made `python -m xwp --help` crash
+    assert main(["--help"]) == 0
+    for command in ("train", "explain", "evaluate", "sanity", "study"):
+        assert main([command, "--help"]) == 0
+    assert "95 % intervals" in capsys.readouterr().out

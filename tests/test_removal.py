@@ -64,6 +64,19 @@ def test_blur_of_a_constant_image_is_the_constant_and_blurs_a_dot():
     assert out[0, 0, 5, 5] == b[5, 5] and out[0, 0, 5, 6] == 0
 
 
+@pytest.mark.parametrize("name", list(REMOVALS))
+def test_masked_logits_equal_logits_of_the_repeated_images(name, mlp):
+    # masked_logits is the path every score takes; blur overrides it to blur each image once
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    keep = torch.rand(3 * 5, 16, generator=g) > 0.4
+    op = make_removal(name, mlp, train_mean=torch.full((16,), 0.2, dtype=torch.float64))
+    repeated = x.repeat_interleave(5, 0)
+    torch.testing.assert_close(
+        op.masked_logits(mlp, x, 5, keep), op.logits(mlp, repeated, keep), rtol=1e-12, atol=1e-12
+    )
+
+
 def dense_road(image, keep):
     """ROAD's equations written out one pixel at a time, solved densely."""
     c, h, w = image.shape
@@ -114,6 +127,10 @@ def test_road_noise_is_seeded_and_a_fully_removed_image_goes_to_zero():
     assert torch.all(diff[keep] == 0) and 0.003 < diff[~keep].std() < 0.03
     blank = removal.NoisyLinearImputation(noise=0.0).fill(x, torch.zeros(2, 25, dtype=torch.bool))
     assert blank.abs().max() < 1e-6
+    # an image's noise does not depend on the other rows of its batch (so scores do not depend on batch size)
+    one = torch.cat([op.fill(x[i : i + 1], keep[i : i + 1]) for i in range(2)])
+    assert torch.equal(op.fill(x, keep), one)
+    assert not torch.equal(op.fill(x, keep), removal.NoisyLinearImputation(noise=0.01, seed=4).fill(x, keep))
 
 
 def test_deactivation_equals_zero_removal_for_an_mlp(mlp, trained):

@@ -69,6 +69,14 @@ def test_matches_hand_written_lrp_on_mlp(composite, first):
     assert not torch.allclose(got, other, atol=1e-6)
 
 
+def test_epsilon_plus_flat_gives_a_constant_map_on_an_mlp():
+    # the flat rule spreads relevance over a dense first layer's whole field: no pixel ranking
+    model = MLP((16, 8, 3), seed=0).double()
+    x = torch.rand(3, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    maps = lrp(model).attribute(x, target=torch.tensor([0, 1, 2]))
+    assert torch.allclose(maps, maps[:, :1].expand_as(maps), rtol=1e-12, atol=0) and maps.abs().sum() > 0
+
+
 def test_image_shaped_inputs_and_predicted_class():
     model = MLP((784, 30, 10), seed=2).double().eval()
     x = torch.rand(3, 1, 28, 28, dtype=torch.float64)

@@ -424,7 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="figure (.png) or raw attributions (.npy)")
     e.set_defaults(func=cmd_explain)
 
-    v = sub.add_parser("evaluate", help="faithfulness scores with 95% intervals and paired tests (docs/evaluation.md)")
+    v = sub.add_parser(
+        "evaluate", help="faithfulness scores with 95 %% intervals and paired tests (docs/evaluation.md)"
+    )
     v.add_argument("--checkpoint", required=True)
     v.add_argument("--dataset", choices=list(DATASETS), help="default: the checkpoint's dataset")
     v.add_argument("--data-dir")

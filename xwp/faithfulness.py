@@ -138,8 +138,7 @@ def masked_scores(
     for start in range(0, k, per):
         stop = min(k, start + per)
         s = stop - start
-        xs = x[:, None].expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
-        logits = removal.logits(model, xs, keep[:, start:stop].reshape(b * s, d))
+        logits = removal.masked_logits(model, x, s, keep[:, start:stop].reshape(b * s, d))
         out[:, start:stop] = output_score(logits, target.repeat_interleave(s), output).reshape(b, s)
     return out
 

@@ -7,7 +7,10 @@ insights with Zennit, CoRelAy, and ViRelAy" (2021); the rules: Montavon et al.,
 Two composites that LRP users actually use, each a registered method:
 
 * ``lrp-epsilon-plus-flat`` (:class:`zennit.composites.EpsilonPlusFlat`): flat rule on the first
-  Linear/Conv layer, z+ on the other conv layers, epsilon on the other dense layers.
+  Linear/Conv layer, z+ on the other conv layers, epsilon on the other dense layers. The flat rule
+  spreads a unit's relevance evenly over its receptive field; a *dense* first layer's field is the
+  whole image, so on an MLP every pixel gets the same value (a constant map, tested: it carries no
+  ranking and fails the sanity checks, docs/results/sanity.md). It is meant for conv nets.
 * ``lrp-gamma-box`` (:class:`zennit.composites.EpsilonGammaBox`): z^B (box) rule on the first layer
   with the input's bounds (``low=0, high=1`` for our [0, 1] images), gamma on the other conv
   layers, epsilon on the dense layers. Zennit's stock composite applies z^B to a *conv* first
@@ -103,7 +106,8 @@ class ZennitLRP(Method):
     "lrp-epsilon-plus-flat",
     "LRP ε+♭ (Zennit)",
     "propagation",
-    "Zennit's EpsilonPlusFlat: flat rule on the first layer, z+ on convs, epsilon on dense layers.",
+    "Zennit's EpsilonPlusFlat: flat rule on the first layer, z+ on convs, epsilon on dense layers. "
+    "On an MLP the map is constant (the flat rule spreads over the whole image); meant for conv nets.",
     REFERENCE.format("EpsilonPlusFlat"),
     rank=130,
     tags=("study",),
