@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 SHOTS = ROOT / "assets" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 720}  # a projector
 MODEL = "ten epochs"  # the training that outlives a page change (issue 15: a 10-epoch run stopped after epoch 1)
-EPOCHS, BATCH = 10, 32  # small batches: tens of seconds even on an idle machine, still running after the change
+EPOCHS, BATCH = 10, 16  # small batches: tens of seconds even on an idle machine, still running after the change
 
 
 @pytest.fixture(scope="module")
