@@ -137,7 +137,7 @@ def show_results(result) -> None:
         hide_index=True,
         width="stretch",
         height="content",  # every row, no scrolling box
-        column_config={"method": st.column_config.TextColumn("method", width="medium")},
+        column_config={"method": st.column_config.TextColumn("method", width="medium", pinned=True)},
     )
     st.caption(
         "Mean over images [bootstrap 95 % interval of the mean] and the median; best mean per metric in bold "

@@ -223,7 +223,7 @@ def heatmaps(ex: Explanation) -> None:
     ]
     per_row = 3
     for start in range(0, len(tiles), per_row):
-        row = st.columns(per_row, vertical_alignment="bottom", gap="small")
+        row = st.columns(per_row, vertical_alignment="top", gap="small")  # images level; captions may wrap
         for col, (label, tile, note) in zip(row, tiles[start : start + per_row], strict=False):
             col.image(tile, caption=f"{label} · {note}", width="stretch")
     labels = {m: METHODS[m].label for m in ex.maps}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests import test_app as base
-from tests.test_app import assert_clean, button, models, shown, upload_checkpoint, wait_for_jobs
+from tests.test_app import assert_clean, button, models, shown, upload_checkpoint
 
 app_env = base.app_env  # the module's private cache and 1-epoch default model
 at = base.at  # a fresh session on the home page
@@ -41,7 +41,7 @@ def train_cnn(app, dataset: str = "digits", name: str = "tiny cnn"):
     app.text_input(key="train_head").set_value("16")
     app.text_input(key="train_name").set_value(name)
     button(app, "Train").click().run()
-    return wait_for_jobs(app)  # training is a job (xwp/app/jobs.py): collect it
+    return base.wait_for_jobs(app)  # training is a job (xwp.app.jobs): wait for it, then a run collects it
 
 
 def test_train_page_offers_the_architecture(at):
@@ -66,6 +66,12 @@ def test_train_a_cnn_on_the_train_page(at):
     entry = at.session_state["xwp_models"]["tiny cnn"]
     assert entry.model.family == "cnn" and entry.model.channels == (4, 8) and entry.model.hidden == (16,)
     assert entry.has_initial and entry.meta["dataset"] == "digits"
+    # saved to the workspace with its per-epoch kernels, like an MLP (it once failed: snapshots had to be 2-D)
+    assert not [w for w in at.warning if "could not be saved" in shown(w)]
+    [saved] = base.workspace_of(at).models()
+    assert saved.name == "tiny cnn" and saved.id == entry.saved_id and saved.has_snapshots
+    snaps = base.workspace_of(at).snapshots(saved.id)
+    assert sorted(snaps) == [0, 1] and snaps[1].shape == (4, 1, 3, 3)
     at.switch_page("pages/weights.py").run()  # the trained CNN's kernels
     assert_clean(at)
     assert [d.proto.label for d in at.get("download_button")] == ["Kernel grid (PNG)", "Channel figure (PNG)"]

@@ -297,6 +297,23 @@ def test_recorded_snapshots_roundtrip_into_the_replay(root):
     assert epoch == 2 and png[:4] == b"\x89PNG"
 
 
+def test_a_cnns_kernel_snapshots_roundtrip(root):
+    """A CNN's first layer is 4-D (C1, C, k, k); its snapshots keep that shape (once refused as not 2-D)."""
+    from xwp.models import CNN
+    from xwp.storage import snapshot_bytes
+
+    model = CNN(channels=(4, 8), kernel=3, hidden=(16,), seed=0)
+    w = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).weight.detach().numpy()
+    ws, _ = open_workspace(None, root)
+    e = ws.save_model(model, meta(), "cnn", snapshots={0: w, 1: w + 0.5})
+    snaps = Workspace(ws.id, root).snapshots(e.id)
+    assert sorted(snaps) == [0, 1] and snaps[1].shape == (4, 1, 3, 3)
+    np.testing.assert_allclose(snaps[1], w + 0.5, atol=1e-3)
+    for bad in (w[0, 0, 0], w[..., 0], np.full_like(w, np.nan)):  # 1-D, 3-D, not finite
+        with pytest.raises(XWPError, match="first-layer weight array"):
+            snapshot_bytes({0: bad})
+
+
 def test_an_evaluation_roundtrips_through_a_workspace(root):
     from xwp.data import load_dataset
     from xwp.evaluation import evaluate

@@ -142,8 +142,14 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+SNAPSHOT_NDIMS = (2, 4)  # a dense first layer's (H, D) weights, a convolution's (C1, C, k, k) kernels
+
+
 def snapshot_bytes(snapshots: dict[int, np.ndarray]) -> bytes:
-    """Snapshots (epoch -> ``(H, D)`` weights) as float16 safetensors; at most :data:`MAX_SNAPSHOTS`."""
+    """Snapshots (epoch -> first-layer weights: ``(H, D)`` dense, ``(C1, C, k, k)`` conv) as float16 safetensors.
+
+    At most :data:`MAX_SNAPSHOTS`; every one finite.
+    """
     from safetensors.numpy import save
 
     if len(snapshots) > MAX_SNAPSHOTS:
@@ -151,8 +157,8 @@ def snapshot_bytes(snapshots: dict[int, np.ndarray]) -> bytes:
     arrays = {}
     for epoch, w in snapshots.items():
         a = np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float32)
-        if a.ndim != 2 or not np.isfinite(a).all():
-            raise XWPError("a snapshot must be a finite 2-D weight matrix")
+        if a.ndim not in SNAPSHOT_NDIMS or not np.isfinite(a).all():
+            raise XWPError("a snapshot must be a finite first-layer weight array (2-D dense or 4-D conv)")
         arrays[f"epoch.{int(epoch)}"] = np.clip(a, -65000, 65000).astype(np.float16)
     return save(arrays, metadata={"format": "xwp-snapshots"})
 
@@ -169,7 +175,7 @@ def snapshots_from_bytes(data: bytes) -> dict[int, np.ndarray]:
     shapes = set()
     for k, v in raw.items():
         m = re.fullmatch(r"epoch\.(\d{1,4})", k)
-        if m is None or v.ndim != 2:
+        if m is None or v.ndim not in SNAPSHOT_NDIMS:
             raise XWPError("the stored weight snapshots are damaged")
         out[int(m.group(1))] = v.astype(np.float32)
         shapes.add(v.shape)

@@ -218,15 +218,29 @@ def stop(owner_id: str, job_id: str) -> bool:
     return registry().stop(owner_id, job_id)
 
 
-def collect(owner_id: str | None = None) -> None:
-    """Run the ``collect`` function of every ended, uncollected job of this session (call early in every run)."""
-    for record in registry().take_finished(owner_id or owner()):
+def collect(owner_id: str | None = None) -> list[JobRecord]:
+    """Run the ``collect`` function of every ended, uncollected job of this session (call early in every run).
+
+    Returns the jobs collected now (empty when none ended since the last call).
+    """
+    records = registry().take_finished(owner_id or owner())
+    for record in records:
         if record.collect is not None:
             record.collect(record)
         else:
             _, error = record.outcome()
             if error is not None and not isinstance(error, JobCancelled):
                 flash(f"{record.label} failed: {describe(error)}")
+    return records
+
+
+def rerun_app() -> None:
+    """Ask for a full run from a timed fragment that has just collected a job (the sidebar then lists its model).
+
+    Best effort: Streamlit 1.67 sometimes drops a rerun asked from a timed fragment under
+    load, but the job is already collected, so only the model list waits for the next run.
+    """
+    st.rerun(scope="app")
 
 
 def describe(error: BaseException) -> str:
@@ -248,11 +262,13 @@ def stop_button(record: JobRecord, key: str, label: str = "Stop") -> None:
 def _panel(owner_id: str) -> None:
     """The sidebar's list of running jobs, redrawn every :data:`REFRESH_SECONDS`; collects the ones that ended.
 
-    Collecting here (not by asking for a full rerun, which Streamlit 1.67 sometimes dropped
-    when asked from a timed fragment under load) adds a trained model to the session at once;
-    the model list outside the fragment shows it from the next full run on.
+    Collecting here (not in the full run a finished job asks for, which Streamlit 1.67
+    sometimes dropped when asked from a timed fragment under load) adds a trained model to the
+    session at once; then a full run is asked for (:func:`rerun_app`) so that the model list
+    and the toast outside the fragment show it without waiting for the user's next click.
     """
-    collect(owner_id)
+    if collect(owner_id):
+        rerun_app()
     records = registry().records(owner_id)
     for r in records:
         st.progress(r.fraction, text=f"Running: {r.label} · {r.message}")

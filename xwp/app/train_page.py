@@ -180,7 +180,8 @@ def training_progress() -> None:
 @st.fragment(run_every=jobs.REFRESH_SECONDS)
 def _training_panel() -> None:
     """:func:`training_progress`, redrawn on its own every :data:`~xwp.app.jobs.REFRESH_SECONDS`."""
-    jobs.collect()  # an ended training: its model is added and its result stored now
+    if jobs.collect():  # an ended training: its model is added and its result stored now
+        jobs.rerun_app()  # the sidebar lists it (the outcome is drawn below if the rerun is dropped)
     records = jobs.registry().records(jobs.owner(), "training")
     if not records:
         show_training_result()  # the outcome, here until the next full run draws it below the form
