@@ -162,6 +162,9 @@ def test_ray_study_equals_the_serial_one(tmp_path):
     assert np.isfinite(a["deletion_auc_mean"]).all()
     pd.testing.assert_frame_equal(serial.tests, distributed.tests, check_exact=True)
     assert list(dict.fromkeys(a.arch)) == ["mlp", "cnn"]
+    # each (dataset, arch, seed)'s evaluate time is its tasks' own time, not the driver's wait (once 0 s)
+    times = pd.read_csv(tmp_path / "ray" / "timings.csv")
+    assert (times["evaluate_s"] > 0).all()
 
 
 def test_tiny_study_of_an_mlp_and_a_cnn(tmp_path):
