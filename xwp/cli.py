@@ -11,10 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from xwp.cli_args import _count, _methods, _names, _positive, _seed, _seeds
 from xwp.errors import XWPError, safe_message
 from xwp.safety import check_out_path, write_output
-
-MAX_SEED = 2**63 - 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,62 +23,6 @@ class _Parser(argparse.ArgumentParser):
         """Print ``error: message`` on one line and exit with status 2."""
         print(f"error: {safe_message(message)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
-
-
-def _seed(text: str) -> int:
-    """A seed: a whole number in 0..2**63-1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a seed must be a whole number, got {text[:40]!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed must be in 0..2**63-1, got {text[:40]}")
-    return value
-
-
-def _at_least(low: int):
-    """An argparse type: a whole number of at least ``low``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-_positive = _at_least(1)  # a whole number of at least 1
-_count = _at_least(0)  # a whole number of at least 0
-
-
-def _seeds(text: str) -> list[int]:
-    """Comma-separated seeds, at least one."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise XWPError("--seeds needs at least one seed, e.g. 0,1,2")
-    try:
-        return list(dict.fromkeys(_seed(p) for p in parts))
-    except argparse.ArgumentTypeError as e:
-        raise XWPError(f"--seeds: {e}") from None
-
-
-def _methods(text: str) -> list[str]:
-    """Comma-separated method names, checked against the registry (each name once)."""
-    from xwp.attribution import METHODS
-
-    names = list(dict.fromkeys(m.strip().lower() for m in text.split(",") if m.strip()))
-    if text.strip().lower() == "all":
-        return list(METHODS)
-    bad = [m for m in names if m not in METHODS]
-    if bad or not names:
-        raise XWPError(
-            f"unknown method(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(METHODS)} or 'all'"
-        )
-    return names
 
 
 def _out_path(path: str, suffixes: tuple[str, ...], force: bool = True) -> Path:
@@ -211,15 +154,6 @@ def _checkpoint_dataset(ckpt) -> str:
 
     name = ckpt.meta.get("dataset")
     return name if isinstance(name, str) and name in DATASETS else "typeface"
-
-
-def _names(text: str, known, what: str) -> list[str]:
-    """Comma-separated names checked against ``known`` (``what`` names them in the error)."""
-    names = [t.strip().lower() for t in text.split(",") if t.strip()]
-    bad = [t for t in names if t not in known]
-    if bad or not names:
-        raise XWPError(f"unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(known)}")
-    return list(dict.fromkeys(names))
 
 
 def _train_mean(args: argparse.Namespace, dataset: str):
