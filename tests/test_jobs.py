@@ -133,3 +133,23 @@ def test_uncollected_jobs_expire(executor):
     assert reg.records("gone") == [record]
     reg.prune(now=record.finished + 61)
     assert reg.records("gone") == []
+
+
+def test_warm_up_imports_the_lazy_modules_once_off_the_compute_worker():
+    """The app imports torch._dynamo & co. in its own thread at start, not in the first training (issue 14)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "from xwp.app import work\n"
+        "assert 'torch._dynamo' not in sys.modules, 'already imported: the test proves nothing'\n"
+        "t = work.warm_up()\n"
+        "assert work.warm_up() is t and t.name == 'xwp-warm-up' and t is not threading.current_thread()\n"
+        "t.join(120)\n"
+        "missing = [m for m in work.WARM_MODULES if m not in sys.modules]\n"
+        "assert not missing, missing\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -31,6 +31,46 @@ FUTURES_KEY = "xwp_stroke_futures"  # the futures of this session's latest strok
 _SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SHARED_LOCK = threading.Lock()
 
+#: modules that methods and trainings import on first use. ``torch._dynamo`` is the big one:
+#: ``torch.optim``'s first optimizer imports it, which took 1.9 s in a quiet process but over
+#: 90 s inside the server while 4 browser sessions kept its threads busy (bench/load_test.py,
+#: profiled with py-spy), and the single compute worker, which would do that import inside the
+#: first training, blocks every queued job meanwhile.
+WARM_MODULES = (
+    "torch._dynamo",
+    "captum.attr",
+    "zennit.composites",
+    "zennit.rules",
+    "scipy.ndimage",
+    "sklearn.datasets",
+)
+_WARM: threading.Thread | None = None
+
+
+def warm_up() -> threading.Thread:
+    """Import :data:`WARM_MODULES` once per process, in a thread of its own (streamlit_app.py calls it each run).
+
+    Started when the server's first session opens, so the imports are done before anyone
+    trains or compares, and never on the compute worker, which stays free for strokes.
+    A module that fails to import is skipped (the page that needs it reports the error).
+    """
+    global _WARM
+    with _SHARED_LOCK:
+        if _WARM is None:
+            _WARM = threading.Thread(target=_import_all, name="xwp-warm-up", daemon=True)
+            _WARM.start()
+        return _WARM
+
+
+def _import_all() -> None:
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - best effort; the first real use reports the problem
+            pass
+
 
 def shared_method(
     name: str, model: torch.nn.Module, initial_model: torch.nn.Module | None, space: str = "probability"
