@@ -149,7 +149,19 @@ def test_warm_up_imports_the_lazy_modules_once_off_the_compute_worker():
         "t.join(120)\n"
         "missing = [m for m in work.WARM_MODULES if m not in sys.modules]\n"
         "assert not missing, missing\n"
+        "import gc\n"
+        "assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()  # start-up objects out of the GC's walk\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_streamlit_does_not_collect_garbage_after_every_script_run():
+    """runner.postScriptGC off: each fragment redraw's gc.collect(2) held the GIL ~300 ms (issue 14)."""
+    from pathlib import Path
+
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False
