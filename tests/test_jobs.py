@@ -165,3 +165,28 @@ def test_streamlit_does_not_collect_garbage_after_every_script_run():
 
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False
+
+
+def test_job_panels_redraw_slower_when_many_jobs_run(executor, monkeypatch):
+    """One redraw a second with few jobs; one second more per 4 running jobs, capped (issue 14)."""
+    from xwp.app import jobs
+
+    reg = Registry(executor, max_running=50)
+    monkeypatch.setattr(jobs, "registry", lambda: reg)
+    monkeypatch.delenv("XWP_JOB_REFRESH_MAX_S", raising=False)
+    gate = threading.Event()
+    assert reg.running_count() == 0 and jobs.refresh_seconds() == 1.0
+    seen = {}
+    for n in range(1, 8):  # queued jobs count as running: they have not ended
+        reg.start(f"owner-{n}", "training", f"job {n}", counting_task(1, gate))
+        seen[n] = jobs.refresh_seconds()
+    assert reg.running_count() == 7
+    assert seen == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 2.0, 6: 2.0, 7: 2.0}
+    monkeypatch.setenv("XWP_JOB_REFRESH_MAX_S", "1")
+    assert jobs.refresh_seconds() == 1.0
+    monkeypatch.setattr(reg, "running_count", lambda: 100)
+    monkeypatch.delenv("XWP_JOB_REFRESH_MAX_S")
+    assert jobs.refresh_seconds() == 5.0
+    gate.set()
+    monkeypatch.undo()
+    wait_until(lambda: reg.running_count() == 0)

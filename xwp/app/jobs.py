@@ -12,6 +12,8 @@ session's own thread (:func:`collect`), which e.g. adds the trained model to the
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 import time
 import uuid
@@ -28,8 +30,10 @@ from xwp.config import env_int
 from xwp.errors import XWPError
 
 OWNER_KEY = "xwp_job_owner"  # this session's owner id in st.session_state
-#: how often the sidebar and the Train page redraw a running job's progress (seconds)
+#: how often the sidebar and the Train page redraw a running job's progress (seconds), when few jobs run
 REFRESH_SECONDS = 1.0
+#: one second more between redraws per this many jobs running in the process (see :func:`refresh_seconds`)
+JOBS_PER_SECOND_OF_REFRESH = 4
 
 
 @dataclass(eq=False)
@@ -130,6 +134,11 @@ class Registry:
     def running(self, owner: str, kind: str | None = None) -> list[JobRecord]:
         """The owner's jobs that have not ended."""
         return [r for r in self.records(owner, kind) if not r.done]
+
+    def running_count(self) -> int:
+        """Jobs of all owners that have not ended."""
+        with self._lock:
+            return sum(not r.done for mine in self._records.values() for r in mine)
 
     def get(self, owner: str, job_id: str) -> JobRecord | None:
         """The owner's job ``job_id`` (None if unknown or someone else's)."""
@@ -258,9 +267,38 @@ def stop_button(record: JobRecord, key: str, label: str = "Stop") -> None:
         st.caption("Stopping at the next step…")
 
 
-@st.fragment(run_every=REFRESH_SECONDS)
+def refresh_seconds() -> float:
+    """How often the job panels redraw: every second, one second more per 4 jobs running in the process.
+
+    Capped at ``XWP_JOB_REFRESH_MAX_S`` (default 5; 1 keeps every second). Each redraw is a
+    script run on the server and a repaint in the browser, for every session with a job: 20
+    sessions with a job each meant 40 redraws a second on 2 cores, competing with the strokes.
+    """
+    slowest = max(REFRESH_SECONDS, float(env_int("XWP_JOB_REFRESH_MAX_S", 5)))
+    steps = max(1, math.ceil(registry().running_count() / JOBS_PER_SECOND_OF_REFRESH))
+    return min(slowest, REFRESH_SECONDS * steps)
+
+
+def timed_fragment(fn: Callable[..., None]) -> Callable[..., None]:
+    """``fn`` as a fragment that redraws itself every :func:`refresh_seconds` (chosen at each full run).
+
+    One Streamlit fragment per interval, all made from ``fn`` (so they share one fragment id).
+    """
+    fragments: dict[float, Callable[..., None]] = {}
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> None:
+        seconds = refresh_seconds()
+        if seconds not in fragments:
+            fragments[seconds] = st.fragment(fn, run_every=seconds)
+        return fragments[seconds](*args, **kwargs)
+
+    return call
+
+
+@timed_fragment
 def _panel(owner_id: str) -> None:
-    """The sidebar's list of running jobs, redrawn every :data:`REFRESH_SECONDS`; collects the ones that ended.
+    """The sidebar's list of running jobs, redrawn every :func:`refresh_seconds`; collects the ones that ended.
 
     Collecting here (not in the full run a finished job asks for, which Streamlit 1.67
     sometimes dropped when asked from a timed fragment under load) adds a trained model to the

@@ -172,14 +172,14 @@ def _collect_training(record: jobs.JobRecord) -> None:
 
 
 def training_progress() -> None:
-    """The running trainings of this session: progress, loss curves so far and a Stop button (redrawn every second)."""
+    """The running trainings of this session: progress, loss curves, Stop (redrawn every second or slower)."""
     if jobs.registry().records(jobs.owner(), "training"):
         _training_panel()
 
 
-@st.fragment(run_every=jobs.REFRESH_SECONDS)
+@jobs.timed_fragment
 def _training_panel() -> None:
-    """:func:`training_progress`, redrawn on its own every :data:`~xwp.app.jobs.REFRESH_SECONDS`."""
+    """:func:`training_progress`, redrawn on its own every :func:`~xwp.app.jobs.refresh_seconds`."""
     if jobs.collect():  # an ended training: its model is added and its result stored now
         jobs.rerun_app()  # the sidebar lists it (the outcome is drawn below if the rerun is dropped)
     records = jobs.registry().records(jobs.owner(), "training")
