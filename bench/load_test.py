@@ -66,7 +66,7 @@ async def stroke(page, points):
     return time.perf_counter()
 
 
-async def session(i, browser, url, timeout, results):
+async def session(i, browser, url, timeout, results, compare_timeout=None):
     ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await ctx.new_page()
     page.set_default_timeout(timeout * 1000)
@@ -122,7 +122,8 @@ async def session(i, browser, url, timeout, results):
         await idle(page, timeout)
         t0 = time.perf_counter()
         await page.get_by_role("button", name="Run comparison").click()
-        await page.get_by_text("Evaluation took", exact=False).first.wait_for()
+        done = page.get_by_text("Evaluation took", exact=False).first
+        await done.wait_for(timeout=(compare_timeout or timeout) * 1000)
         await idle(page, timeout)
         rec["compare_s"] = time.perf_counter() - t0
 
@@ -172,7 +173,7 @@ def cpu_by_role() -> dict[str, float]:
     return out
 
 
-async def run(url, n, timeout):
+async def run(url, n, timeout, compare_timeout=None):
     from playwright.async_api import async_playwright
 
     results = []
@@ -180,7 +181,7 @@ async def run(url, n, timeout):
         before = cpu_by_role()
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         started = time.perf_counter()
-        await asyncio.gather(*(session(i, browser, url, timeout, results) for i in range(n)))
+        await asyncio.gather(*(session(i, browser, url, timeout, results, compare_timeout) for i in range(n)))
         wall = time.perf_counter() - started
         after = cpu_by_role()
         await browser.close()
@@ -201,6 +202,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--timeout", type=float, default=240, help="seconds allowed for each step")
+    p.add_argument(
+        "--compare-timeout",
+        type=float,
+        default=None,
+        help="seconds allowed for the comparison (default --timeout); the comparisons of all sessions "
+        "queue one after another on the compute worker, so the last waits for the others",
+    )
     p.add_argument("--out", default="docs/results/load_test.md")
     p.add_argument("--server-log", default=None, help="write the server's output here")
     args = p.parse_args()
@@ -218,7 +226,7 @@ def main():
     print(f"default model ready in {time.perf_counter() - t0:.1f} s", flush=True)
     load_before = os.getloadavg()[0]
     with streamlit_server(cache, args.server_log) as url:
-        results, wall, used = asyncio.run(run(url, args.sessions, args.timeout))
+        results, wall, used = asyncio.run(run(url, args.sessions, args.timeout, args.compare_timeout))
     load_after = os.getloadavg()[0]
     errors = [r for r in results if r["error"]]
     others = max(used["machine"] - used["server"] - used["browsers"], 0.0)
@@ -227,7 +235,9 @@ def main():
     lines = [
         f"# Load test: {args.sessions} concurrent browser sessions",
         "",
-        f"`python bench/load_test.py --sessions {args.sessions}` on {os.cpu_count()} CPU cores, "
+        f"`python bench/load_test.py --sessions {args.sessions}`"
+        + (f" `--compare-timeout {args.compare_timeout:g}`" if args.compare_timeout else "")
+        + f" on {os.cpu_count()} CPU cores, "
         f"one `streamlit run` server (compute executor: {settings}), Debian Chromium (Playwright). "
         f"Wall time {wall:.0f} s; errors: {len(errors)} of {len(results)} sessions. "
         f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after.",
