@@ -48,9 +48,16 @@ def test_table_shape_and_curves(trained, typeface):
 
 
 def test_correct_only_filters_tables_curves_and_tests(trained, typeface):
-    ev = evaluate(trained, typeface[1], ["xwp", "random"], n=40, seed=3, outputs=("softmax",), sensitivity_samples=0)
+    import dataclasses
+
+    # every 4th label moved by one: misclassified images on any machine (the typeface digits come
+    # from the installed fonts, and on some machines the 3-epoch model got all 40 sampled right)
+    labels = typeface[1].labels.clone()
+    labels[::4] = (labels[::4] + 1) % 10
+    test = dataclasses.replace(typeface[1], labels=labels)
+    ev = evaluate(trained, test, ["xwp", "random"], n=40, seed=3, outputs=("softmax",), sensitivity_samples=0)
     correct = ev.per_image.drop_duplicates("image")["correct"].to_numpy()
-    assert 0 < correct.sum() < 40, "the test needs some misclassified images (3-epoch model)"
+    assert 0 < correct.sum() < 40, "the test needs some misclassified images"
     only = ev.curve_set("deletion", "softmax", "zero", correct_only=True)
     assert only["xwp"].shape == (correct.sum(), 201)
     np.testing.assert_array_equal(only["xwp"], ev.deletion["xwp"][correct])
