@@ -23,7 +23,8 @@ def sparse_inputs(n, d, density=0.3, seed=0, dtype=torch.float64):
 @pytest.mark.parametrize("complementary", [False, True])
 @pytest.mark.parametrize("output", ["softmax", "logits"])
 @pytest.mark.parametrize("given", [True, False])
-def test_dense_equals_sparse_exactly_in_float64(complementary, output, given):
+def test_dense_equals_sparse_in_float64(complementary, output, given):
+    """To rounding: bit for bit on an Intel Xeon; on an AMD EPYC 1-3 values differed by <= 9e-16 of the largest."""
     model = random_trained_mlp((784, 64, 32, 10), seed=4)
     x = sparse_inputs(7, 784).reshape(7, 1, 28, 28)
     target = torch.arange(7) % 10 if given else None
@@ -31,7 +32,10 @@ def test_dense_equals_sparse_exactly_in_float64(complementary, output, given):
     dense = DenseXWP(model, complementary=complementary, output=output, rows=3 * 784)  # 3 images a chunk
     got = dense.attribute(x, target=target)
     assert got.shape == x.shape
-    assert torch.equal(got, ref)
+    scale = ref.abs().max().item()
+    assert (got - ref).abs().max().item() <= 1e-14 * scale
+    assert torch.equal(got == 0, ref == 0)  # the same features are zero
+    assert (got != ref).sum().item() <= 0.01 * ref.numel()  # BLAS kernel differences touch a few values only
 
 
 def test_dense_equals_sparse_on_a_sequential_with_initial_model():
