@@ -282,16 +282,13 @@ def refresh_seconds() -> float:
 def timed_fragment(fn: Callable[..., None]) -> Callable[..., None]:
     """``fn`` as a fragment that redraws itself every :func:`refresh_seconds` (chosen at each full run).
 
-    One Streamlit fragment per interval, all made from ``fn`` (so they share one fragment id).
+    Streamlit names a fragment after ``fn`` and its place on the page, so wrapping ``fn`` anew
+    with another interval keeps the same fragment.
     """
-    fragments: dict[float, Callable[..., None]] = {}
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> None:
-        seconds = refresh_seconds()
-        if seconds not in fragments:
-            fragments[seconds] = st.fragment(fn, run_every=seconds)
-        return fragments[seconds](*args, **kwargs)
+        return st.fragment(fn, run_every=refresh_seconds())(*args, **kwargs)
 
     return call
 

@@ -45,6 +45,7 @@ WARM_MODULES = (
     "sklearn.datasets",
 )
 _WARM: threading.Thread | None = None
+_WARM_LOCK = threading.Lock()
 
 
 def warm_up() -> threading.Thread:
@@ -55,7 +56,7 @@ def warm_up() -> threading.Thread:
     A module that fails to import is skipped (the page that needs it reports the error).
     """
     global _WARM
-    with _SHARED_LOCK:
+    with _WARM_LOCK:
         if _WARM is None:
             _WARM = threading.Thread(target=_import_all, name="xwp-warm-up", daemon=True)
             _WARM.start()
