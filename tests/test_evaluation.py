@@ -175,9 +175,22 @@ def test_float64_model(trained, typeface):
         }
         for m, values in expected.items():
             np.testing.assert_allclose(per[m].to_numpy(), values.numpy(), rtol=1e-12, atol=1e-15, err_msg=f"{name} {m}")
-        t64, t32 = ev.table.set_index("method"), ev32.table.set_index("method")
-        for m in expected:  # float32 and float64 differ by rounding only (~1e-7 seen)
-            assert abs(t64.loc[name, f"{m}_mean"] - t32.loc[name, f"{m}_mean"]) < 1e-5, (name, m)
+        # float32 and float64 maps differ by rounding only (~1e-7 seen), but neighbouring XWP scores can be
+        # closer than that (gaps of 1e-8 seen), so the two precisions may delete near-ties in another order
+        # (deletion AUC of one image moved by 2e-4 on an AMD EPYC), and a pixel that is exactly 0 in float32
+        # but -3e-8 in float64 leaves the block of zero scores, whose seeded random tie order then reshuffles
+        # (insertion AUC of that image moved by 0.03). Scored in float64 with the float32 map's order, the
+        # float32 table comes back to rounding.
+        attr32 = make_method(name, trained).attribute(x.float(), target=y)
+        np.testing.assert_allclose(attr32.double().numpy(), attr.numpy(), rtol=0, atol=1e-5 * attr.abs().max().item())
+        t32 = ev32.table.set_index("method")
+        for m, fn in (
+            ("average_drop", metrics.average_drop),
+            ("deletion_auc", metrics.deletion_auc),
+            ("insertion_auc", metrics.insertion_auc),
+        ):
+            same_order = fn(model64, x, y, attr32.double(), seed=0).mean().item()
+            assert abs(same_order - t32.loc[name, f"{m}_mean"]) < 1e-5, (name, m)
 
 
 def test_log_odds_output_space_against_direct_calls(trained, typeface):
@@ -199,12 +212,16 @@ def test_log_odds_output_space_against_direct_calls(trained, typeface):
         p = torch.softmax(trained(x).double(), 1)
     want0 = torch.log(p.gather(1, y[:, None])[:, 0]) - torch.log1p(-p.gather(1, y[:, None])[:, 0])
     for name, attr in maps.items():
+        # evaluate()'s own maps equal the direct calls to rounding; near-tied scores may then fall in another
+        # order, so the curves are recomputed from evaluate()'s maps (what it scored), not from ours
+        kept = torch.from_numpy(ev.examples["attributions"][name])
+        np.testing.assert_allclose(kept.numpy(), attr.numpy(), rtol=0, atol=1e-5 * attr.abs().max().item())
         rows = ev.per_image[ev.per_image.method == name].sort_values("image")
-        curves = F.curves(trained, x, y, attr, output="log-odds")
+        curves = F.curves(trained, x, y, kept, output="log-odds")
         np.testing.assert_allclose(rows["deletion_auc"], F.auc(curves).double().numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(
-            ev.curves[(name, "log-odds", "zero")]["deletion"], curves.numpy(), rtol=1e-5, atol=1e-5
-        )
+            ev.curves[(name, "log-odds", "zero")]["deletion"], curves.numpy(), rtol=1e-4, atol=1e-4
+        )  # float32 log-odds of batches of other sizes: 1.4e-5 relative seen on an AMD EPYC
         np.testing.assert_allclose(curves[:, 0].double().numpy(), want0.numpy(), rtol=1e-4, atol=1e-4)
     with pytest.raises(xwp.XWPError, match="log-odds"):
         evaluate(trained, typeface[1], ["xwp"], n=2, outputs=("odds",))
