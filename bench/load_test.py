@@ -34,10 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from appserver import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE_JS, streamlit_server  # noqa: E402
 
+#: how often a waiting page re-checks its condition (ms; ``--poll-ms``, 0: Playwright's default of
+#: every animation frame). Polling every frame makes a waiting page render 60 frames a second:
+#: 8 % of a core per page measured, 0.6 % polling every 100 ms; 20 pages waiting at once ask for
+#: 1.6 cores for the harness alone. 50 ms bounds the error of a measured latency by 50 ms.
+POLL_MS: int | str = 50
+
 
 async def idle(page, timeout):
     await page.wait_for_timeout(300)
-    await page.wait_for_function(IDLE_JS, timeout=timeout * 1000)
+    await page.wait_for_function(IDLE_JS, timeout=timeout * 1000, polling=POLL_MS)
     if await page.locator(EXCEPTION).count():
         raise RuntimeError("exception box: " + (await page.locator(EXCEPTION).first.inner_text())[:200])
 
@@ -97,7 +103,7 @@ async def session(i, browser, url, timeout, results, compare_timeout=None):
         t0 = time.perf_counter()
         up = await stroke(page, [(70, 60), (210, 60), (150, 170), (120, 240)])
         await page.get_by_text("Time per method", exact=False).first.wait_for()
-        await page.wait_for_function(IMAGES_LOADED_JS)
+        await page.wait_for_function(IMAGES_LOADED_JS, polling=POLL_MS)
         rec["explain_first_s"] = time.perf_counter() - up
         rec["draw_first_s"] = up - t0
         await idle(page, timeout)
@@ -109,8 +115,9 @@ async def session(i, browser, url, timeout, results, compare_timeout=None):
             "(b) => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
             ".some(e => e.innerText.includes('Time per method') && e.innerText !== b)",
             arg=before,
+            polling=POLL_MS,
         )
-        await page.wait_for_function(IMAGES_LOADED_JS)
+        await page.wait_for_function(IMAGES_LOADED_JS, polling=POLL_MS)
         rec["explain_update_s"] = time.perf_counter() - up
         rec["draw_update_s"] = up - t0
         await idle(page, timeout)
@@ -209,9 +216,18 @@ def main():
         help="seconds allowed for the comparison (default --timeout); the comparisons of all sessions "
         "queue one after another on the compute worker, so the last waits for the others",
     )
+    p.add_argument(
+        "--poll-ms",
+        type=int,
+        default=50,
+        help="how often a waiting page re-checks its condition; 0: every animation frame (Playwright's "
+        "default, which costs the browsers CPU the app then lacks)",
+    )
     p.add_argument("--out", default="docs/results/load_test.md")
     p.add_argument("--server-log", default=None, help="write the server's output here")
     args = p.parse_args()
+    global POLL_MS
+    POLL_MS = args.poll_ms or "raf"
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
     cache = tempfile.mkdtemp(prefix="xwp-load-")
@@ -237,6 +253,7 @@ def main():
         "",
         f"`python bench/load_test.py --sessions {args.sessions}`"
         + (f" `--compare-timeout {args.compare_timeout:g}`" if args.compare_timeout else "")
+        + (f" `--poll-ms {args.poll_ms}`" if args.poll_ms != 50 else "")
         + f" on {os.cpu_count()} CPU cores, "
         f"one `streamlit run` server (compute executor: {settings}), Debian Chromium (Playwright). "
         f"Wall time {wall:.0f} s; errors: {len(errors)} of {len(results)} sessions. "
