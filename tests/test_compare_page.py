@@ -147,3 +147,27 @@ def test_stop_keeps_finished_methods_and_resume_completes(at):
     result = at.session_state["xwp_comparison"]
     assert result["status"] == "done" and result["pending"] == []
     assert list(at.dataframe[0].value["method"]) == ["XWP", "Occlusion", "Random"]
+
+
+def test_progress_is_redrawn_only_when_it_changes():
+    """A comparison waiting in the queue does not move: its bar is not redrawn every poll (each costs a render)."""
+    from types import SimpleNamespace
+
+    from xwp.app.compare_page import follow
+
+    # what the job reports at each poll: 3 polls waiting, then two chunks, the second seen twice, then done
+    states = [(0.0, "waiting")] * 3 + [(0.25, "chunk 1"), (0.5, "chunk 2"), (0.5, "chunk 2"), None]
+    record = SimpleNamespace(fraction=0.0, message="waiting", done=False)
+    drawn, slept = [], []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        state = states[len(slept) - 1]
+        if state is None:
+            record.done = True
+        else:
+            record.fraction, record.message = state
+
+    bar = SimpleNamespace(progress=lambda value, text: drawn.append((value, text)))
+    assert follow(record, bar, poll=0.2, sleep=sleep) == 2
+    assert drawn == [(0.25, "chunk 1"), (0.5, "chunk 2")] and slept == [0.2] * len(states)

@@ -11,7 +11,8 @@ in a new job. When every method is done, the job saves the comparison to the wor
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import streamlit as st
 import torch
@@ -99,12 +100,28 @@ def continue_comparison(entry: SessionModel) -> None:
             return
         record = _start_job(entry, result)
     bar = st.progress(record.fraction, text=record.message)
-    while not record.done:
-        time.sleep(POLL_SECONDS)
-        bar.progress(record.fraction, text=record.message)  # a rerun (a click, a page switch) takes over here
+    follow(record, bar)  # a rerun (a click, a page switch) takes over here
     bar.empty()
     record.extra["watched"] = True  # its end was seen here: no toast about it
     jobs.collect()
+
+
+def follow(record: jobs.JobRecord, bar: Any, poll: float = POLL_SECONDS, sleep: Callable = time.sleep) -> int:
+    """Redraw ``bar`` (an ``st.progress``) whenever ``record``'s progress changes, until it ends; returns the redraws.
+
+    Only changes are sent: each redraw costs the browser a render, and a comparison waiting
+    in the compute queue does not move. Redrawing every poll regardless, 3 tabs watching
+    queued comparisons cost their browser 0.11 CPU-seconds a second (docs/app.md, "What a
+    stroke costs the browser").
+    """
+    shown, redraws = (record.fraction, record.message), 0
+    while not record.done:
+        sleep(poll)
+        now = (record.fraction, record.message)
+        if now != shown:
+            bar.progress(now[0], text=now[1])
+            shown, redraws = now, redraws + 1
+    return redraws
 
 
 def _start_job(entry: SessionModel, result: dict) -> jobs.JobRecord:
