@@ -198,11 +198,7 @@ def main() -> None:
         right.info("Choose at least one method under **Methods**.")
     with frame.user_errors():
         ex = glue.explain(entry, x, target, methods, shared, overlay, space)
-        data, spec = ex.probability_chart()
-        spec = {**spec, "height": {"step": 15}, "title": None}
-        spec["encoding"]["y"]["axis"] = {"labelFontSize": 12, "labelOverlap": False}
-        spec["encoding"]["x"] = {**spec["encoding"]["x"], "title": None}  # the heading says "Predicted"
-        chart.vega_lite_chart(data, spec, width="stretch")
+        chart.html(ex.probability_html())  # plain HTML: a chart cost the browser more than the maps
         with right:
             if warning:
                 st.warning(warning, icon=":material/warning:")

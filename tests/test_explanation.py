@@ -63,8 +63,8 @@ def test_explain_function_matches_direct_calls(moved):
     assert next(model.parameters()).dtype == torch.float32  # the model is left as it was
     assert set(ex.tiles) == {"xwp", "xwpc", "random"} and all(t[:4] == b"\x89PNG" for t in ex.tiles.values())
     assert ex.download_png()[:8] == b"\x89PNG\r\n\x1a\n"
-    frame, spec = ex.probability_chart()
-    assert list(frame["explained"]).count(True) == 1 and spec["encoding"]["y"]["sort"] is None
+    bars = ex.probability_html()
+    assert bars.count('class="xwp-p"') == len(ex.classes) and bars.count("#c62828") == 1
     assert np.load(io.BytesIO(ex.npy_bytes())).shape == (3, 28, 28)
     csv = ex.csv_bytes().decode().splitlines()
     assert csv[0] == "row,col,input,xwp,xwpc,random" and len(csv) == 785
@@ -165,3 +165,22 @@ def test_example_grid(typeface, trained):
 def test_explanation_title():
     ex = Explanation(np.zeros((28, 28)), np.array([0.1, 0.9]), 1, 0, {}, {}, {}, {}, ["cat", "dog"])
     assert ex.title == "Predicted dog (90%) · explaining cat"
+
+
+def test_probability_bars_are_escaped_html_in_class_order():
+    """One row per class in order, bar widths = probabilities, the explained class red; names are escaped."""
+    import re
+
+    hostile = '<img src=x onerror="alert(1)">'
+    long = "a" * 60
+    ex = Explanation(
+        np.zeros((28, 28)), np.array([0.25, 0.7, 0.05]), 1, 2, {}, {}, {}, {}, ["cat", hostile, long]
+    )
+    bars = ex.probability_html()
+    assert "<img" not in bars and "onerror=\"" not in bars and "&lt;img" in bars
+    assert [float(w) for w in re.findall(r"width:([0-9.]+)%", bars)] == [25.0, 70.0, 5.0]
+    rows = bars.split('class="xwp-p"')[1:]
+    assert len(rows) == 3 and "#c62828" in rows[2] and "#c62828" not in rows[0] + rows[1]
+    assert "a" * 23 + "…" in rows[2] and "a" * 25 not in rows[2].split("title=")[1].split(">", 1)[1]
+    assert f'title="{long}: 0.050 (explained)"' in rows[2]  # the full name and value in the tooltip
+    assert [r.split('class="xwp-v">')[1][:3] for r in rows] == ["25%", "70%", "5%<"]

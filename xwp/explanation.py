@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import html
 import io
 import time
 import weakref
@@ -30,6 +31,15 @@ from xwp.train import predict
 
 #: the methods the Explain page starts with: the registry's ``app-default`` tag
 EXPLAIN_DEFAULT = tuple(methods_tagged("app-default"))
+#: the look of :meth:`Explanation.probability_html` (one row per class: name, bar, percentage)
+PROBABILITY_STYLE = """<style>
+.xwp-p {display: grid; grid-template-columns: minmax(2.5rem, max-content) 1fr 2.8rem; gap: 0.4rem;
+        align-items: center; font-size: 0.85rem; line-height: 1.15rem;}
+.xwp-c {text-align: right; white-space: nowrap; overflow: hidden;}
+.xwp-t {height: 0.8rem; background: rgba(128, 128, 128, 0.12); border-radius: 2px;}
+.xwp-t > span {display: block; height: 100%; border-radius: 0 2px 2px 0;}
+.xwp-v {text-align: right; font-variant-numeric: tabular-nums;}
+</style>"""
 #: at most this many attributions are kept in a memo passed to :func:`explain`
 MEMO_SIZE = 256
 
@@ -181,44 +191,26 @@ class Explanation:
             frame[name] = a.ravel()
         return frame.to_csv(index=False, float_format="%.6g").encode()
 
-    def probability_chart(self) -> tuple[pd.DataFrame, dict]:
-        """Data and Vega-Lite spec of the probabilities bar chart (the explained class in red)."""
-        frame = pd.DataFrame(
-            {
-                "class": self.classes,
-                "probability": self.probs,
-                "explained": [i == self.target for i in range(len(self.classes))],
-            }
-        )
-        spec = {
-            "title": "Predicted probabilities",
-            "height": {"step": 24},
-            "mark": {"type": "bar", "cornerRadiusEnd": 2},
-            "encoding": {
-                "y": {
-                    "field": "class",
-                    "type": "nominal",
-                    "sort": None,
-                    "title": None,
-                    "axis": {"labelFontSize": 14, "labelOverlap": False},
-                },
-                "x": {
-                    "field": "probability",
-                    "type": "quantitative",
-                    "scale": {"domain": [0, 1]},
-                    "title": "probability",
-                    "axis": {"format": ".0%"},
-                },
-                "color": {
-                    "field": "explained",
-                    "type": "nominal",
-                    "legend": None,
-                    "scale": {"domain": [False, True], "range": ["#9e9e9e", "#c62828"]},
-                },
-                "tooltip": [{"field": "class"}, {"field": "probability", "format": ".3f"}],
-            },
-        }
-        return frame, spec
+    def probability_html(self, max_label: int = 24) -> str:
+        """The predicted probabilities as an HTML bar list (the explained class in red), for ``st.html``.
+
+        Plain HTML instead of a chart: a Vega-Lite chart cost the browser about 55 ms of CPU
+        per stroke, more than the maps themselves (docs/app.md, "What a stroke costs the
+        browser"). Class names come from checkpoints and are escaped; long ones are cut to
+        ``max_label`` characters (the full name and the probability are in the row's tooltip).
+        """
+        rows = []
+        for i, (name, p) in enumerate(zip(self.classes, self.probs, strict=True)):
+            p = float(np.clip(p, 0.0, 1.0))
+            shown = name if len(name) <= max_label else name[: max_label - 1] + "…"
+            colour = "#c62828" if i == self.target else "#9e9e9e"
+            tip = html.escape(f"{name}: {p:.3f}" + (" (explained)" if i == self.target else ""), quote=True)
+            rows.append(
+                f'<div class="xwp-p" title="{tip}"><span class="xwp-c">{html.escape(shown)}</span>'
+                f'<span class="xwp-t"><span style="width:{100 * p:.1f}%;background:{colour}"></span></span>'
+                f'<span class="xwp-v">{p:.0%}</span></div>'
+            )
+        return PROBABILITY_STYLE + f'<div role="list" aria-label="Predicted probabilities">{"".join(rows)}</div>'
 
 
 def class_names(model: nn.Module, classes: Sequence[str] | None = None) -> list[str]:
