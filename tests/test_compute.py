@@ -442,3 +442,64 @@ def test_a_running_task_stops_at_its_next_tick_on_shutdown():
     ex.shutdown()
     with pytest.raises(XWPError, match="shut down"):
         job.result(WAIT)
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_the_lane_serves_strokes_while_a_chunk_runs(lane):
+    """With the lane a stroke is answered while a job's chunk holds the worker; without it, it waits."""
+    ex = ComputeExecutor(threads=1, lane=lane)
+    started, gate, log = threading.Event(), threading.Event(), []
+    try:
+        job = ex.submit_job(chunks(2, log, started, gate), priority=BACKGROUND)
+        assert started.wait(WAIT)  # the first chunk holds the main worker until the gate opens
+        stroke = ex.submit(lambda: "maps", priority=INTERACTIVE)
+        later = ex.submit(lambda: "normal", priority=NORMAL)  # the lane never takes other priorities
+        if lane:
+            assert stroke.result(WAIT) == "maps" and not gate.is_set()
+            assert not later.done()
+        else:
+            assert not stroke.done() and not stroke.running()
+        gate.set()
+        assert stroke.result(WAIT) == "maps" and later.result(WAIT) == "normal" and job.result(WAIT) == "finished"
+    finally:
+        gate.set()
+        ex.shutdown()
+
+
+def test_the_lane_never_takes_a_job():
+    ex = ComputeExecutor(threads=1, lane=True)
+    started, release = threading.Event(), threading.Event()
+    ex.submit(lambda: (started.set(), release.wait(WAIT)), priority=BACKGROUND)
+    assert started.wait(WAIT)  # the main worker is busy: only the lane is free
+    ran = threading.Event()
+
+    def one_chunk():
+        ran.set()
+        yield
+
+    try:
+        job = ex.submit_job(one_chunk(), priority=INTERACTIVE)  # a job, even at this priority
+        assert not ran.wait(0.5)  # the free lane left it alone
+        release.set()
+        job.result(WAIT)
+        assert ran.is_set()
+    finally:
+        release.set()
+        ex.shutdown()
+
+
+def test_the_process_executor_has_the_lane_by_default(monkeypatch):
+    import xwp.compute as compute
+
+    for setting, expected in ((None, True), ("0", False)):
+        if setting is None:
+            monkeypatch.delenv("XWP_COMPUTE_LANE", raising=False)
+        else:
+            monkeypatch.setenv("XWP_COMPUTE_LANE", setting)
+        monkeypatch.setattr(compute, "_EXECUTOR", None)
+        ex = compute.get_executor()
+        try:
+            assert ex.lane is expected and len(ex._threads) == ex.workers + expected
+        finally:
+            ex.shutdown()
+    monkeypatch.setattr(compute, "_EXECUTOR", None)

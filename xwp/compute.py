@@ -148,9 +148,18 @@ class ComputeExecutor:
         threads: torch intra-op threads of each worker (default: cores // workers).
         max_pending: requests and jobs that may wait; one more raises :class:`XWPError`.
         max_batch: most requests merged into one call.
+        lane: one more thread (one torch thread) that serves only :data:`INTERACTIVE` requests,
+            never jobs, so a stroke does not wait for the chunk of a comparison that is running.
     """
 
-    def __init__(self, workers: int = 1, threads: int | None = None, max_pending: int = 256, max_batch: int = 64):
+    def __init__(
+        self,
+        workers: int = 1,
+        threads: int | None = None,
+        max_pending: int = 256,
+        max_batch: int = 64,
+        lane: bool = False,
+    ):
         self.workers = max(1, int(workers))
         self.threads = max(1, int(threads or (os.cpu_count() or 1) // self.workers))
         self.max_pending = max(1, int(max_pending))
@@ -165,6 +174,9 @@ class ComputeExecutor:
         self._threads = [
             threading.Thread(target=self._worker, name=f"xwp-compute-{i}", daemon=True) for i in range(self.workers)
         ]
+        self.lane = bool(lane)
+        if self.lane:
+            self._threads.append(threading.Thread(target=self._worker, args=(True,), name="xwp-lane", daemon=True))
         for t in self._threads:
             t.start()
 
@@ -197,7 +209,7 @@ class ComputeExecutor:
             batch.items.append(item)
             batch.futures.append(future)
             self._pending += 1
-            self._cond.notify()
+            self._cond.notify_all()
         return future
 
     def attribute(
@@ -314,24 +326,28 @@ class ComputeExecutor:
             )
 
     def _push(self, priority: int, entry: Any) -> None:
-        """Put ``entry`` on the heap (call with the lock held)."""
+        """Put ``entry`` on the heap and wake every waiter (the lane waits for other entries); hold the lock."""
         heapq.heappush(self._heap, (priority, next(self._seq), entry))
         if not isinstance(entry, _Batch):  # a batch counts its items as they join
             self._pending += 1
-        self._cond.notify()
+        self._cond.notify_all()
 
-    def _worker(self) -> None:
-        """Serve the queue until shutdown."""
-        torch.set_num_threads(self.threads)
+    def _worker(self, lane: bool = False) -> None:
+        """Serve the queue until shutdown (the ``lane``: only interactive requests, one torch thread)."""
+        torch.set_num_threads(1 if lane else self.threads)
         while True:
             with self._cond:
-                while not self._heap and not self._stopped:
+                while not self._stopped and not (self._lane_ready() if lane else self._heap):
                     self._cond.wait()
                 if self._stopped:
                     return
                 priority, _, entry = heapq.heappop(self._heap)
                 self._take_with_priority(entry, priority)
             self._run(entry, priority)
+
+    def _lane_ready(self) -> bool:
+        """Whether the first entry is an interactive request (call with the lock held)."""
+        return bool(self._heap) and self._heap[0][0] == INTERACTIVE and not isinstance(self._heap[0][2], Job)
 
     def _take_with_priority(self, entry: Any, priority: int) -> None:
         """:meth:`_take` for an entry popped at ``priority``."""
@@ -422,7 +438,7 @@ class ComputeExecutor:
                 return
             heapq.heappush(self._heap, (priority, next(self._seq), job))
             self._pending += 1
-            self._cond.notify()
+            self._cond.notify_all()
 
 
 def _settle(future: Future, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -443,11 +459,13 @@ _LOCK = threading.Lock()
 
 
 def get_executor() -> ComputeExecutor:
-    """The process-wide executor, made on first use from ``XWP_COMPUTE_WORKERS`` / ``_THREADS`` / ``_QUEUE``.
+    """The process-wide executor, made on first use from the ``XWP_COMPUTE_*`` settings.
 
-    Defaults: one worker with ``cores - 1`` torch threads (at least 1), leaving a core to the
-    Streamlit session threads (script runs, PNG encoding, websockets), which need the CPU at
-    the same moments as the strokes they wait for (docs/app.md, "Compute queue").
+    ``XWP_COMPUTE_WORKERS`` / ``_THREADS`` / ``_QUEUE`` / ``_BATCH`` / ``_LANE``. Defaults: one
+    worker with ``cores - 1`` torch threads (at least 1), leaving a core to the Streamlit
+    session threads (script runs, PNG encoding, websockets), which need the CPU at the same
+    moments as the strokes they wait for, and the interactive lane (``XWP_COMPUTE_LANE=0``
+    turns it off), so strokes do not wait for a comparison's chunk (docs/app.md, "Compute queue").
     """
     global _EXECUTOR
     with _LOCK:
@@ -458,5 +476,6 @@ def get_executor() -> ComputeExecutor:
                 threads=env_int("XWP_COMPUTE_THREADS", 0) or max(1, (os.cpu_count() or 1) // workers - 1),
                 max_pending=env_int("XWP_COMPUTE_QUEUE", 256),
                 max_batch=env_int("XWP_COMPUTE_BATCH", 64),
+                lane=env_int("XWP_COMPUTE_LANE", 1) > 0,
             )
         return _EXECUTOR
