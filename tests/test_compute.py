@@ -503,3 +503,15 @@ def test_the_process_executor_has_the_lane_by_default(monkeypatch):
         finally:
             ex.shutdown()
     monkeypatch.setattr(compute, "_EXECUTOR", None)
+
+
+def test_the_lane_leaves_the_workers_thread_count():
+    """torch keeps one thread count per process: the lane must not set its own over the worker's."""
+    before = torch.get_num_threads()
+    ex = ComputeExecutor(threads=2, lane=True)
+    try:
+        assert ex.submit(lambda: None, priority=INTERACTIVE).result(WAIT) is None  # the lane has started
+        assert ex.submit(torch.get_num_threads, priority=BACKGROUND).result(WAIT) == 2
+    finally:
+        ex.shutdown()
+        torch.set_num_threads(before)

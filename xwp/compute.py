@@ -148,8 +148,10 @@ class ComputeExecutor:
         threads: torch intra-op threads of each worker (default: cores // workers).
         max_pending: requests and jobs that may wait; one more raises :class:`XWPError`.
         max_batch: most requests merged into one call.
-        lane: one more thread (one torch thread) that serves only :data:`INTERACTIVE` requests,
-            never jobs, so a stroke does not wait for the chunk of a comparison that is running.
+        lane: one more thread that serves only :data:`INTERACTIVE` requests, never jobs, so a
+            stroke does not wait for the chunk of a comparison that is running. It leaves the
+            torch thread count alone (torch keeps one per process: setting it would change the
+            workers' count too).
     """
 
     def __init__(
@@ -333,8 +335,9 @@ class ComputeExecutor:
         self._cond.notify_all()
 
     def _worker(self, lane: bool = False) -> None:
-        """Serve the queue until shutdown (the ``lane``: only interactive requests, one torch thread)."""
-        torch.set_num_threads(1 if lane else self.threads)
+        """Serve the queue until shutdown (the ``lane``: only interactive requests)."""
+        if not lane:
+            torch.set_num_threads(self.threads)
         while True:
             with self._cond:
                 while not self._stopped and not (self._lane_ready() if lane else self._heap):
