@@ -10,6 +10,8 @@ carry the same batch key and run as one call.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import threading
 import weakref
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -58,15 +60,20 @@ def warm_up() -> threading.Thread:
     global _WARM
     with _WARM_LOCK:
         if _WARM is None:
+            # IPython first and here, while the other sessions wait on the lock: captum imports it
+            # (0.3 s), and matplotlib reads sys.modules["IPython"].version_info whenever a figure is
+            # made, so a session drawing a figure while the warm-up thread was half-way through
+            # importing IPython failed with "partially initialized module 'IPython'" (16 of 20
+            # sessions of one load test on the Home page).
+            with contextlib.suppress(Exception):  # IPython is optional; if missing, nothing can race
+                importlib.import_module("IPython")
             _WARM = threading.Thread(target=_import_all, name="xwp-warm-up", daemon=True)
             _WARM.start()
         return _WARM
 
 
 def _import_all() -> None:
-    import contextlib
     import gc
-    import importlib
 
     for name in WARM_MODULES:
         with contextlib.suppress(Exception):  # best effort; the first real use reports the problem
