@@ -133,13 +133,13 @@ def box_of(page, locator) -> dict:
 
 
 def check_explain_fits(page, width: int, height: int) -> None:
-    """Canvas, prediction chart and the five tiles (input + 4 default maps) lie inside the viewport unscrolled."""
+    """Canvas, predicted probabilities and the five tiles (input + 4 default maps) lie inside the viewport unscrolled."""
     page.set_viewport_size({"width": width, "height": height})
     page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_timeout(1500)  # columns and the chart settle after a resize
     wait_images(page)
     canvas = box_of(page, page.locator("canvas.upper-canvas, iframe"))
-    chart = box_of(page, page.locator('[data-testid="stVegaLiteChart"]'))
+    chart = box_of(page, page.locator('[aria-label="Predicted probabilities"]'))
     tiles = page.locator('[data-testid="stMainBlockContainer"] [data-testid="stImage"] img')
     assert tiles.count() >= 5
     boxes = {"canvas": canvas, "prediction": chart} | {f"tile {k}": tiles.nth(k).bounding_box() for k in range(5)}
