@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from load_test import CHROMIUM, CHROMIUM_ARGS, cpu_by_role, goto, idle, streamlit_server, stroke  # noqa: E402
+from speed import write_report  # noqa: E402
 
 KEYS = ("browsers", "server", "machine")
 
@@ -156,11 +157,7 @@ def main():
         f"A wait polling an idle tab: every animation frame {polls['raf']:.3f} CPU-s per s of the browser, "
         f"every 100 ms {polls[100]:.3f}.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}")
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from queue_bench import cpu_name, trained_like_model  # noqa: E402
+from speed import write_report  # noqa: E402
 
 import xwp  # noqa: E402
 from xwp.attribution import XWP, XWPc  # noqa: E402
@@ -120,11 +121,7 @@ def main():
             f"| {'on' if lane else 'off'} | {len(lat)} | {np.percentile(lat, 50):.0f} | "
             f"{np.percentile(lat, 95):.0f} | {lat.max():.0f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}")
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

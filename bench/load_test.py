@@ -33,11 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from appserver import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE_JS, streamlit_server  # noqa: E402
+from speed import write_report  # noqa: E402
 
 #: how often a waiting page re-checks its condition (ms; ``--poll-ms``, 0: Playwright's default of
 #: every animation frame). Polling every frame makes a waiting page render 60 frames a second:
-#: 8 % of a core per page measured, 0.6 % polling every 100 ms; 20 pages waiting at once ask for
-#: 1.6 cores for the harness alone. 50 ms bounds the error of a measured latency by 50 ms.
+#: 8-14 % of a core per page measured, 0.6-1.4 % polling every 100 ms (bench/browser_cost.py);
+#: 20 pages waiting at once ask for 1.6-2.8 cores for the harness alone. Polling every 50 ms
+#: bounds the error of a measured latency by 50 ms.
 POLL_MS: int | str = 50
 
 
@@ -280,11 +282,7 @@ def main():
         lines.append(f"| {label} | {pct(vals, 0.5):.2f} | {pct(vals, 0.95):.2f} | {top:.2f} |")
     if errors:
         lines += ["", "Errors:", ""] + [f"- session {r['session']}: {r['error']}" for r in errors]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}")
+    write_report(lines, args.out)
     return 1 if errors else 0
 
 

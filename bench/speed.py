@@ -321,6 +321,16 @@ def bounded_memory(model, test, device, n=10_000):
     return rows
 
 
+def write_report(lines, out):
+    """Print the report ``lines`` and write them to ``out`` (its folder made if needed)."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    print(f"wrote {out}")
+    return text
+
+
 def markdown(rows):
     if not rows:
         return ""

@@ -133,7 +133,7 @@ def box_of(page, locator) -> dict:
 
 
 def check_explain_fits(page, width: int, height: int) -> None:
-    """Canvas, predicted probabilities and the five tiles (input + 4 default maps) lie inside the viewport unscrolled."""
+    """Canvas, probability bars and the five tiles (input + 4 default maps) lie inside the viewport unscrolled."""
     page.set_viewport_size({"width": width, "height": height})
     page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_timeout(1500)  # columns and the chart settle after a resize
