@@ -169,5 +169,13 @@ def test_progress_is_redrawn_only_when_it_changes():
             record.fraction, record.message = state
 
     bar = SimpleNamespace(progress=lambda value, text: drawn.append((value, text)))
-    assert follow(record, bar, poll=0.2, sleep=sleep) == 2
+    assert follow(record, bar, poll=0.2, sleep=sleep, superseded=lambda: False) == 2
     assert drawn == [(0.25, "chunk 1"), (0.5, "chunk 2")] and slept == [0.2] * len(states)
+
+    # a click or a page switch asks the run to stop: the bar is drawn anyway, the Streamlit call where the
+    # request takes over (without it the run slept on, and the click waited for the comparison to move)
+    record.done, drawn[:], slept[:] = False, [], []
+    states[:] = [(0.5, "chunk 2")] * 3 + [None]
+    asked = iter([False, True, False, False])
+    assert follow(record, bar, poll=0.2, sleep=sleep, superseded=lambda: next(asked)) == 0
+    assert drawn == [(0.5, "chunk 2")]

@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 import torch
 
-from xwp.app import jobs, safe, workspace_glue
+from xwp.app import jobs, safe, work, workspace_glue
 from xwp.app.session import COMPARE_KEY, SessionModel, flash
 from xwp.app.shared import dataset, test_set
 from xwp.attribution import METHODS
@@ -106,21 +106,29 @@ def continue_comparison(entry: SessionModel) -> None:
     jobs.collect()
 
 
-def follow(record: jobs.JobRecord, bar: Any, poll: float = POLL_SECONDS, sleep: Callable = time.sleep) -> int:
+def follow(
+    record: jobs.JobRecord,
+    bar: Any,
+    poll: float = POLL_SECONDS,
+    sleep: Callable = time.sleep,
+    superseded: Callable[[], bool] = work.superseded,
+) -> int:
     """Redraw ``bar`` (an ``st.progress``) whenever ``record``'s progress changes, until it ends; returns the redraws.
 
     Only changes are sent: each redraw costs the browser a render, and a comparison waiting
     in the compute queue does not move. Redrawing every poll regardless, 3 tabs watching
     queued comparisons cost their browser 0.11 CPU-seconds a second (docs/app.md, "What a
-    stroke costs the browser").
+    stroke costs the browser"). When Streamlit asks this run to stop or rerun (a click, a
+    page switch), the bar is drawn anyway: a Streamlit call is where that request takes over.
     """
     shown, redraws = (record.fraction, record.message), 0
     while not record.done:
         sleep(poll)
         now = (record.fraction, record.message)
-        if now != shown:
+        if now != shown or superseded():
             bar.progress(now[0], text=now[1])
-            shown, redraws = now, redraws + 1
+            redraws += now != shown
+            shown = now
     return redraws
 
 

@@ -115,7 +115,7 @@ def method_priority(name: str) -> int:
     return INTERACTIVE if "app-default" in METHODS[name].tags else NORMAL
 
 
-def _superseded() -> bool:
+def superseded() -> bool:
     """Whether Streamlit asked this script run to stop, or to rerun the whole app (e.g. a new stroke).
 
     Reads Streamlit 1.67's private request state; a fragment's timed rerun (the sidebar's
@@ -145,7 +145,7 @@ def wait(futures: Mapping[str, Future]) -> dict[str, Any]:
     pending = set(futures.values())
     while pending:
         _, pending = wait_futures(pending, timeout=0.05)
-        if pending and _superseded():
+        if pending and superseded():
             try:
                 st.empty()  # a Streamlit call: the point where the rerun request takes over
             except BaseException:
