@@ -515,3 +515,26 @@ def test_the_lane_leaves_the_workers_thread_count():
     finally:
         ex.shutdown()
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priorities here")
+def test_the_worker_lowers_its_own_priority_and_the_lane_does_not():
+    """nice: the worker thread (trainings, comparisons) yields the CPU to pages; the lane and the process do not."""
+    import os
+
+    def own_nice():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = own_nice()
+    ex = ComputeExecutor(threads=1, lane=True, nice=5)
+    started, release = threading.Event(), threading.Event()
+    try:
+        worker = ex.submit(lambda: (started.set(), release.wait(WAIT), own_nice())[2], priority=BACKGROUND)
+        assert started.wait(WAIT)  # the worker is busy: the next interactive request goes to the lane
+        assert ex.submit(own_nice, priority=INTERACTIVE).result(WAIT) == before
+        release.set()
+        assert worker.result(WAIT) == before + 5
+        assert own_nice() == before
+    finally:
+        release.set()
+        ex.shutdown()

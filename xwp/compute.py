@@ -17,6 +17,7 @@ kernels for another number of rows (float64 XWP: at most 1e-13 apart, tests/test
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
@@ -152,6 +153,8 @@ class ComputeExecutor:
             stroke does not wait for the chunk of a comparison that is running. It leaves the
             torch thread count alone (torch keeps one per process: setting it would change the
             workers' count too).
+        nice: how much the workers (not the lane) lower their own CPU priority (Linux, per thread),
+            so that trainings and comparisons take the CPU the browsers and page scripts leave.
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class ComputeExecutor:
         max_pending: int = 256,
         max_batch: int = 64,
         lane: bool = False,
+        nice: int = 0,
     ):
         self.workers = max(1, int(workers))
         self.threads = max(1, int(threads or (os.cpu_count() or 1) // self.workers))
@@ -176,7 +180,7 @@ class ComputeExecutor:
         self._threads = [
             threading.Thread(target=self._worker, name=f"xwp-compute-{i}", daemon=True) for i in range(self.workers)
         ]
-        self.lane = bool(lane)
+        self.lane, self.nice = bool(lane), max(0, int(nice))
         if self.lane:
             self._threads.append(threading.Thread(target=self._worker, args=(True,), name="xwp-lane", daemon=True))
         for t in self._threads:
@@ -338,6 +342,10 @@ class ComputeExecutor:
         """Serve the queue until shutdown (the ``lane``: only interactive requests)."""
         if not lane:
             torch.set_num_threads(self.threads)
+            if self.nice and hasattr(os, "setpriority"):
+                with contextlib.suppress(OSError):  # Linux: a thread id names one thread
+                    tid = threading.get_native_id()
+                    os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
         while True:
             with self._cond:
                 while not self._stopped and not (self._lane_ready() if lane else self._heap):
@@ -464,11 +472,12 @@ _LOCK = threading.Lock()
 def get_executor() -> ComputeExecutor:
     """The process-wide executor, made on first use from the ``XWP_COMPUTE_*`` settings.
 
-    ``XWP_COMPUTE_WORKERS`` / ``_THREADS`` / ``_QUEUE`` / ``_BATCH`` / ``_LANE``. Defaults: one
-    worker with ``cores - 1`` torch threads (at least 1), leaving a core to the Streamlit
-    session threads (script runs, PNG encoding, websockets), which need the CPU at the same
-    moments as the strokes they wait for, and the interactive lane (``XWP_COMPUTE_LANE=0``
-    turns it off), so strokes do not wait for a comparison's chunk (docs/app.md, "Compute queue").
+    ``XWP_COMPUTE_WORKERS`` / ``_THREADS`` / ``_QUEUE`` / ``_BATCH`` / ``_LANE`` / ``_NICE``.
+    Defaults: one worker with ``cores - 1`` torch threads (at least 1), leaving a core to the
+    Streamlit session threads (script runs, PNG encoding, websockets), which need the CPU at
+    the same moments as the strokes they wait for; the interactive lane (``XWP_COMPUTE_LANE=0``
+    turns it off), so strokes do not wait for a comparison's chunk; and the worker at nice +10
+    (``XWP_COMPUTE_NICE``), so long jobs get the CPU the pages leave (docs/app.md, "Compute queue").
     """
     global _EXECUTOR
     with _LOCK:
@@ -480,5 +489,6 @@ def get_executor() -> ComputeExecutor:
                 max_pending=env_int("XWP_COMPUTE_QUEUE", 256),
                 max_batch=env_int("XWP_COMPUTE_BATCH", 64),
                 lane=env_int("XWP_COMPUTE_LANE", 1) > 0,
+                nice=env_int("XWP_COMPUTE_NICE", 10),
             )
         return _EXECUTOR
