@@ -34,7 +34,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from load_test import CHROMIUM, CHROMIUM_ARGS, cpu_by_role, goto, idle, streamlit_server, stroke  # noqa: E402
+from load_test import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    cpu_by_role,
+    goto,
+    idle,
+    open_app,
+    prepare_comparison,
+    streamlit_server,
+    stroke,
+)
 from speed import write_report  # noqa: E402
 
 KEYS = ("browsers", "server", "machine")
@@ -44,9 +54,7 @@ async def new_tab(browser, url):
     ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await ctx.new_page()
     page.set_default_timeout(240_000)
-    await page.goto(url)
-    await page.get_by_text("Test accuracy").first.wait_for()
-    await idle(page, 240)
+    await open_app(page, url, 240)
     return page
 
 
@@ -85,11 +93,7 @@ async def poll_cost(browser, url, seconds=5.0):
 
 
 async def compare(page, n):
-    await goto(page, "Compare", 240)
-    box = page.get_by_role("spinbutton", name="Test images", exact=True)
-    await box.fill(str(n))
-    await box.press("Tab")
-    await idle(page, 240)
+    await prepare_comparison(page, n, 240)
     await page.get_by_role("button", name="Run comparison").click()
 
 

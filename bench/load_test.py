@@ -60,6 +60,22 @@ async def goto(page, title, timeout):
 IMAGES_LOADED_JS = "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)"
 
 
+async def open_app(page, url, timeout):
+    """Open the app and wait until its default model is shown and the run has ended."""
+    await page.goto(url)
+    await page.get_by_text("Test accuracy").first.wait_for()
+    await idle(page, timeout)
+
+
+async def prepare_comparison(page, n, timeout):
+    """Open Compare and ask for ``n`` test images (the Run comparison button is the caller's)."""
+    await goto(page, "Compare", timeout)
+    box = page.get_by_role("spinbutton", name="Test images", exact=True)
+    await box.fill(str(n))
+    await box.press("Tab")
+    await idle(page, timeout)
+
+
 async def stroke(page, points):
     """Draw one stroke through ``points`` on the canvas; return the time of the mouse-up (the stroke's end)."""
     canvas = page.locator("canvas.upper-canvas").first
@@ -81,9 +97,7 @@ async def session(i, browser, url, timeout, results, compare_timeout=None):
     rec = {"session": i, "error": ""}
     try:
         t0 = time.perf_counter()
-        await page.goto(url)
-        await page.get_by_text("Test accuracy").first.wait_for()
-        await idle(page, timeout)
+        await open_app(page, url, timeout)
         rec["open_s"] = time.perf_counter() - t0
 
         await goto(page, "Train", timeout)
@@ -124,11 +138,7 @@ async def session(i, browser, url, timeout, results, compare_timeout=None):
         rec["draw_update_s"] = up - t0
         await idle(page, timeout)
 
-        await goto(page, "Compare", timeout)
-        n = page.get_by_role("spinbutton", name="Test images", exact=True)
-        await n.fill("8")
-        await n.press("Tab")
-        await idle(page, timeout)
+        await prepare_comparison(page, 8, timeout)
         t0 = time.perf_counter()
         await page.get_by_role("button", name="Run comparison").click()
         done = page.get_by_text("Evaluation took", exact=False).first

