@@ -125,13 +125,33 @@ def view_controls(ev) -> tuple:
     return output, removal, bool(correct), float(x_max), bool(log_x)
 
 
+def table_controls() -> tuple[str, bool]:
+    """Which metrics the table shows and whether it has their medians (one group, no medians: fits 1280 px)."""
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    group = c1.segmented_control(
+        "Table",
+        list(cmp.TABLE_GROUPS),
+        default="Faithfulness",
+        key="compare_table_group",
+        help="Faithfulness: deletion, insertion, SRG, Average Drop and faithfulness correlation. "
+        "Robustness and readability: max-sensitivity, sparseness, complexity. The CSV always has every metric.",
+    )
+    medians = c2.toggle(
+        "Medians",
+        key="compare_medians",
+        help="A median column beside each mean (the CSV always has both).",
+    )
+    return group or "Faithfulness", bool(medians)
+
+
 def show_results(result) -> None:
     """The table, the significance matrix and sentences, the curves, the grid and the downloads."""
     ev = glue.evaluation(result)
     st.subheader(f"{result['n']} test images · {md(result['dataset'])} · seed {result['seed']}")
     st.caption(f"Model “{md(result['model'])}”. Evaluation took {result['seconds']:.1f} s.")
     output, removal, correct, x_max, log_x = view = view_controls(ev)
-    table = cmp.comparison_table(ev, correct, output, removal)
+    group, medians = table_controls()
+    table = cmp.comparison_table(ev, correct, output, removal, medians, group)
     st.dataframe(
         table,
         hide_index=True,
@@ -140,7 +160,9 @@ def show_results(result) -> None:
         column_config={"method": st.column_config.TextColumn("method", width="medium", pinned=True)},
     )
     st.caption(
-        "Mean over images [bootstrap 95 % interval of the mean] and the median; best mean per metric in bold "
+        "Mean over images [bootstrap 95 % interval of the mean]"
+        + ("; the median beside it" if medians else " (Medians: the median per metric too)")
+        + "; best mean per metric in bold "
         "(random excluded). ↑: higher is better, ↓: lower is better. Scores are the true class's raw "
         f"{OUTPUT_LABELS[output].lower()}, never divided by its intact value, so no single image dominates. "
         + MEANING[SPACE[output]]

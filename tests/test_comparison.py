@@ -82,6 +82,28 @@ def test_table_marks_the_best_method_per_metric(evaluation, correct_only, output
     assert len(expected) == len(METRICS)
 
 
+def test_table_without_medians_keeps_the_means_and_their_bold(evaluation):
+    full = comparison_table(evaluation, False, "softmax", "zero")
+    short = comparison_table(evaluation, False, "softmax", "zero", medians=False)
+    medians = [c for c in full.data.columns if c.endswith(" median")]
+    assert medians and not any(c.endswith(" median") for c in short.data.columns)
+    assert short.data.equals(full.data.drop(columns=medians))
+    assert _bold_cells(short) == _bold_cells(full)
+
+
+def test_table_groups_split_the_metrics(evaluation):
+    full = comparison_table(evaluation, False, "softmax", "zero", medians=False).data
+    seen = []
+    for group in ("Faithfulness", "Robustness and readability"):
+        part = comparison_table(evaluation, False, "softmax", "zero", medians=False, group=group).data
+        assert list(part.columns[:1]) == ["method"] and list(part.columns[-2:]) == ["s / image", "images"]
+        seen += list(part.columns[1:-2])
+        assert part.equals(full[part.columns])
+    assert sorted(seen) == sorted(full.columns[1:-2])  # the two groups cover every metric once
+    with pytest.raises(XWPError, match="unknown metric group"):
+        comparison_table(evaluation, group="Speed")
+
+
 def test_significance_matrix_and_statements_agree(evaluation):
     matrix = significance_matrix(evaluation, "deletion_auc", "softmax", "zero")
     assert list(matrix.index) == ["XWP", "Saliency", "Random"] and matrix.shape == (3, 3)

@@ -26,6 +26,12 @@ from xwp.metrics import METRICS, PINNED
 
 #: the reference row: pixels removed in a random order
 REFERENCE = "random"
+#: the Compare table's column groups: how faithful a map is to the model; how stable and how readable it is
+TABLE_GROUPS = {
+    "Faithfulness": ("deletion_auc", "insertion_auc", "srg", "average_drop", "faithfulness_correlation"),
+    "Robustness and readability": ("max_sensitivity", "sparseness", "complexity"),
+    "All": tuple(METRICS),
+}
 #: y-axis label of the curves per output space
 SCORE_LABEL = {
     "softmax": "p(true class)",
@@ -59,11 +65,25 @@ def case_table(ev: Evaluation, output: str, removal: str, correct_only: bool = F
 
 
 def comparison_table(
-    ev: Evaluation, correct_only: bool = False, output: str | None = None, removal: str | None = None
+    ev: Evaluation,
+    correct_only: bool = False,
+    output: str | None = None,
+    removal: str | None = None,
+    medians: bool = True,
+    group: str = "All",
 ) -> pd.io.formats.style.Styler:
-    """One output space and removal: mean [95 % CI] and median per metric, best mean in bold, images, s / image."""
+    """One output space and removal: mean [95 % CI] and median per metric, best mean in bold, images, s / image.
+
+    ``group``: a key of :data:`TABLE_GROUPS`, the metrics shown. ``medians=False`` leaves the
+    median columns out. All eight metrics with medians make 19 columns; one group without
+    medians at most 8, which a 1280-pixel screen shows beside the sidebar.
+    """
     table = case_table(ev, output or ev.outputs[0], removal or ev.removals[0], correct_only)
-    out = format_table(table)
+    if group not in TABLE_GROUPS:
+        raise XWPError(f"unknown metric group {group!r}; one of {', '.join(TABLE_GROUPS)}")
+    out = format_table(table, metrics_=TABLE_GROUPS[group])
+    if not medians:
+        out = out[[c for c in out.columns if not c.endswith(" median")]]
     out["images"] = table["n"].to_numpy()
     styles = pd.DataFrame("", index=out.index, columns=out.columns)
     contenders = (table["method"] != REFERENCE).to_numpy() & (table["n"] > 0).to_numpy()
