@@ -379,7 +379,8 @@ def test_training_outlives_a_page_switch_and_is_saved_to_the_workspace(at, monke
     at.switch_page("pages/explain.py").run()
     assert_clean(at)
     assert jobs.running(owner(at), "training"), "the training stopped when the page changed"
-    assert any("Running: training “long run”" in p.proto.text for p in at.sidebar.get("progress"))
+    texts = [p.proto.text for p in at.sidebar.get("progress")]
+    assert any(re.match(r"Running: training “long run” · \d{1,3}%", t) for t in texts), texts
     assert "long run" not in models(at)
     wait_until_ended(at, "training")
     [saved] = ws.models()  # saved by the job: no script run has collected it yet

@@ -306,8 +306,14 @@ def _panel(owner_id: str) -> None:
         rerun_app()
     records = registry().records(owner_id)
     for r in records:
-        st.progress(r.fraction, text=f"Running: {r.label} · {r.message}")
+        st.progress(r.fraction, text=panel_text(r))
         stop_button(r, key=f"xwp_job_stop_{r.id}")
+
+
+def panel_text(record: JobRecord) -> str:
+    """A sidebar job's line: what runs, how far it is as a percentage, and its own progress message."""
+    text = f"Running: {record.label} · {record.fraction:.0%}"
+    return f"{text} · {record.message}" if record.message else text
 
 
 def sidebar_panel() -> None:
