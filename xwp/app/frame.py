@@ -29,13 +29,16 @@ STYLE = (
     "</style>"
 )
 PRESENTATION_KEY = "xwp_presentation"
-#: presentation mode: larger type for a projector (text, labels, captions; figures keep their size)
+#: presentation mode: larger type for a projector (text, labels, captions, the probability bars' labels in the
+#: same height per row; figures keep their size)
 PRESENTATION_STYLE = """<style>
 [data-testid='stMainBlockContainer'] [data-testid='stMarkdownContainer'] p,
 [data-testid='stMainBlockContainer'] [data-testid='stWidgetLabel'] p,
 [data-testid='stMainBlockContainer'] [data-testid='stCaptionContainer'],
 [data-testid='stMainBlockContainer'] [data-testid='stImageCaption'] {font-size: 1.25rem !important;}
 [data-testid='stMainBlockContainer'] h1 {font-size: 2.2rem !important;}
+[data-testid='stMainBlockContainer'] .xwp-p {font-size: 1.1rem; line-height: 1.3rem; row-gap: 0.25rem;}
+[data-testid='stMainBlockContainer'] .xwp-t {height: 1rem;}
 </style>"""
 
 
