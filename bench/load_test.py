@@ -17,7 +17,9 @@ browser contexts at once in Debian's Chromium. Each session:
 
 Reports errors (exception boxes, timeouts, foreign models), p50/p95 of each timing and the CPU
 time the browsers, the server and everything else used meanwhile (from /proc),
-bounded by ``--timeout`` per step. Never runs ``playwright install``.
+bounded by ``--timeout`` per step. ``--trace DIR`` keeps every page's websocket timeline
+(bench/ws_trace.py) and adds to a failed session's error whether the browser sent the drawing
+after its last stroke. Never runs ``playwright install``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from appserver import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE_JS, streamlit_server  # noqa: E402
 from speed import write_report  # noqa: E402
+from ws_trace import Trace  # noqa: E402
 
 #: how often a waiting page re-checks its condition (ms; ``--poll-ms``, 0: Playwright's default of
 #: every animation frame). Polling every frame makes a waiting page render 60 frames a second:
@@ -41,6 +44,8 @@ from speed import write_report  # noqa: E402
 #: 20 pages waiting at once ask for 1.6-2.8 cores for the harness alone. Polling every 50 ms
 #: bounds the error of a measured latency by 50 ms.
 POLL_MS: int | str = 50
+#: where ``--trace`` writes one timeline per session (None: no tracing)
+TRACE_DIR: Path | None = None
 
 
 async def idle(page, timeout):
@@ -95,6 +100,8 @@ async def session(i, browser, url, timeout, results, compare_timeout=None):
     page = await ctx.new_page()
     page.set_default_timeout(timeout * 1000)
     rec = {"session": i, "error": ""}
+    trace = Trace(f"session-{i}").attach(page) if TRACE_DIR else None
+    up = None
     try:
         t0 = time.perf_counter()
         await open_app(page, url, timeout)
@@ -118,6 +125,8 @@ async def session(i, browser, url, timeout, results, compare_timeout=None):
         await goto(page, "Explain", timeout)
         t0 = time.perf_counter()
         up = await stroke(page, [(70, 60), (210, 60), (150, 170), (120, 240)])
+        if trace:
+            trace.mark("first stroke up")
         await page.get_by_text("Time per method", exact=False).first.wait_for()
         await page.wait_for_function(IMAGES_LOADED_JS, polling=POLL_MS)
         rec["explain_first_s"] = time.perf_counter() - up
@@ -127,6 +136,8 @@ async def session(i, browser, url, timeout, results, compare_timeout=None):
         before = await caption.inner_text()
         t0 = time.perf_counter()
         up = await stroke(page, [(100, 150), (200, 150)])
+        if trace:
+            trace.mark("second stroke up")
         await page.wait_for_function(
             "(b) => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
             ".some(e => e.innerText.includes('Time per method') && e.innerText !== b)",
@@ -159,8 +170,12 @@ async def session(i, browser, url, timeout, results, compare_timeout=None):
             rec["error"] += f" | page: {text[:120]} … {text[-200:]}"
         except Exception:  # noqa: BLE001 - the page may be gone
             pass
+        if trace and up is not None:
+            rec["error"] += f" | canvas value sent after the last stroke: {trace.canvas_sent_after(up)}"
     finally:
         await ctx.close()
+        if trace:
+            trace.save(TRACE_DIR / f"session-{i}.jsonl", rec)
     results.append(rec)
 
 
@@ -237,9 +252,13 @@ def main():
     )
     p.add_argument("--out", default="docs/results/load_test.md")
     p.add_argument("--server-log", default=None, help="write the server's output here")
+    p.add_argument("--trace", default=None, help="write each page's websocket timeline to this folder")
     args = p.parse_args()
-    global POLL_MS
+    global POLL_MS, TRACE_DIR
     POLL_MS = args.poll_ms or "raf"
+    if args.trace:
+        TRACE_DIR = Path(args.trace)
+        TRACE_DIR.mkdir(parents=True, exist_ok=True)
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
     cache = tempfile.mkdtemp(prefix="xwp-load-")
