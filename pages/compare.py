@@ -157,10 +157,13 @@ def show_results(result) -> None:
         hide_index=True,
         width="stretch",
         height="content",  # every row, no scrolling box
-        column_config={"method": st.column_config.TextColumn("method", width="medium", pinned=True)},
+        # 150 px holds "Integrated Gradients"; "medium" (200) made the default table scroll sideways at 1280 px
+        column_config={"method": st.column_config.TextColumn("method", width=150, pinned=True)},
     )
+    counts = cmp.case_table(ev, output, removal, correct)["n"]
+    over = "images" if "images" in table.data.columns else f"the {counts.iloc[0]} images"
     st.caption(
-        "Mean over images [bootstrap 95 % interval of the mean]"
+        f"Mean over {over} [bootstrap 95 % interval of the mean]"
         + ("; the median beside it" if medians else " (Medians: the median per metric too)")
         + "; best mean per metric in bold "
         "(random excluded). ↑: higher is better, ↓: lower is better. Scores are the true class's raw "

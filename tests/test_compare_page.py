@@ -56,8 +56,10 @@ def test_statistics_both_output_spaces_and_every_row(at, monkeypatch):
     assert heights[0] == "content"  # sized to its rows: "auto" would show ten and hide the eleventh
     cols = list(table.columns)
     assert any(c.startswith("Deletion AUC ↓") for c in cols) and not any(c.endswith(" median") for c in cols)
-    # by default the faithfulness metrics' means: method, 5 metrics, images, s / image fit 1280 px
-    assert len(cols) == 8 and not any(c.startswith(("Max-sensitivity", "Sparseness")) for c in cols)
+    # by default the faithfulness metrics' means: method, 5 metrics, s / image fit 1280 px; the image
+    # count, the same for every method, is said in the caption instead of a column
+    assert len(cols) == 7 and not any(c.startswith(("Max-sensitivity", "Sparseness", "images")) for c in cols)
+    assert any(c.value.startswith("Mean over the 4 images [") for c in at.caption)
     assert "[" in table.iloc[0][next(c for c in cols if c.startswith("Deletion AUC"))]  # mean [low, high]
     at.segmented_control(key="compare_table_group").set_value("All").run()
     at.toggle(key="compare_medians").set_value(True).run()
@@ -66,11 +68,13 @@ def test_statistics_both_output_spaces_and_every_row(at, monkeypatch):
     assert "Del. AUC median" in everything.columns and "Max-sensitivity ↓" in everything.columns
     assert len(everything.columns) == 3 + 2 * 8  # every metric's mean and median
     assert everything[cols].equals(table)  # the same means, more columns beside them
+    assert list(everything["images"]) == [4] * 11
     at.segmented_control(key="compare_table_group").set_value("Robustness and readability").run()
     robust = at.dataframe[0].value
     assert [c for c in robust.columns if c.endswith(" median")] == ["MaxSens median", "Gini median", "H median"]
-    at.segmented_control(key="compare_table_group").set_value("Faithfulness").run()
+    at.segmented_control(key="compare_table_group").set_value("All").run()
     at.toggle(key="compare_medians").set_value(False).run()
+    table = at.dataframe[0].value
     ev = result["combined"]
     assert ev.outputs == ["softmax", "logits"]
     at.segmented_control(key="compare_view_output").set_value("logits").run()

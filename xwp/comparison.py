@@ -74,9 +74,11 @@ def comparison_table(
 ) -> pd.io.formats.style.Styler:
     """One output space and removal: mean [95 % CI] and median per metric, best mean in bold, images, s / image.
 
-    ``group``: a key of :data:`TABLE_GROUPS`, the metrics shown. ``medians=False`` leaves the
-    median columns out. All eight metrics with medians make 19 columns; one group without
-    medians at most 8, which a 1280-pixel screen shows beside the sidebar.
+    ``group``: a key of :data:`TABLE_GROUPS`, the metrics shown; a group other than "All" leaves
+    out the images column when every method has the same number (say it beside the table).
+    ``medians=False`` leaves the median columns out. All eight metrics with medians make 19
+    columns; the Faithfulness group without medians 7, which a 1280-pixel screen shows beside
+    the sidebar (tests/test_browser.py measures it).
     """
     table = case_table(ev, output or ev.outputs[0], removal or ev.removals[0], correct_only)
     if group not in TABLE_GROUPS:
@@ -84,7 +86,8 @@ def comparison_table(
     out = format_table(table, metrics_=TABLE_GROUPS[group])
     if not medians:
         out = out[[c for c in out.columns if not c.endswith(" median")]]
-    out["images"] = table["n"].to_numpy()
+    if group == "All" or table["n"].nunique() != 1:
+        out["images"] = table["n"].to_numpy()
     styles = pd.DataFrame("", index=out.index, columns=out.columns)
     contenders = (table["method"] != REFERENCE).to_numpy() & (table["n"] > 0).to_numpy()
     best_style = "font-weight: bold; background-color: rgba(198, 40, 40, 0.12)"

@@ -37,8 +37,8 @@ PRESENTATION_STYLE = """<style>
 [data-testid='stMainBlockContainer'] [data-testid='stCaptionContainer'],
 [data-testid='stMainBlockContainer'] [data-testid='stImageCaption'] {font-size: 1.25rem !important;}
 [data-testid='stMainBlockContainer'] h1 {font-size: 2.2rem !important;}
-[data-testid='stMainBlockContainer'] .xwp-p {font-size: 1.1rem; line-height: 1.3rem; row-gap: 0.25rem;}
-[data-testid='stMainBlockContainer'] .xwp-t {height: 1rem;}
+[data-testid='stMainBlockContainer'] .xwp-p {font-size: 1.05rem;}
+[data-testid='stMainBlockContainer'] .xwp-t {height: 0.95rem;}
 </style>"""
 
 
