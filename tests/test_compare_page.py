@@ -115,6 +115,9 @@ def test_correct_only_filters_table_curves_legend_and_csv(at, monkeypatch):
     seen.clear()
     at.toggle(key="compare_correct").set_value(True).run()
     assert_clean(at)
+    assert "images" not in at.dataframe[0].value.columns  # the same count for every method: in the caption
+    assert any(c.value.startswith(f"Mean over the {n_correct} images [") for c in at.caption)
+    at.segmented_control(key="compare_table_group").set_value("All").run()
     assert list(at.dataframe[0].value["images"]) == [n_correct, n_correct]
     assert seen and all(s == {"XWP": n_correct, "Random": n_correct} for s in seen)  # curves and their legend
     csv = pd.read_csv(io.BytesIO(downloads["Table (CSV)"]))  # what the page offers for download
