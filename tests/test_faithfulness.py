@@ -226,3 +226,74 @@ def test_scores_on_cuda_equal_cpu(setup):
         for k, v in ref.items():
             torch.testing.assert_close(gpu[k].cpu(), v, equal_nan=True)
     assert cpu["deletion_auc"].shape == (5,)
+
+
+# ----------------------------------------------------------------- the first-layer curve shortcut
+
+
+def _sparse_images(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return ((torch.rand(n, 1, 28, 28, generator=g) < 0.3) * torch.rand(n, 1, 28, 28, generator=g)).double()
+
+
+@pytest.mark.parametrize("kind,order", [("deletion", "morf"), ("deletion", "lerf"), ("insertion", "morf")])
+@pytest.mark.parametrize("output", ["softmax", "logits", "log-odds"])
+def test_shortcut_curves_equal_the_masked_copies(kind, order, output):
+    """Running sums of rank-1 first-layer changes give the curves of masked copies (ties included)."""
+    import xwp
+
+    model = xwp.MLP((784, 48, 24, 10), seed=3).double()
+    torch.manual_seed(0)
+    for p in model.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    x = _sparse_images(7)
+    t = model(x.reshape(7, -1)).argmax(1)
+    a = torch.randn(7, 784, dtype=torch.float64)
+    a[:, ::3] = 0  # a block of ties, ordered by the seeded random tie-break
+    for op in (removal.Zero(), removal.Zero(0.25), removal.Blur(1.5)):
+        kw = dict(kind=kind, order=order, removal=op, output=output, steps=33, seed=5)
+        masked = F.curves(model, x, t, a, shortcut=False, **kw)
+        fast = F.curves(model, x, t, a, **kw)
+        assert fast.shape == masked.shape == (7, 34)
+        torch.testing.assert_close(fast, masked, rtol=0, atol=1e-12)
+
+
+def test_shortcut_taken_only_where_it_applies(monkeypatch):
+    """Linear first layer, mask-independent fill, mostly unchanged features: shortcut; otherwise masked copies."""
+    from torch import nn
+
+    calls = []
+    real = F._linear_curves
+    monkeypatch.setattr(F, "_linear_curves", lambda *a, **k: calls.append(1) or real(*a, **k))
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 20), nn.ReLU(), nn.Linear(20, 10)).double()
+    x = _sparse_images(3)
+    t = torch.tensor([1, 2, 3])
+    a = torch.randn(3, 784, dtype=torch.float64)
+    rel = dict(relative=True, steps=20)
+    torch.testing.assert_close(F.curves(seq, x, t, a, **rel), F.curves(seq, x, t, a, shortcut=False, **rel))
+    assert calls == [1]  # a plain nn.Sequential, zero removal, relative curves
+    F.curves(seq, x, t, a, removal=removal.TrainMean(torch.rand(784, dtype=torch.float64)), steps=20)
+    assert calls == [1]  # every pixel differs from the mean: masked copies (no gain measured there)
+    F.curves(seq, x, t, a, removal=removal.NoisyLinearImputation(), steps=5)
+    assert calls == [1]  # ROAD's fill depends on the mask
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 26 * 26, 10)).double()
+    F.curves(cnn, x, t, a, steps=5)
+    assert calls == [1]  # a convolution first
+
+
+def test_shortcut_holds_its_memory_bound():
+    """Many images and a wide first layer are taken in chunks: the result does not depend on them."""
+    import xwp
+
+    model = xwp.MLP((784, 2000, 10), seed=1).double()  # 10 images of (201, 2000) sums per chunk
+    x = _sparse_images(40, seed=2)
+    t = model(x.reshape(40, -1)).argmax(1)
+    a = torch.randn(40, 784, dtype=torch.float64)
+    whole = F.curves(model, x, t, a, steps=200)
+    parts = torch.cat(
+        [
+            F.curves(model, x[i : i + 7], t[i : i + 7], a[i : i + 7], steps=200, index=range(i, min(40, i + 7)))
+            for i in range(0, 40, 7)
+        ]
+    )
+    torch.testing.assert_close(whole, parts, rtol=0, atol=1e-12)

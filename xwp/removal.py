@@ -75,6 +75,15 @@ class Removal:
         """``inputs`` ``(N, ...)`` with the features where ``keep`` ``(N, D)`` is False replaced."""
         raise NotImplementedError
 
+    def baseline(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """``(N, D)``: the value each removed feature takes, when it does not depend on the mask.
+
+        None (the default) when it does (ROAD) or when the operator changes the network
+        instead (deactivation, weight reversion). With a baseline, removing features is
+        linear in the first layer, which lets :func:`xwp.faithfulness.curves` take a shortcut.
+        """
+        return None
+
     @torch.no_grad()
     def logits(self, model: nn.Module, inputs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """The model's logits ``(N, C)`` with the features outside ``keep`` removed."""
@@ -116,6 +125,10 @@ class Zero(Removal):
         """Replace removed features by the constant."""
         return _replace(inputs, keep, self.value)
 
+    def baseline(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The constant for every feature."""
+        return torch.full_like(inputs.reshape(inputs.shape[0], -1), self.value)
+
 
 @dataclass
 class TrainMean(Removal):
@@ -129,6 +142,13 @@ class TrainMean(Removal):
         if self.train_mean.numel() != inputs[0].numel():
             raise XWPError(f"train_mean has {self.train_mean.numel()} values, the images {inputs[0].numel()}")
         return _replace(inputs, keep, self.train_mean.reshape(-1))
+
+    def baseline(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The per-pixel mean for every image."""
+        flat = inputs.reshape(inputs.shape[0], -1)
+        if self.train_mean.numel() != flat.shape[1]:
+            raise XWPError(f"train_mean has {self.train_mean.numel()} values, the images {flat.shape[1]}")
+        return self.train_mean.reshape(1, -1).to(device=flat.device, dtype=flat.dtype).expand_as(flat)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -156,6 +176,10 @@ class Blur(Removal):
     def fill(self, inputs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Replace removed pixels by the blurred image."""
         return _replace(inputs, keep, self.blurred(inputs))
+
+    def baseline(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The blurred image (it does not depend on which pixels are removed)."""
+        return self.blurred(inputs)
 
     def blurred(self, inputs: torch.Tensor) -> torch.Tensor:
         """The blurred copy of every image, ``(N, D)``."""
