@@ -198,16 +198,13 @@ def curves(
     base = removal.baseline(x) if first is not None else None
     if base is not None and (x.reshape(b, d) != base.reshape(b, d)).sum() <= SHORTCUT_DENSITY * b * d:
         curve = _linear_curves(first, x, t, ranked, base, kind == "deletion", output, steps, rows)
-        if relative:
-            curve = curve / output_score(model(x), t, output)[:, None]
-            curve = curve.clamp(min=0.0, max=clip) if clip is not None else curve.clamp(min=0.0)
-        return curve
-    rank = torch.empty_like(ranked)
-    rank.scatter_(1, ranked, torch.arange(d, device=x.device).expand(b, d))  # position of each feature
-    counts = step_counts(d, steps).to(x.device)  # (S,)
-    first = rank[:, None, :] >= counts[None, :, None]  # (B, S, D): not yet taken at step k
-    keep = first if kind == "deletion" else ~first
-    curve = masked_scores(model, x, t, keep, removal, output, rows)
+    else:
+        rank = torch.empty_like(ranked)
+        rank.scatter_(1, ranked, torch.arange(d, device=x.device).expand(b, d))  # position of each feature
+        counts = step_counts(d, steps).to(x.device)  # (S,)
+        untaken = rank[:, None, :] >= counts[None, :, None]  # (B, S, D): not yet taken at step k
+        keep = untaken if kind == "deletion" else ~untaken
+        curve = masked_scores(model, x, t, keep, removal, output, rows)
     if relative:
         curve = curve / output_score(model(x), t, output)[:, None]
         curve = curve.clamp(min=0.0, max=clip) if clip is not None else curve.clamp(min=0.0)
@@ -267,12 +264,12 @@ def _linear_curves(
         h = torch.zeros((stop - start) * s1, width, dtype=x.dtype, device=x.device)
         h.index_add_(0, bi * s1 + step, w.t()[order[bi, j]] * diff[bi, j, None])
         h = h.view(stop - start, s1, width).cumsum_(1).add_(h0[start:stop, None])
-        scores = masked_rows(first, h.reshape(-1, width), target[start:stop].repeat_interleave(s1), output, rows)
+        scores = _rest_scores(first, h.reshape(-1, width), target[start:stop].repeat_interleave(s1), output, rows)
         out[start:stop] = scores.view(stop - start, s1).flip(1) if deletion else scores.view(stop - start, s1)
     return out
 
 
-def masked_rows(first: FirstLayer, h: torch.Tensor, target: torch.Tensor, output: str, rows: int) -> torch.Tensor:
+def _rest_scores(first: FirstLayer, h: torch.Tensor, target: torch.Tensor, output: str, rows: int) -> torch.Tensor:
     """Scores ``(N,)`` of first pre-activations ``h`` ``(N, H)`` through the rest of the network, ``rows`` at a time."""
     out = torch.empty(h.shape[0], dtype=h.dtype, device=h.device)
     for start in range(0, h.shape[0], rows):
