@@ -139,9 +139,7 @@ class TrainMean(Removal):
 
     def fill(self, inputs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Replace removed features by the per-pixel mean."""
-        if self.train_mean.numel() != inputs[0].numel():
-            raise XWPError(f"train_mean has {self.train_mean.numel()} values, the images {inputs[0].numel()}")
-        return _replace(inputs, keep, self.train_mean.reshape(-1))
+        return _replace(inputs, keep, self.baseline(inputs))
 
     def baseline(self, inputs: torch.Tensor) -> torch.Tensor:
         """The per-pixel mean for every image."""
@@ -175,7 +173,7 @@ class Blur(Removal):
 
     def fill(self, inputs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Replace removed pixels by the blurred image."""
-        return _replace(inputs, keep, self.blurred(inputs))
+        return _replace(inputs, keep, self.baseline(inputs))
 
     def baseline(self, inputs: torch.Tensor) -> torch.Tensor:
         """The blurred image (it does not depend on which pixels are removed)."""
