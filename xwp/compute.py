@@ -447,9 +447,7 @@ class ComputeExecutor:
                 job._gen.close()
                 job.future.set_exception(XWPError("the compute executor was shut down"))
                 return
-            heapq.heappush(self._heap, (priority, next(self._seq), job))
-            self._pending += 1
-            self._cond.notify_all()
+            self._push(priority, job)
 
 
 def _settle(future: Future, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
