@@ -28,7 +28,6 @@ import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from load_test import (  # noqa: E402
     prepare_comparison,
     streamlit_server,
     stroke,
+    warm_app_cache,
 )
 from speed import write_report  # noqa: E402
 
@@ -132,15 +132,7 @@ def main():
     p.add_argument("--queued", type=int, default=3)
     p.add_argument("--out", default="docs/results/browser_cost.md")
     args = p.parse_args()
-    if not os.path.exists(CHROMIUM):
-        raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
-    cache = tempfile.mkdtemp(prefix="xwp-cost-")
-    sys.path.insert(0, str(ROOT))
-    os.environ["XWP_CACHE_DIR"] = cache
-    os.environ.pop("XWP_DEFAULT_EPOCHS", None)
-    from xwp.app.shared import DefaultTrainer, default_model_path
-
-    DefaultTrainer(default_model_path()).done.wait()
+    cache = warm_app_cache("xwp-cost-")
     started = time.perf_counter()
     with streamlit_server(cache) as url:
         per_stroke, polls, waiting, n_waiting = asyncio.run(run(url, args.strokes, args.queued))

@@ -223,6 +223,25 @@ async def run(url, n, timeout, compare_timeout=None):
     return sorted(results, key=lambda r: r["session"]), wall, used
 
 
+def warm_app_cache(prefix: str) -> str:
+    """A fresh cache folder for the server (XWP_CACHE_DIR) with the real default model trained in it.
+
+    Checks for Chromium first; the sessions then measure the warm app, not the first training.
+    """
+    if not os.path.exists(CHROMIUM):
+        raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
+    cache = tempfile.mkdtemp(prefix=prefix)
+    sys.path.insert(0, str(ROOT))
+    os.environ["XWP_CACHE_DIR"] = cache
+    os.environ.pop("XWP_DEFAULT_EPOCHS", None)  # the server trains and serves the real default model
+    from xwp.app.shared import DefaultTrainer, default_model_path
+
+    t0 = time.perf_counter()
+    DefaultTrainer(default_model_path()).done.wait()
+    print(f"default model ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    return cache
+
+
 def pct(values, q):
     values = sorted(values)
     if not values:
@@ -259,18 +278,7 @@ def main():
     if args.trace:
         TRACE_DIR = Path(args.trace)
         TRACE_DIR.mkdir(parents=True, exist_ok=True)
-    if not os.path.exists(CHROMIUM):
-        raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
-    cache = tempfile.mkdtemp(prefix="xwp-load-")
-    sys.path.insert(0, str(ROOT))
-    os.environ["XWP_CACHE_DIR"] = cache
-    os.environ.pop("XWP_DEFAULT_EPOCHS", None)  # the server trains and serves the real default model
-    from xwp.app.shared import DefaultTrainer, default_model_path  # noqa: E402
-
-    t0 = time.perf_counter()
-    trainer = DefaultTrainer(default_model_path())  # the default model first: measure the warm app
-    trainer.done.wait()
-    print(f"default model ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    cache = warm_app_cache("xwp-load-")
     load_before = os.getloadavg()[0]
     with streamlit_server(cache, args.server_log) as url:
         results, wall, used = asyncio.run(run(url, args.sessions, args.timeout, args.compare_timeout))
