@@ -1,15 +1,15 @@
 """GPU latency and throughput of XWP / XWPᶜ against the fp32 GEMM rate measured in the same run.
 
-    python bench/bench_cuda.py [--device cuda] [--out docs/results/bench_cuda_paths.md] [--quick]
+    python -m bench.bench_cuda [--device cuda] [--out docs/results/bench_cuda_paths.md] [--quick]
 
 On the paper's 784-400-100-10 MLP (weights moved off their initial state; cost does not depend
 on training) and typeface-like inputs (random, 22 % non-zero, the typeface test set's density):
 
 1. **one image, XWP + XWPᶜ**: the sparse path (``xwp.attribution``; ``nonzero`` syncs), the dense
-   sync-free path (:class:`xwp.attribution.fast_paths.DenseXWP`), the dense path captured as a CUDA graph
-   (:class:`~xwp.attribution.fast_paths.CapturedXWP`) and ``torch.compile(mode="reduce-overhead")``;
+   sync-free path (:class:`xwp.experimental.fast_paths.DenseXWP`), the dense path captured as a CUDA graph
+   (:class:`~xwp.experimental.fast_paths.CapturedXWP`) and ``torch.compile(mode="reduce-overhead")``;
 2. **batches of 64 and 256**: the sparse path (one sync per call), the same with its row work
-   compiled (:class:`~xwp.attribution.fast_paths.CompiledXWP`) and the dense path; ms per batch, images/s
+   compiled (:class:`~xwp.experimental.fast_paths.CompiledXWP`) and the dense path; ms per batch, images/s
    and the useful rate: XWP needs
    ``2 (400*100 + 100*10)`` flops per non-zero feature (layers 2..L), against the fp32 GEMM rate
    of the same shape (rows = non-zero features of the batch, 400 -> 100) and of a square 8192
@@ -27,19 +27,15 @@ import argparse
 import contextlib
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from speed import markdown  # noqa: E402 (bench/ is on the path: the scripts run as python bench/NAME.py)
-
-import xwp  # noqa: E402
-from xwp.attribution import XWP, XWPc  # noqa: E402
-from xwp.attribution.fast_paths import CapturedXWP, CompiledXWP, CompiledXWPc, DenseXWP  # noqa: E402
+import xwp
+from bench.speed import markdown
+from xwp.attribution import XWP, XWPc
+from xwp.experimental.fast_paths import CapturedXWP, CompiledXWP, CompiledXWPc, DenseXWP
 
 WIDTHS = (784, 400, 100, 10)
 FLOPS_PER_ROW = 2 * (400 * 100 + 100 * 10)
@@ -227,7 +223,7 @@ def main():
             [
                 f"# XWP fast paths ({where}; torch {torch.__version__})",
                 "",
-                f"Command: `python bench/bench_cuda.py --device {args.device}"
+                f"Command: `python -m bench.bench_cuda --device {args.device}"
                 + (" --quick" if args.quick else "")
                 + "`",
                 "",

@@ -1,6 +1,6 @@
 """What one stroke and one waiting comparison cost the browser and the server, in CPU seconds.
 
-    python bench/browser_cost.py [--strokes 8] [--queued 3] [--out docs/results/browser_cost.md]
+    python -m bench.browser_cost [--strokes 8] [--queued 3] [--out docs/results/browser_cost.md]
 
 The load test (bench/load_test.py) gives latencies under 20 browsers; this script says where
 the CPU goes, one thing at a time, on a quiet machine. It starts ``streamlit run`` on loopback
@@ -27,13 +27,10 @@ import asyncio
 import contextlib
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from load_test import (  # noqa: E402
+from bench.load_test import (
     CHROMIUM,
     CHROMIUM_ARGS,
     cpu_by_role,
@@ -45,7 +42,9 @@ from load_test import (  # noqa: E402
     stroke,
     warm_app_cache,
 )
-from speed import write_report  # noqa: E402
+from bench.speed import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
 
 KEYS = ("browsers", "server", "machine")
 
@@ -139,7 +138,7 @@ def main():
     lines = [
         "# What a stroke and a waiting comparison cost (CPU seconds)",
         "",
-        f"`python bench/browser_cost.py --strokes {args.strokes} --queued {args.queued}` on {os.cpu_count()} "
+        f"`python -m bench.browser_cost --strokes {args.strokes} --queued {args.queued}` on {os.cpu_count()} "
         f"CPU cores, one `streamlit run` server, Debian Chromium (Playwright); "
         f"{time.perf_counter() - started:.0f} s. Load average (1 min) after: {os.getloadavg()[0]:.1f}.",
         "",

@@ -1,6 +1,6 @@
 """Same-process A/B on a CPU: does ``torch.compile`` of XWP's gather + rank-1 update + ReLU pay?
 
-    python bench/compile_ab.py [--threads 1] [--rounds 7] [--out docs/results/compile_ab_cpu.md]
+    python -m bench.compile_ab [--threads 1] [--rounds 7] [--out docs/results/compile_ab_cpu.md]
 
 XWP's hot loop builds one perturbed first-layer pre-activation per non-zero feature,
 ``relu(h1[b] + x_bi * delta_i)``, and sends the rows through layers 2..L. Eager torch runs the
@@ -9,9 +9,9 @@ gather, the rank-1 update and the ReLU as separate passes over memory; ``torch.c
 images (22 % non-zero) on the paper's 784-400-100-10 MLP in float32:
 
 - ``sparse``: :class:`xwp.attribution.XWP` as shipped;
-- ``sparse+compile``: :class:`xwp.attribution.fast_paths.CompiledXWP`, the same with the per-chunk row
+- ``sparse+compile``: :class:`xwp.experimental.fast_paths.CompiledXWP`, the same with the per-chunk row
   builder and layers 2..L compiled;
-- ``dense``: :class:`xwp.attribution.fast_paths.DenseXWP` (every feature, sync-free; GPU-oriented);
+- ``dense``: :class:`xwp.experimental.fast_paths.DenseXWP` (every feature, sync-free; GPU-oriented);
 - ``dense+compile``: the same, compiled.
 
 Rounds interleave the variants so that a change of machine load hits them alike; the table
@@ -24,18 +24,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench_cuda import inputs, model_like_trained  # noqa: E402
-
-from xwp.attribution import XWP  # noqa: E402
-from xwp.attribution.fast_paths import CompiledXWP, DenseXWP  # noqa: E402
+from bench.bench_cuda import inputs, model_like_trained
+from xwp.attribution import XWP
+from xwp.experimental.fast_paths import CompiledXWP, DenseXWP
 
 
 def main():
@@ -75,7 +71,7 @@ def main():
         f"# torch.compile A/B for XWP on a CPU ({os.cpu_count()}-core {cpu()}, {args.threads} torch thread(s); "
         f"torch {torch.__version__})",
         "",
-        f"Command: `python bench/compile_ab.py --threads {args.threads} --rounds {args.rounds} --dtype {args.dtype}`; "
+        f"Command: `python -m bench.compile_ab --threads {args.threads} --rounds {args.rounds} --dtype {args.dtype}`; "
         f"load average (1 min) {os.getloadavg()[0]:.2f} at the end (the cores were shared with other processes).",
         "",
         f"XWP on {args.batch} typeface-like images (22 % non-zero), 784-400-100-10 MLP, {args.dtype}; median of "

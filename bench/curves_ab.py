@@ -1,9 +1,9 @@
 """Same-process A/B: deletion/insertion curves through the first layer's linearity, or masked copies.
 
-    python bench/curves_ab.py [--data-dir ../shared/data] [--n 256] [--rounds 5] [--device cpu|cuda]
+    python -m bench.curves_ab [--data-dir ../shared/data] [--n 256] [--rounds 5] [--device cpu|cuda]
                               [--out docs/results/curves_ab_cpu.md]
 
-:func:`xwp.faithfulness.curves` runs the whole network on ``steps + 1`` masked copies of each
+:func:`xwp.evaluation.faithfulness.curves` runs the whole network on ``steps + 1`` masked copies of each
 image (200 steps: 201 rows of 784 -> 400 -> 100 -> 10), unless the first layer is ``nn.Linear``
 and the removal's fill value does not depend on the mask; then (``shortcut=True``, the
 default) it sums the features' rank-1 contributions to the first pre-activation step by step
@@ -26,20 +26,15 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from speed import paper_model, write_report  # noqa: E402
-
-import xwp  # noqa: E402
-from xwp import faithfulness as F  # noqa: E402
-from xwp.attribution import XWP  # noqa: E402
-from xwp.removal import Blur, TrainMean, Zero  # noqa: E402
+import xwp
+from bench.speed import paper_model, write_report
+from xwp.attribution import XWP
+from xwp.evaluation import faithfulness as F
+from xwp.evaluation.removal import Blur, TrainMean, Zero
 
 
 def timed(fn, *args, **kwargs):
@@ -117,7 +112,7 @@ def main():
         f"# Curves through the first layer's linearity: A/B ({args.device}; {cpu}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads)",
         "",
-        f"Command: `python bench/curves_ab.py{' --data-dir ' + args.data_dir if args.data_dir else ''} "
+        f"Command: `python -m bench.curves_ab{' --data-dir ' + args.data_dir if args.data_dir else ''} "
         f"--n {args.n} --rounds {args.rounds}`. The paper's 784-400-100-10 MLP (float32), 200 steps; "
         "*masked*: the whole network on every masked copy (`shortcut=False`); *shortcut*: running sums of "
         "the first layer's rank-1 contributions, layers 2..L on the rows (the default). Medians of "

@@ -1,6 +1,6 @@
 """One evaluation of the cheaper methods on a trained CNN (docs/results/cnn_eval_fashion-mnist.md).
 
-    python bench/eval_cnn.py CHECKPOINT [DATA_DIR]
+    python -m bench.eval_cnn CHECKPOINT [DATA_DIR]
 
 Shapley (784 x 10 forwards per image) is left out to keep it within minutes on 2 cores.
 """
@@ -8,13 +8,10 @@ Shapley (784 x 10 forwards per image) is left out to keep it within minutes on 2
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import xwp  # noqa: E402
+import xwp
 
 
 def main() -> None:

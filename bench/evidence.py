@@ -8,15 +8,15 @@ Train the checkpoints first (the paper's 784-400-100-10 MLP, 10 epochs, seed 0):
 
 then, one part at a time::
 
-    python bench/evidence.py sanity --checkpoints CK --data-dir DATA --n 64
-    python bench/evidence.py initial-state --checkpoints CK --data-dir DATA --n 200
-    python bench/evidence.py removals --checkpoints CK --data-dir DATA --n 100 \
+    python -m bench.evidence sanity --checkpoints CK --data-dir DATA --n 64
+    python -m bench.evidence initial-state --checkpoints CK --data-dir DATA --n 200
+    python -m bench.evidence removals --checkpoints CK --data-dir DATA --n 100 \
         --removal zero,mean,blur,deactivation,revert
-    python bench/evidence.py agreement --checkpoints CK --methods xwp,xwpc,occlusion,ig,lrp,deeplift,pathwise
+    python -m bench.evidence agreement --checkpoints CK --methods xwp,xwpc,occlusion,ig,lrp,deeplift,pathwise
 
 Each part writes ``docs/results/<part>.md`` and its CSVs (``--out`` changes the folder;
 ``--tag`` adds a suffix to the file names, e.g. for a smaller ROAD run). The library code is
-:mod:`xwp.sanity`, :mod:`xwp.ablation`, :func:`xwp.evaluate` and
+:mod:`xwp.evaluation.sanity`, :mod:`xwp.evaluation.ablation`, :func:`xwp.evaluate` and
 :func:`xwp.study.removal_agreement`; this script only chooses sizes and writes tables.
 """
 
@@ -33,14 +33,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import xwp  # noqa: E402
-from xwp import ablation, sanity, stats  # noqa: E402
-from xwp.checkpoint import load_checkpoint  # noqa: E402
-from xwp.faithfulness import DIRECTIONS  # noqa: E402
-from xwp.metrics import PINNED  # noqa: E402
-from xwp.study import removal_agreement  # noqa: E402
+import xwp
+from xwp.checkpoint import load_checkpoint
+from xwp.evaluation import ablation, sanity, stats
+from xwp.evaluation.faithfulness import DIRECTIONS
+from xwp.evaluation.metrics import PINNED
+from xwp.study.run import removal_agreement
 
 SANITY_METHODS = "xwp,xwpc,occlusion,ig,lrp,saliency,deeplift,pathwise,lrp-epsilon-plus-flat,lrp-gamma-box,random"
 SCORES = ("deletion_auc", "insertion_auc", "srg", "average_drop", "faithfulness_correlation", "max_sensitivity")
@@ -55,7 +53,7 @@ def load(args, dataset: str):
 
 def header(title: str, args, seconds: float, extra: list[str]) -> list[str]:
     """The common head of every results file: command, sizes, machine, time."""
-    command = "python bench/evidence.py " + shlex.join(sys.argv[1:])
+    command = "python -m bench.evidence " + shlex.join(sys.argv[1:])
     return [
         f"# {title}",
         "",
@@ -120,9 +118,10 @@ def part_sanity(args) -> None:
         [
             f"{args.n} test images per dataset (seed {args.seed}), target = the true label. Cascading: the "
             "trained layers re-drawn from their initialiser top layer first, the **initial state held fixed** "
-            "(`xwp.sanity.cascading_randomisation`). Label randomisation: a 784-64-10 MLP trained "
+            "(`xwp.evaluation.sanity.cascading_randomisation`). Label randomisation: a 784-64-10 MLP trained "
             f"{args.label_epochs} epochs on {args.label_train} training images with true and with shuffled labels "
-            "from the same initial state (`xwp.sanity.label_randomisation`). Numbers: mean over images of the "
+            "from the same initial state (`xwp.evaluation.sanity.label_randomisation`). Numbers: mean over images "
+            "of the "
             "Spearman correlation of the *signed* maps with the intact (true-label) model's, on all pixels and on "
             f"the non-zero pixels; a row passes when the non-zero correlation is below {sanity.THRESHOLD}. "
             "CSVs: `sanity_cascading.csv`, `sanity_labels.csv`.",
@@ -232,9 +231,11 @@ def part_initial_state(args) -> None:
         seconds,
         [
             f"{args.n} test images per dataset (seed {args.seed}), target = the true label, the checkpoint "
-            "converted to float64. Variants of the first layer's initial weights W0 (`xwp.ablation`): `true`; "
+            "converted to float64. Variants of the first layer's initial weights W0 "
+            "(`xwp.evaluation.ablation`): `true`; "
             "`zeros` (then XWP = 2 × Occlusion 1×1, baseline 0, on softmax); `fresh` (a new draw of the same "
-            "initialiser); `permuted` (W0's entries permuted). Occlusion = `xwp.ablation.occlusion_1x1` (exact, "
+            "initialiser); `permuted` (W0's entries permuted). Occlusion = "
+            "`xwp.evaluation.ablation.occlusion_1x1` (exact, "
             "float64). Scores: `xwp.evaluate` (zero removal, 200 curve steps, max-sensitivity with "
             f"{args.sensitivity_samples} draws), mean [95 % bootstrap CI]; paired tests: Wilcoxon signed-rank, "
             "Holm-corrected over the 6 pairs. CSVs: `initial_state_agreement.csv`, `initial_state_scores.csv`, "

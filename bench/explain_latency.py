@@ -1,10 +1,10 @@
 """Server-side latency of one canvas stroke on the Explain page, without Streamlit.
 
 Times what the page runs after each stroke: decode the canvas PNG, preprocess it like
-MNIST (``xwp.images.canvas_to_input``), predict, attribute and render the tiles
-(``xwp.explanation.explain``), over simulated drawings of random strokes.
+MNIST (``xwp.data.images.canvas_to_input``), predict, attribute and render the tiles
+(``xwp.serve.explanation.explain``), over simulated drawings of random strokes.
 
-    python bench/explain_latency.py [--n 50] [--methods xwp,xwpc] [--threads 0]
+    python -m bench.explain_latency [--n 50] [--methods xwp,xwpc] [--threads 0]
 
 Uses the app's default model from the cache (trains it first if it is missing).
 """
@@ -15,13 +15,9 @@ import argparse
 import io
 import logging
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 
 def drawing(rng: np.random.Generator) -> bytes:
@@ -53,8 +49,8 @@ def main() -> None:
 
     from xwp.app.shared import DefaultTrainer, default_model_path
     from xwp.checkpoint import load_checkpoint
-    from xwp.explanation import explain
-    from xwp.images import canvas_to_input
+    from xwp.data.images import canvas_to_input
+    from xwp.serve.explanation import explain
 
     if args.threads:
         torch.set_num_threads(args.threads)

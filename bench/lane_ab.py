@@ -1,6 +1,6 @@
 """A/B in one process: stroke latency while a comparison runs, with and without the interactive lane.
 
-    python bench/lane_ab.py [--seconds 12] [--rounds 2] [--out docs/results/lane_ab.md]
+    python -m bench.lane_ab [--seconds 12] [--rounds 2] [--out docs/results/lane_ab.md]
 
 A comparison (``xwp.evaluate`` of Shapley, RISE, Occlusion and Integrated Gradients on 8
 typeface images with max-sensitivity, as the Compare page runs it: a task that ticks between
@@ -17,22 +17,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from queue_bench import cpu_name, trained_like_model  # noqa: E402
-from speed import write_report  # noqa: E402
-
-import xwp  # noqa: E402
-from xwp.attribution import XWP, XWPc  # noqa: E402
-from xwp.compute import BACKGROUND, ComputeExecutor, JobCancelled  # noqa: E402
-from xwp.evaluation import evaluate  # noqa: E402
+import xwp
+from bench.queue_bench import cpu_name, trained_like_model
+from bench.speed import write_report
+from xwp.attribution import XWP, XWPc
+from xwp.evaluation.protocol import evaluate
+from xwp.serve.compute import BACKGROUND, ComputeExecutor, JobCancelled
 
 METHODS = ["shapley", "rise", "occlusion", "ig"]
 
@@ -105,7 +101,7 @@ def main():
     lines = [
         "# Strokes while a comparison runs: with and without the interactive lane",
         "",
-        f"`python bench/lane_ab.py --seconds {args.seconds:g} --rounds {args.rounds}` on {cpu_name()}, "
+        f"`python -m bench.lane_ab --seconds {args.seconds:g} --rounds {args.rounds}` on {cpu_name()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}; load average (1 min) {load:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after. One stroke = XWP + XWPᶜ of one typeface image (float64), 4 a second, "
         f"while a comparison ({', '.join(METHODS)}, 8 images, max-sensitivity) keeps the worker busy; "

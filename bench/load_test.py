@@ -1,6 +1,6 @@
 """Load test: many concurrent browser sessions on one app server, through Explain and Compare.
 
-    python bench/load_test.py [--sessions 20] [--out docs/results/load_test.md]
+    python -m bench.load_test [--sessions 20] [--out docs/results/load_test.md]
 
 Starts ``streamlit run streamlit_app.py`` on a free loopback port (the default model is
 trained first, so sessions measure the warm app), then drives ``--sessions`` Playwright
@@ -18,7 +18,7 @@ browser contexts at once in Debian's Chromium. Each session:
 Reports errors (exception boxes, timeouts, foreign models), p50/p95 of each timing and the CPU
 time the browsers, the server and everything else used meanwhile (from /proc),
 bounded by ``--timeout`` per step. ``--trace DIR`` keeps every page's websocket timeline
-(bench/ws_trace.py) and adds to a failed session's error whether the browser sent the drawing
+(tests/support/ws_trace.py) and adds to a failed session's error whether the browser sent the drawing
 after its last stroke. Never runs ``playwright install``.
 """
 
@@ -32,11 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.speed import write_report
+from tests.support.server import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE_JS, streamlit_server
+from tests.support.ws_trace import Trace
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from appserver import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE_JS, streamlit_server  # noqa: E402
-from speed import write_report  # noqa: E402
-from ws_trace import Trace  # noqa: E402
 
 #: how often a waiting page re-checks its condition (ms; ``--poll-ms``, 0: Playwright's default of
 #: every animation frame). Polling every frame makes a waiting page render 60 frames a second:
@@ -231,7 +231,6 @@ def warm_app_cache(prefix: str) -> str:
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium")
     cache = tempfile.mkdtemp(prefix=prefix)
-    sys.path.insert(0, str(ROOT))
     os.environ["XWP_CACHE_DIR"] = cache
     os.environ.pop("XWP_DEFAULT_EPOCHS", None)  # the server trains and serves the real default model
     from xwp.app.shared import DefaultTrainer, default_model_path
@@ -290,7 +289,7 @@ def main():
     lines = [
         f"# Load test: {args.sessions} concurrent browser sessions",
         "",
-        f"`python bench/load_test.py --sessions {args.sessions}`"
+        f"`python -m bench.load_test --sessions {args.sessions}`"
         + (f" `--compare-timeout {args.compare_timeout:g}`" if args.compare_timeout else "")
         + (f" `--poll-ms {args.poll_ms}`" if args.poll_ms != 50 else "")
         + f" on {os.cpu_count()} CPU cores, "

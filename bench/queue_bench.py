@@ -1,6 +1,6 @@
 """Server-side benchmark of the compute queue, without browsers: k sessions asking for explanations.
 
-    python bench/queue_bench.py [--sessions 1,4,16] [--seconds 6] [--rate 4] [--out docs/results/bench_queue.md]
+    python -m bench.queue_bench [--sessions 1,4,16] [--seconds 6] [--rate 4] [--out docs/results/bench_queue.md]
 
 Each of ``k`` threads plays one session of the Explain page: it asks for XWP and XWPᶜ of one
 typeface test image (float64, the paper's 784-400-100-10 MLP, as the app computes them), waits
@@ -9,7 +9,7 @@ drawing without pause) or ``--rate`` times a second (``paced``: a stroke every 2
 
 - **before**: every session thread calls torch itself, as the app does today (torch's default
   intra-op threads in every thread, so k sessions run k x threads threads on the cores);
-- **after**: every session submits to one :class:`xwp.compute.ComputeExecutor` (one worker that
+- **after**: every session submits to one :class:`xwp.serve.compute.ComputeExecutor` (one worker that
   owns the cores) and waits on the Futures; requests that wait together run as one batch.
 
 Reports per k and pattern: requests (XWP + XWPᶜ of one image) completed per second, latency
@@ -24,7 +24,6 @@ import argparse
 import copy
 import os
 import platform
-import sys
 import threading
 import time
 from pathlib import Path
@@ -32,13 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from speed import markdown  # noqa: E402 (bench/ is on the path: the scripts run as python bench/NAME.py)
-
-import xwp  # noqa: E402
-from xwp.attribution import XWP, XWPc  # noqa: E402
-from xwp.compute import ComputeExecutor  # noqa: E402
+import xwp
+from bench.speed import markdown
+from xwp.attribution import XWP, XWPc
+from xwp.serve.compute import ComputeExecutor
 
 
 def cpu_name():
@@ -193,13 +189,13 @@ def main():
     text = [
         f"# Compute queue: k concurrent sessions asking for XWP + XWPᶜ ({where})",
         "",
-        f"Command: `python bench/queue_bench.py --sessions {args.sessions} --seconds {args.seconds:g} "
+        f"Command: `python -m bench.queue_bench --sessions {args.sessions} --seconds {args.seconds:g} "
         f"--rate {args.rate:g}`; load average (1 min) {load[0]:.2f} before, {load_after[0]:.2f} after "
         "(other processes shared the cores).",
         "",
         "One request = XWP and XWPᶜ of one typeface image in float64 on the paper's 784-400-100-10 MLP, "
         "as the Explain page computes them per stroke. *before*: each session thread calls torch directly "
-        "(today's app); *after*: through one `xwp.compute.ComputeExecutor` (one worker owning the cores, "
+        "(today's app); *after*: through one `xwp.serve.compute.ComputeExecutor` (one worker owning the cores, "
         "batching requests that wait together). *closed*: every session asks again as soon as it has its "
         f"maps; *paced*: {args.rate:g} requests per second per session. Latency: from asking to having "
         "both maps. *after-1t*: the executor's worker with one torch thread; "

@@ -1,6 +1,6 @@
 """Related-work methods (issue 13) on the typeface MLP: timings and the numbers the docs quote.
 
-    OMP_NUM_THREADS=1 python bench/related_methods.py [--n 8] [--device cpu|cuda]
+    OMP_NUM_THREADS=1 python -m bench.related_methods [--n 8] [--device cpu|cuda]
 
 Trains the paper's 784-400-100-10 MLP on the built-in typeface digits (3 epochs, seed 0, as
 the tests' fixture), then on ``n`` test images:
@@ -16,18 +16,14 @@ the tests' fixture), then on ``n`` test images:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from xwp import MLP, train  # noqa: E402
-from xwp.attribution import make_method  # noqa: E402
-from xwp.attribution.pathwise import Pathwise  # noqa: E402
-from xwp.data import load_dataset  # noqa: E402
+from xwp import MLP, train
+from xwp.attribution import make_method
+from xwp.attribution.pathwise import Pathwise
+from xwp.data.datasets import load_dataset
 
 
 def best_of(fn, repeats: int = 3) -> float:

@@ -1,6 +1,6 @@
 """Speed benchmark: every method on the paper's MLP, and how fast XWP / XWPc really are.
 
-    python bench/speed.py [--data-dir ../shared/data] [--device cpu|cuda] [--out docs/results]
+    python -m bench.speed [--data-dir ../shared/data] [--device cpu|cuda] [--out docs/results]
 
 Prints (and writes as Markdown to ``<out>/bench_<device>.md``):
 
@@ -27,19 +27,16 @@ import argparse
 import copy
 import os
 import platform
-import sys
 import threading
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import xwp  # noqa: E402
-from xwp import plots  # noqa: E402
-from xwp.attribution import METHODS, XWP, XWPc, make_method  # noqa: E402
-from xwp.config import cache_dir  # noqa: E402
+import xwp
+from xwp.attribution import METHODS, XWP, XWPc, make_method
+from xwp.config import cache_dir
+from xwp.viz import plots
 
 
 def sync(device):
@@ -298,7 +295,7 @@ def scaling(device, density=0.2, widths=(100, 200, 400, 800, 1200, 1600, 2000), 
 
 def bounded_memory(model, test, device, n=10_000):
     """Peak memory of XWP on ``n`` images in one call, and of a whole ``evaluate`` on them."""
-    from xwp.data import ImageSet
+    from xwp.data.datasets import ImageSet
 
     reps = -(-n // len(test))
     images = test.images.repeat(reps, 1, 1, 1)[:n]
@@ -388,7 +385,7 @@ def main():
     text = [
         f"# Speed benchmark ({where}; torch {torch.__version__})",
         "",
-        "Command: `python bench/speed.py"
+        "Command: `python -m bench.speed"
         + (f" --data-dir {args.data_dir}" if args.data_dir else "")
         + (f" --device {args.device}" if args.device != "cpu" else "")
         + "`",

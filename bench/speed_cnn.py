@@ -1,6 +1,6 @@
 """Speed of XWP / XWPc on a CNN against Captum Occlusion 1x1, batch of 64, in the same process.
 
-    python bench/speed_cnn.py --checkpoint cnn.safetensors [--data-dir ../shared/data]
+    python -m bench.speed_cnn --checkpoint cnn.safetensors [--data-dir ../shared/data]
         [--threads 1] [--repeat 3] [--out docs/results/bench_cnn.md]
 
 Without ``--checkpoint`` a default ``xwp.CNN`` is trained for one epoch on Fashion-MNIST
@@ -19,17 +19,14 @@ import argparse
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import xwp  # noqa: E402
-from xwp.attribution import XWP, XWPc, make_method  # noqa: E402
-from xwp.models import CNN  # noqa: E402
+import xwp
+from xwp.attribution import XWP, XWPc, make_method
+from xwp.models import CNN
 
 
 def best_time(fn, repeat: int, warm=None) -> float:

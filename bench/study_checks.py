@@ -1,6 +1,6 @@
 """Checks behind the study's discrepancies, on one dataset and seed (the study's model, retrained).
 
-    python bench/study_checks.py --data-dir ../shared/data [--dataset fashion-mnist] [--n 1000]
+    python -m bench.study_checks --data-dir ../shared/data [--dataset fashion-mnist] [--n 1000]
 
 1. Precision: the methods that difference softmax outputs (Occlusion, Shapley) in float32
    against float64; XWP and IG for reference. (This check is why Occlusion now computes in
@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import xwp  # noqa: E402
+import xwp
 
 
 def main():
@@ -41,7 +38,7 @@ def main():
         f"# Checks on {args.dataset}, seed {args.seed}, {args.n} test images "
         f"(model: 784-400-100-10, 10 epochs, test accuracy {history.test_accuracy[-1]:.4f})",
         "",
-        f"Command: `python bench/study_checks.py --dataset {args.dataset}"
+        f"Command: `python -m bench.study_checks --dataset {args.dataset}"
         + (" --data-dir DIR" if ddir else "")
         + f" --n {args.n}`",
         "",

@@ -2,17 +2,17 @@
 
 import streamlit as st
 
-from xwp import comparison as cmp
 from xwp.app import compare_page as glue
 from xwp.app import frame
 from xwp.app.safe import md
 from xwp.attribution import METHODS
 from xwp.config import LIMITS
-from xwp.evaluation import DEFAULT_METHODS
-from xwp.faithfulness import DEFAULT_OUTPUTS, OUTPUTS, SPACE
-from xwp.metrics import METRICS, PINNED
-from xwp.removal import REMOVALS
-from xwp.scales import LABELS, MEANING
+from xwp.evaluation.faithfulness import DEFAULT_OUTPUTS, OUTPUTS, SPACE
+from xwp.evaluation.metrics import METRICS, PINNED
+from xwp.evaluation.protocol import DEFAULT_METHODS
+from xwp.evaluation.removal import REMOVALS
+from xwp.evaluation.scales import LABELS, MEANING
+from xwp.serve import comparison as cmp
 
 OUTPUT_LABELS = {o: LABELS[SPACE[o]] for o in OUTPUTS}  # the Explain page's names: Probability (paper), ...
 

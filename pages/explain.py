@@ -10,9 +10,9 @@ from xwp.app.safe import md
 from xwp.app.session import SessionModel
 from xwp.attribution import METHODS
 from xwp.config import LIMITS
-from xwp.explanation import EXPLAIN_DEFAULT, Explanation, colorbar_png
-from xwp.images import canvas_to_input, input_preview
-from xwp.scales import LABELS, SPACES, caption, invisibility_warning
+from xwp.data.images import canvas_to_input, input_preview
+from xwp.evaluation.scales import LABELS, SPACES, caption, invisibility_warning
+from xwp.serve.explanation import EXPLAIN_DEFAULT, Explanation, colorbar_png
 
 try:
     from streamlit_drawable_canvas import st_canvas

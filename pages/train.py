@@ -6,7 +6,7 @@ from xwp.app import frame, session
 from xwp.app import safe as app_safe
 from xwp.app import train_page as glue
 from xwp.config import LIMITS
-from xwp.data import DATASETS
+from xwp.data.datasets import DATASETS
 from xwp.errors import XWPError
 from xwp.models import CNN_MAX_KERNEL, INITS
 from xwp.train import ARCHS, OPTIMIZERS, TrainConfig

@@ -5,8 +5,8 @@ import streamlit as st
 from xwp.app import frame, shared
 from xwp.app import weights_page as glue
 from xwp.app.safe import md
-from xwp.images import input_preview
-from xwp.patterns import neuron_png
+from xwp.data.images import input_preview
+from xwp.viz.patterns import neuron_png
 
 VIEWS = {"trained": "Trained", "initial": "Initial", "change": "Change"}
 ORDERS = {"index": "Neuron index", "norm": "Largest norm first", "drive": "Strongest drive of a class first"}

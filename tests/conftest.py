@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.support import random_trained_mlp, shared_data_dir  # noqa: F401  (re-exported for old imports)
 
 
 def pytest_configure(config):
@@ -19,17 +17,10 @@ def pytest_configure(config):
         os.environ["XWP_CACHE_DIR"] = tempfile.mkdtemp(prefix="xwp-test-cache-")
 
 
-def shared_data_dir() -> Path | None:
-    """The real MNIST / Fashion-MNIST folder beside the checkout, or $XWP_TEST_DATA_DIR."""
-    env = os.environ.get("XWP_TEST_DATA_DIR")
-    path = Path(env) if env else SHARED_DATA
-    return path if (path / "FashionMNIST" / "raw").is_dir() else None
-
-
 @pytest.fixture(scope="session")
 def typeface():
     """The built-in typeface digits (train, test)."""
-    from xwp.data import load_dataset
+    from xwp.data.datasets import load_dataset
 
     return load_dataset("typeface", "train"), load_dataset("typeface", "test")
 
@@ -44,13 +35,3 @@ def trained(typeface):
     return model.eval()
 
 
-def random_trained_mlp(sizes, seed: int = 0, dtype=torch.float64):
-    """An MLP whose parameters moved away from their initial state by random steps."""
-    from xwp import MLP
-
-    model = MLP(sizes, seed=seed).to(dtype)
-    gen = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.5 * torch.randn(p.shape, generator=gen, dtype=dtype))
-    return model.eval()

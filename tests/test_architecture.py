@@ -1,4 +1,4 @@
-"""The package's shape: imports point down with no cycles, small files, Streamlit only in xwp/app/."""
+"""The package's shape: imports point down, no cycles, rooms in order, small files, Streamlit only in xwp/app/."""
 
 from __future__ import annotations
 
@@ -12,8 +12,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "xwp"
 MAX_LINES = 500
-#: files being split on other branches (issue 10): exempt from the length limit while they are long
-BEING_SPLIT: set[str] = set()
+#: the rooms of xwp from the bottom up: a module may import its own room and the rooms below it only
+ROOMS = [
+    {"xwp._version", "xwp.errors", "xwp.config", "xwp.devices", "xwp.safety"},
+    {"xwp.models"},
+    {"xwp.data"},
+    {"xwp.checkpoint"},
+    {"xwp.train"},
+    {"xwp.attribution"},
+    {"xwp.evaluation", "xwp.experimental"},
+    {"xwp.viz"},
+    {"xwp.study"},
+    {"xwp.serve"},
+    {"xwp.cli"},
+    {"xwp.app"},
+]
+MAX_TOP_LEVEL = 12
 
 
 def modules() -> list[str]:
@@ -23,6 +37,9 @@ def modules() -> list[str]:
         parts = path.relative_to(ROOT).with_suffix("").parts
         out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return out
+
+
+KNOWN = set(modules())
 
 
 def own_files() -> list[Path]:
@@ -38,8 +55,10 @@ def imported_xwp_modules(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "xwp"}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "xwp":
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}
+            subs = {f"{node.module}.{a.name}" for a in node.names}
+            found |= subs
+            if not subs <= KNOWN:  # "from xwp.viz import plots" names a submodule, not the package's facade
+                found.add(node.module)
     return found
 
 
@@ -67,9 +86,10 @@ def test_module_import_graph_has_no_cycles():
             # "from xwp import plots" names a submodule; "xwp" itself is the re-export facade
             targets.discard("xwp")
         graph[name] = targets
-    # the package facades (xwp, xwp.attribution) import their children; children must not import them back
+    # a package's __init__ (its facade) imports its children; children must not import it back
+    facades = {n for n in known if (PACKAGE.parent / n.replace(".", "/") / "__init__.py").exists()}
     for name, targets in graph.items():
-        for facade in ("xwp", "xwp.attribution"):
+        for facade in facades:
             if name.startswith(facade + ".") and name != facade:
                 assert facade not in targets, f"{name} imports its package facade {facade} (an upward import)"
     state: dict[str, int] = {}
@@ -84,7 +104,7 @@ def test_module_import_graph_has_no_cycles():
         state[node] = 2
 
     for node in graph:
-        if node not in state and node not in ("xwp", "xwp.attribution"):
+        if node not in state and node not in facades:
             visit(node, [])
 
 
@@ -97,16 +117,16 @@ def test_low_modules_import_nothing_above_them(low):
 
 
 def test_helpers_come_from_devices_not_from_attribution():
-    for name in ("metrics.py", "train.py", "checkpoint.py"):
+    for name in ("evaluation/metrics.py", "train.py", "checkpoint.py"):
         assert not any(m.startswith("xwp.attribution") for m in imported_xwp_modules(PACKAGE / name)), name
-    from_attribution = {m for m in imported_xwp_modules(PACKAGE / "evaluation.py") if m.startswith("xwp.attribution.")}
+    protocol = PACKAGE / "evaluation" / "protocol.py"
+    from_attribution = {m for m in imported_xwp_modules(protocol) if m.startswith("xwp.attribution.")}
     assert from_attribution == {f"xwp.attribution.{n}" for n in ("METHODS", "make_method", "methods_tagged")}
     assert "xwp" not in imported_xwp_modules(PACKAGE / "checkpoint.py")  # reads xwp._version instead
 
 
 def test_no_python_file_under_xwp_is_longer_than_the_limit():
     long = {str(p.relative_to(ROOT)): n for p in own_files() if (n := len(p.read_text().splitlines())) > MAX_LINES}
-    long = {k: v for k, v in long.items() if k not in BEING_SPLIT}
     assert not long, f"files over {MAX_LINES} lines: {long}"
 
 
@@ -125,3 +145,85 @@ def test_only_xwp_app_imports_streamlit():
             if any(n.split(".")[0] in ("streamlit", "streamlit_drawable_canvas") for n in names):
                 offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"streamlit imported outside xwp/app/: {sorted(set(offenders))}"
+
+
+def room_of(module: str) -> int:
+    """Index in :data:`ROOMS` of the room holding ``module`` (its package, or itself at the top level)."""
+    for i, room in enumerate(ROOMS):
+        if any(module == r or module.startswith(r + ".") for r in room):
+            return i
+    raise AssertionError(f"{module} is in no room of ROOMS: add it where it belongs")
+
+
+def test_packages_import_only_their_own_room_and_the_rooms_below():
+    upward = []
+    for path in own_files():
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if name in ("xwp", "xwp.__main__"):
+            continue  # the facade and the entry point sit above everything
+        here = room_of(name)
+        for target in imported_xwp_modules(path):
+            if target in ("xwp", "xwp.__version__") or target not in set(modules()) and "." not in target[4:]:
+                continue
+            module = target if target in set(modules()) else target.rsplit(".", 1)[0]
+            if module == "xwp":
+                continue
+            if room_of(module) > here:
+                upward.append(f"{name} -> {module}")
+    assert not upward, f"imports that point up the rooms: {sorted(upward)}"
+
+
+def test_top_level_is_small_and_every_module_has_a_room():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL, top
+    for name in modules():
+        if name not in ("xwp", "xwp.__main__"):
+            room_of(name)
+
+
+def test_no_private_name_crosses_a_module():
+    """``from xwp.x import _helper`` is refused: a helper used elsewhere is public in a (possibly private) module."""
+    crossing = []
+    for path in own_files():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "xwp":
+                crossing += [
+                    f"{path.relative_to(ROOT)}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name)
+                and node.value.id in _imported_module_aliases(tree)
+            ):
+                crossing.append(f"{path.relative_to(ROOT)}: {node.value.id}.{node.attr}")
+    assert not crossing, crossing
+
+
+def _imported_module_aliases(tree: ast.Module) -> set[str]:
+    """Names bound to xwp modules in a file (``from xwp.app import safe`` binds ``safe``)."""
+    known = set(modules())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "xwp":
+            names |= {a.asname or a.name for a in node.names if f"{node.module}.{a.name}" in known}
+    return names
+
+
+def test_pages_are_thin():
+    """``pages/`` reads the core's vocabulary only: no torch, no Streamlit internals, no private xwp names."""
+    for path in sorted((ROOT / "pages").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n.split(".")[0] == "torch" for n in names), path.name
+            assert not any(n.startswith("streamlit.runtime") for n in names), path.name

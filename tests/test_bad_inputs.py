@@ -12,11 +12,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from corpus import CASES, MARKER, SECRET
 
 import xwp
-from xwp.cli import main
-from xwp.data import image_to_input, load_image, read_tmnist_csv, tmnist_split
+from tests.support.corpus import CASES, MARKER, SECRET
+from xwp.cli.commands import main
+from xwp.data.datasets import image_to_input, load_image, read_tmnist_csv, tmnist_split
 from xwp.errors import MAX_MESSAGE_CHARS
 from xwp.safety import check_out_path
 

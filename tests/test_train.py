@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import shared_data_dir
 
 import xwp
+from tests.support import shared_data_dir
 from xwp.train import Progress, accuracy, train
 
 

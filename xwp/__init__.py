@@ -11,10 +11,10 @@ The core is importable without Streamlit::
 from xwp._version import __version__
 from xwp.attribution import METHODS, RISE, XWP, XWPc, attribute, make_method
 from xwp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from xwp.data import DATASETS, ImageSet, load_dataset
+from xwp.data.datasets import DATASETS, ImageSet, load_dataset
 from xwp.errors import TrainingDiverged, XWPError
-from xwp.evaluation import Evaluation, evaluate
-from xwp.metrics import METRICS, average_drop, deletion_auc, insertion_auc
+from xwp.evaluation.metrics import METRICS, average_drop, deletion_auc, insertion_auc
+from xwp.evaluation.protocol import Evaluation, evaluate
 from xwp.models import CNN, MLP
 from xwp.train import History, TrainConfig, fit, train
 

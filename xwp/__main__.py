@@ -2,6 +2,6 @@
 
 import sys
 
-from xwp.cli import main
+from xwp.cli.commands import main
 
 sys.exit(main())

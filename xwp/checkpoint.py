@@ -186,7 +186,7 @@ def _looks_like_pickle(data: bytes) -> bool:
     return (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or data[:4] == b"PK\x03\x04"
 
 
-def _header(data: bytes) -> dict[str, Any]:
+def read_header(data: bytes) -> dict[str, Any]:
     """Parse and sanity-check the safetensors header without touching any tensor."""
     if len(data) < 8:
         raise XWPError("not an xwp checkpoint: the file is empty or truncated")
@@ -230,7 +230,7 @@ def load_checkpoint(
     :class:`~xwp.errors.XWPError` without executing anything from the file.
     """
     data = _read_source(source)
-    header = _header(data)
+    header = read_header(data)
     info = header.get("__metadata__") or {}
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise XWPError("this safetensors file is not an xwp checkpoint (no xwp metadata)")

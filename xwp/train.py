@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xwp.config import LIMITS
-from xwp.data import ImageSet, load_dataset
+from xwp.data.datasets import ImageSet, load_dataset
 from xwp.devices import default_device, model_device
 from xwp.errors import TrainingDiverged, XWPError
 from xwp.models import CNN, MLP, check_seed, check_sizes, cnn_spec, parse_hidden

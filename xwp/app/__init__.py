@@ -3,6 +3,6 @@
 ``session`` (per-user state), ``shared`` (what ``st.cache_resource`` shares between users:
 datasets, the default model, uploads), ``frame`` (page table, sidebar, routing) and one
 module per page (``train_page``, ``explain_page``, ``weights_page``, ``compare_page``,
-``home_page``). The computations they show live in the core (:mod:`xwp.explanation`,
-:mod:`xwp.patterns`, :mod:`xwp.comparison`, :mod:`xwp.images`, :mod:`xwp.train`).
+``home_page``). The computations they show live in the core (:mod:`xwp.serve.explanation`,
+:mod:`xwp.viz.patterns`, :mod:`xwp.serve.comparison`, :mod:`xwp.data.images`, :mod:`xwp.train`).
 """

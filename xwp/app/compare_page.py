@@ -21,14 +21,14 @@ from xwp.app import jobs, safe, work, workspace_glue
 from xwp.app.session import COMPARE_KEY, SessionModel, flash
 from xwp.app.shared import dataset, test_set
 from xwp.attribution import METHODS
-from xwp.comparison import comparison_figures as _figures
-from xwp.comparison import plan
-from xwp.compute import JobCancelled, TaskContext
-from xwp.data import ImageSet
-from xwp.evaluation import Evaluation, check_request, combine, evaluate
-from xwp.explanation import method_problems
+from xwp.data.datasets import ImageSet
+from xwp.evaluation.protocol import Evaluation, check_request, combine, evaluate
+from xwp.serve.comparison import comparison_figures as _figures
+from xwp.serve.comparison import plan
+from xwp.serve.compute import JobCancelled, TaskContext
+from xwp.serve.explanation import method_problems
+from xwp.serve.workspace import Workspace
 from xwp.train import predict
-from xwp.workspace import Workspace
 
 #: re-runs per image for max-sensitivity on the page (the CLI's default is 5)
 SENSITIVITY_SAMPLES = 3
@@ -69,7 +69,7 @@ def _train_mean(entry: SessionModel) -> torch.Tensor:
     """The per-pixel mean of the model's training split (for the ``mean`` removal)."""
     name = entry.meta["dataset"]
     kind, where = safe.test_source(entry.uid, name)  # never a folder the checkpoint's metadata names
-    train = safe._upload_split(where, "train") if kind == "upload" else dataset(name, "train", where)
+    train = safe.upload_split(where, "train") if kind == "upload" else dataset(name, "train", where)
     return train.images.double().mean(0).reshape(-1)
 
 
@@ -155,7 +155,7 @@ def _comparison_task(
     """The job's function: evaluate the pending methods one at a time, storing each as it finishes; then save.
 
     Runs on the executor's worker (no Streamlit calls). Stop raises
-    :class:`~xwp.compute.JobCancelled` at the next batch; the finished methods stay in ``result``.
+    :class:`~xwp.serve.compute.JobCancelled` at the next batch; the finished methods stay in ``result``.
     Returns None when the comparison was saved to ``ws``, else why not.
     """
 

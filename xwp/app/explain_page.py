@@ -11,12 +11,12 @@ import torch
 from xwp.app import work
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import dataset, test_set
-from xwp.cleaning import Reference, build_reference, photo_to_input, unlike_training
-from xwp.data import DATASETS, load_image
+from xwp.data.cleaning import Reference, build_reference, photo_to_input, unlike_training
+from xwp.data.datasets import DATASETS, load_image
 from xwp.errors import XWPError
-from xwp.explanation import EXPLAIN_DEFAULT, Explanation, method_problems
-from xwp.explanation import explain as _explain
-from xwp.uploads import check_upload
+from xwp.serve.explanation import EXPLAIN_DEFAULT, Explanation, method_problems
+from xwp.serve.explanation import explain as _explain
+from xwp.serve.uploads import check_upload
 
 
 def test_image(entry: SessionModel, label: int, k: int) -> tuple[torch.Tensor, int]:
@@ -51,9 +51,9 @@ def explain(
     overlay: bool = False,
     space: str = "probability",
 ) -> Explanation:
-    """:func:`xwp.explanation.explain` for a model of this session, computed on the compute executor.
+    """:func:`xwp.serve.explanation.explain` for a model of this session, computed on the compute executor.
 
-    The prediction and the maps are requests to :func:`xwp.compute.get_executor` (merged with
+    The prediction and the maps are requests to :func:`xwp.serve.compute.get_executor` (merged with
     other sessions' strokes on the same model, see :func:`xwp.app.work.stroke`); maps already
     computed come from the session's memo.
     """
@@ -78,7 +78,7 @@ def explain(
 def initial_state_view(entry: SessionModel, x: torch.Tensor, ex: Explanation) -> None:
     """Opt-in view "What the initial state adds": XWP = XWP with a zero initial state + the initial projection's effect.
 
-    :func:`xwp.ablation.initial_state_effect` on the shown input, class and score space: with
+    :func:`xwp.evaluation.ablation.initial_state_effect` on the shown input, class and score space: with
     the first layer's initial weights at 0, XWP is exactly 2 × Occlusion (1×1, baseline 0) on
     probability; the rest, XWP − 2·Occlusion, is what the initial projection x_i·W0_i changes.
     Three tiles on one colour scale, one sentence and the Spearman correlation on non-zero pixels.
@@ -86,10 +86,10 @@ def initial_state_view(entry: SessionModel, x: torch.Tensor, ex: Explanation) ->
     import numpy as np
     import streamlit as st
 
-    from xwp import plots
-    from xwp.ablation import ZERO_STATE_LABEL, initial_state_effect
-    from xwp.explanation import method_problem
-    from xwp.images import png
+    from xwp.data.images import png
+    from xwp.evaluation.ablation import ZERO_STATE_LABEL, initial_state_effect
+    from xwp.serve.explanation import method_problem
+    from xwp.viz import plots
 
     if not st.toggle(
         "What the initial state adds",

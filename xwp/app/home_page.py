@@ -6,7 +6,7 @@ from xwp.app import work
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import test_set
 from xwp.errors import XWPError
-from xwp.explanation import example_grid
+from xwp.serve.explanation import example_grid
 
 
 def home_example(entry: SessionModel, n: int = 3) -> bytes | None:

@@ -1,6 +1,6 @@
 """Long jobs (trainings, comparisons) that outlive the page that started them (issue 15, point 2).
 
-A job runs on the process-wide compute executor (:func:`xwp.compute.get_executor`, as a
+A job runs on the process-wide compute executor (:func:`xwp.serve.compute.get_executor`, as a
 ``submit_task``), not in the page's script run, so switching pages or closing the tab does not
 stop it. It is registered under a string *owner* id (the session's workspace, else the
 browser session, see :func:`owner`) in one process-wide :class:`Registry`. Every
@@ -25,9 +25,9 @@ import streamlit as st
 
 from xwp.app.session import flash
 from xwp.app.workspace_glue import workspace
-from xwp.compute import BACKGROUND, ComputeExecutor, Job, JobCancelled, TaskContext, get_executor
 from xwp.config import env_int
 from xwp.errors import XWPError
+from xwp.serve.compute import BACKGROUND, ComputeExecutor, Job, JobCancelled, TaskContext, get_executor
 
 OWNER_KEY = "xwp_job_owner"  # this session's owner id in st.session_state
 #: how often the sidebar and the Train page redraw a running job's progress (seconds), when few jobs run
@@ -38,7 +38,7 @@ JOBS_PER_SECOND_OF_REFRESH = 4
 
 @dataclass(eq=False)
 class JobRecord:
-    """One registered job: who owns it, what it is, its compute :class:`~xwp.compute.Job`."""
+    """One registered job: who owns it, what it is, its compute :class:`~xwp.serve.compute.Job`."""
 
     id: str
     owner: str
@@ -87,7 +87,7 @@ class Registry:
     """Jobs by owner, for the whole process; thread-safe.
 
     Args:
-        executor: where jobs run (default: :func:`xwp.compute.get_executor`, looked up per start).
+        executor: where jobs run (default: :func:`xwp.serve.compute.get_executor`, looked up per start).
         max_running: running jobs one owner may have at once; one more is refused with an XWPError.
         keep_seconds: finished jobs nobody collected (a closed tab) are dropped after this long.
     """

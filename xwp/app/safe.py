@@ -7,7 +7,7 @@ are not (README, "Many users, bad inputs, bounded memory"). Here:
   :func:`xwp.config.register_data_dir`; every typed path goes through
   :func:`xwp.config.allowed_data_path`; a model's test images come from the folder it was
   trained from in this session, else the operator's folders, never from its metadata;
-- uploads are checked (:func:`xwp.uploads.check_upload`) before they are parsed; an uploaded
+- uploads are checked (:func:`xwp.serve.uploads.check_upload`) before they are parsed; an uploaded
   TMNIST CSV is parsed in memory (nothing on disk) into a small cache shared by content hash;
 - :func:`md` makes file-borne text (class names, dataset and upload names) safe in Markdown;
 - :func:`session_bytes` measures what a session holds, for the bound in docs/app.md.
@@ -31,11 +31,11 @@ import streamlit as st
 import torch
 
 from xwp.config import allowed_data_dirs, allowed_data_path, cache_dir, register_data_dir
-from xwp.data import ImageSet, tmnist_split
-from xwp.datasets_files import read_tmnist_csv
+from xwp.data.datasets import ImageSet, tmnist_split
+from xwp.data.files import read_tmnist_csv
 from xwp.errors import XWPError
 from xwp.safety import is_regular_file, plain_text
-from xwp.uploads import check_upload
+from xwp.serve.uploads import check_upload
 
 SOURCES_KEY = "xwp_test_sources"  # model uid -> ("folder", path) or ("upload", digest), this session's only
 DATA_DIR_FLAG = "--data-dir"
@@ -175,7 +175,7 @@ def _upload_rows(digest: str, _data: bytes | None) -> tuple[np.ndarray, np.ndarr
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _upload_split(digest: str, split: str) -> ImageSet:
+def upload_split(digest: str, split: str) -> ImageSet:
     """One split of an uploaded TMNIST CSV, made once and shared read-only (at most 4 kept)."""
     return tmnist_split(*_upload_rows(digest, None), split=split, info={"file": "(upload)"})
 
@@ -185,12 +185,12 @@ def tmnist_upload_sets(data: bytes, name: str) -> tuple[ImageSet, ImageSet, str]
     check_upload(data, "csv", name)
     digest = hashlib.sha256(data).hexdigest()
     _upload_rows(digest, data)
-    return _upload_split(digest, "train"), _upload_split(digest, "test"), digest
+    return upload_split(digest, "train"), upload_split(digest, "test"), digest
 
 
 def upload_test_set(digest: str) -> ImageSet:
     """The test split of an uploaded TMNIST CSV this session trained on (XWPError once it left the cache)."""
-    return _upload_split(digest, "test")
+    return upload_split(digest, "test")
 
 
 # --------------------------------------------------------------------------- text and memory

@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from xwp.checkpoint import Checkpoint
-from xwp.data import DATASETS
+from xwp.data.datasets import DATASETS
 from xwp.models import MLP
 from xwp.safety import plain_text
 

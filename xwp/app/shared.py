@@ -18,13 +18,13 @@ import xwp
 from xwp.app import safe
 from xwp.app.session import SessionModel
 from xwp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from xwp.compute import NORMAL, TaskContext, get_executor
 from xwp.config import atomic_write, cache_dir, env_int
-from xwp.data import DATASETS, ImageSet, load_dataset
+from xwp.data.datasets import DATASETS, ImageSet, load_dataset
 from xwp.errors import XWPError
-from xwp.replay import SnapshotRecorder
-from xwp.storage import read_regular, snapshot_bytes, snapshots_from_bytes
+from xwp.serve.compute import NORMAL, TaskContext, get_executor
+from xwp.serve.storage import read_regular, snapshot_bytes, snapshots_from_bytes
 from xwp.train import Progress, TrainConfig, build_model, fit
+from xwp.viz.replay import SnapshotRecorder
 
 DEFAULT_NAME = "Default: typeface digits"
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from xwp import plots
 from xwp.app import jobs, safe, workspace_glue
 from xwp.app.session import (
     CLEAR_NAME_KEY,
@@ -30,13 +29,14 @@ from xwp.app.session import (
 from xwp.app.shared import dataset
 from xwp.app.workspace_glue import save_model
 from xwp.checkpoint import checkpoint_bytes, load_checkpoint
-from xwp.compute import JobCancelled, TaskContext
-from xwp.data import ImageSet
+from xwp.data.datasets import ImageSet
 from xwp.errors import TrainingDiverged, XWPError
-from xwp.replay import SnapshotRecorder
+from xwp.serve.compute import JobCancelled, TaskContext
+from xwp.serve.uploads import check_upload
+from xwp.serve.workspace import Workspace
 from xwp.train import Progress, TrainConfig, build_model, confusion_matrix, fit
-from xwp.uploads import check_upload
-from xwp.workspace import Workspace
+from xwp.viz import plots
+from xwp.viz.replay import SnapshotRecorder
 
 MAX_SEEN_UPLOADS = 64  # file ids of uploaded checkpoints remembered per session
 
@@ -271,7 +271,7 @@ def checkpoint_file(entry: SessionModel) -> tuple[Callable[[], bytes], str]:
 def load_uploaded_checkpoint(upload) -> None:
     """Add an uploaded checkpoint to this session once; a bad file shows why (once) and changes nothing.
 
-    The bytes are checked (:func:`xwp.uploads.check_upload`) before they are parsed and are not
+    The bytes are checked (:func:`xwp.serve.uploads.check_upload`) before they are parsed and are not
     kept: the session keeps the model only, and remembers the file's id (so a rerun does not
     load it again or repeat its error).
     """

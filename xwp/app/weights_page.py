@@ -9,18 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xwp import kernels, patterns, plots, replay
 from xwp.app import work, workspace_glue
 from xwp.app.session import SessionModel, memo
 from xwp.app.shared import test_set
 from xwp.errors import XWPError
-from xwp.patterns import WeightPatterns
+from xwp.viz import kernels, patterns, plots, replay
+from xwp.viz.patterns import WeightPatterns
 
 
 def weight_patterns(
     entry: SessionModel, view: str = "trained", sort: str = "index", cls: int = 0, image_index: int | None = None
 ) -> WeightPatterns:
-    """:func:`xwp.patterns.weight_patterns` of ``entry``; ``image_index``: a test image to weight by.
+    """:func:`xwp.viz.patterns.weight_patterns` of ``entry``; ``image_index``: a test image to weight by.
 
     Class drive is taken at the mean test image (all ReLUs open if the test split is not
     available). The session keeps the latest patterns and their figures, so a rerun that
@@ -45,7 +45,7 @@ def grid_png(entry: SessionModel, wp: WeightPatterns, count: int, sort: str, cls
 
 
 def neuron_stats(entry: SessionModel, wp: WeightPatterns, j: int) -> pd.DataFrame:
-    """Numbers about first-layer unit ``j`` of ``entry`` (see :func:`xwp.patterns.neuron_stats`)."""
+    """Numbers about first-layer unit ``j`` of ``entry`` (see :func:`xwp.viz.patterns.neuron_stats`)."""
     return work.run(patterns.neuron_stats, entry.model, entry.initial_model, wp, j, entry.classes)
 
 
@@ -75,7 +75,7 @@ def replay_grid_png(entry: SessionModel, snaps: dict[int, np.ndarray], epoch: in
 
 
 def replay_unit_png(snaps: dict[int, np.ndarray], epoch: int, j: int) -> bytes:
-    """Initial | epoch | change of unit ``j`` at recorded ``epoch`` (see :func:`xwp.replay.replay_png`)."""
+    """Initial | epoch | change of unit ``j`` at recorded ``epoch`` (see :func:`xwp.viz.replay.replay_png`)."""
     store = memo()
     key = ("replay_unit", id(snaps), epoch, j)
     if store.get("weights_replay_unit", (None,))[0] != key:
@@ -105,7 +105,7 @@ def _kernels(entry: SessionModel) -> tuple[np.ndarray | None, np.ndarray]:
 
 
 def kernel_grid_png(entry: SessionModel, in_channel: int = 0) -> bytes:
-    """A CNN's first-layer kernels, initial | trained | change per output channel, as PNG (see :mod:`xwp.kernels`)."""
+    """A CNN's first-layer kernels, initial | trained | change per output channel, as PNG (:mod:`xwp.viz.kernels`)."""
     store = memo()
     key = ("kernel_grid", entry.uid, in_channel)
     if store.get("kernel_grid", (None,))[0] != key:
@@ -125,5 +125,5 @@ def kernel_channel_png(entry: SessionModel, channel: int, in_channel: int = 0) -
 
 
 def kernel_stats(entry: SessionModel) -> pd.DataFrame:
-    """Per output channel: kernel norms, change, relative change, cosine (see :func:`xwp.kernels.kernel_stats`)."""
+    """Per output channel: kernel norms, change, relative change, cosine (see :func:`xwp.viz.kernels.kernel_stats`)."""
     return kernels.kernel_stats(*_kernels(entry))

@@ -1,6 +1,6 @@
 """The pages' side of the compute executor: per-stroke requests, shared method objects, waiting that yields.
 
-Every computation of a page runs on :func:`xwp.compute.get_executor` (issue 14), never in the
+Every computation of a page runs on :func:`xwp.serve.compute.get_executor` (issue 14), never in the
 session's script thread: a stroke's prediction and maps at ``INTERACTIVE`` priority, a page's
 one-off work (weight patterns, the Home page's examples) at ``NORMAL``, trainings and
 comparisons as jobs (:mod:`xwp.app.jobs`). XWP and XWPᶜ objects are cached per model object
@@ -24,9 +24,9 @@ import streamlit as st
 import torch
 
 from xwp.attribution import METHODS
-from xwp.compute import INTERACTIVE, NORMAL, get_executor, is_batchable
-from xwp.explanation import attribution_key, attribution_method, method_problem, remember
-from xwp.scales import check_space
+from xwp.evaluation.scales import check_space
+from xwp.serve.compute import INTERACTIVE, NORMAL, get_executor, is_batchable
+from xwp.serve.explanation import attribution_key, attribution_method, method_problem, remember
 
 FUTURES_KEY = "xwp_stroke_futures"  # the futures of this session's latest stroke (cancelled by the next)
 
@@ -90,7 +90,7 @@ def shared_method(
     """Method ``name`` for ``model`` explaining score ``space``: one object per model object for batchable methods.
 
     One object per (model, method) means one batch key, so the executor merges the strokes
-    of every session that explains the same model (:func:`xwp.compute.is_batchable`). Stochastic
+    of every session that explains the same model (:func:`xwp.serve.compute.is_batchable`). Stochastic
     or hook-based methods get a fresh object per request, as before.
     """
     with _SHARED_LOCK:
@@ -173,10 +173,10 @@ def stroke(
 ) -> np.ndarray:
     """Predict ``x`` and compute its maps on the executor into ``memo``; return the probabilities ``(C,)``.
 
-    The maps land in ``memo`` under :func:`xwp.explanation.attribution_key`, where
-    :func:`xwp.explanation.explain` finds them, so the page shows what a direct call shows.
+    The maps land in ``memo`` under :func:`xwp.serve.explanation.attribution_key`, where
+    :func:`xwp.serve.explanation.explain` finds them, so the page shows what a direct call shows.
     ``seconds`` of a map is the time of the executor call that made it (shared by the
-    strokes merged into it). ``space``: the score the maps explain (:data:`xwp.scales.SPACES`).
+    strokes merged into it). ``space``: the score the maps explain (:data:`xwp.evaluation.scales.SPACES`).
     """
     check_space(space)
     cancel_previous()

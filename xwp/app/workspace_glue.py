@@ -1,10 +1,10 @@
 """The workspace in the URL: models and comparisons saved on disk, listed in the sidebar, back after a reload.
 
 The workspace id lives in the URL (``?workspace=<id>``): the first visit gets a new one
-(:func:`xwp.workspace.open_workspace`), a reload or a new tab with the same URL opens the
+(:func:`xwp.serve.workspace.open_workspace`), a reload or a new tab with the same URL opens the
 same folder. Every model trained or uploaded here is saved there with its history and
 first-layer snapshots; a new session of the workspace starts with its newest models. A save
-the workspace has no room for (:class:`~xwp.workspace.WorkspaceFull`) leaves the model in the
+the workspace has no room for (:class:`~xwp.serve.workspace.WorkspaceFull`) leaves the model in the
 tab only, and the sidebar says so as a warning. Names and other metadata are shown as plain
 text (``st.text``), or escaped (:func:`xwp.safety.plain_text`) inside a message.
 """
@@ -29,10 +29,10 @@ from xwp.app.session import (
 )
 from xwp.app.shared import default_snapshots
 from xwp.errors import XWPError
-from xwp.evaluation import combine
+from xwp.evaluation.protocol import combine
 from xwp.safety import plain_text
-from xwp.storage import evaluation_from, evaluation_parts
-from xwp.workspace import Workspace, WorkspaceFull, open_workspace
+from xwp.serve.storage import evaluation_from, evaluation_parts
+from xwp.serve.workspace import Workspace, WorkspaceFull, open_workspace
 
 PARAM = "workspace"  # the query parameter that carries the id
 WS_KEY = "xwp_workspace"  # the session's Workspace (None: none could be opened; work stays in the tab)

@@ -145,7 +145,7 @@ class OcclusionMethod(CaptumMethod):
     """
 
     captum_name = "Occlusion"
-    per_image_deterministic = True  # each image's map depends on that image alone: xwp.compute may batch it
+    per_image_deterministic = True  # each image's map depends on that image alone: xwp.serve.compute may batch it
     #: most perturbed rows per forward pass of the sparse path
     rows_per_pass = 4096
     defaults = {
@@ -246,7 +246,7 @@ class IntegratedGradientsMethod(CaptumMethod):
     """Captum IntegratedGradients on softmax scores (Sundararajan, Taly & Yan 2017)."""
 
     captum_name = "IntegratedGradients"
-    per_image_deterministic = True  # fixed steps and baseline: xwp.compute may batch it
+    per_image_deterministic = True  # fixed steps and baseline: xwp.serve.compute may batch it
     defaults = {"output": "softmax", "n_steps": 50, "baselines": 0.0, "internal_batch_size": 4096}
 
 
