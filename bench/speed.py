@@ -24,7 +24,6 @@ Speed targets live here, not in unit tests: numbers depend on the machine and it
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import platform
 import threading
@@ -35,6 +34,7 @@ import torch
 
 import xwp
 from xwp.attribution import METHODS, XWP, XWPc, make_method
+from xwp.attribution.reference import xwp_reference, xwpc_reference
 from xwp.config import cache_dir
 from xwp.viz import plots
 
@@ -151,26 +151,9 @@ def paper_model(dataset, data_dir, device):
 
 
 def naive_xwp(model, model0, x, target, complementary=False):
-    """One real weight swap and one forward pass per non-zero feature (the obvious loop)."""
-    w, w0 = model.linears[0].weight, model0.linears[0].weight
-    work = copy.deepcopy(model)
-    ww = work.linears[0].weight
-    out = torch.zeros_like(x.reshape(len(x), -1))
-    with torch.no_grad():
-        if complementary:
-            ww.copy_(w0)
-        for b in range(len(x)):
-            xb = x[b : b + 1]
-            ref = torch.softmax(work(xb), 1)
-            ind = -torch.ones_like(ref)
-            ind[0, target[b]] = 1
-            for i in torch.nonzero(xb.reshape(-1)).flatten().tolist():
-                col = ww[:, i].clone()
-                ww[:, i] = w[:, i] if complementary else w0[:, i]
-                p = torch.softmax(work(xb), 1)
-                ww[:, i] = col
-                out[b, i] = ((p - ref) if complementary else (ref - p)).mul(ind).sum()
-    return out
+    """The definition itself (xwp.attribution.reference): one real weight swap and one forward pass per feature."""
+    ref = xwpc_reference if complementary else xwp_reference
+    return ref(model, x, target, model0).reshape(len(x), -1)
 
 
 def method_table(model, test, device, name, methods, quick):

@@ -227,3 +227,21 @@ def test_pages_are_thin():
                 names = [node.module]
             assert not any(n.split(".")[0] == "torch" for n in names), path.name
             assert not any(n.startswith("streamlit.runtime") for n in names), path.name
+
+
+def test_bench_is_a_package_that_imports_without_path_edits():
+    """``python -m bench.NAME`` from the root: every script imports, none edits sys.path, none is imported by tests."""
+    bench = ROOT / "bench"
+    names = sorted(p.stem for p in bench.glob("*.py") if p.stem != "__init__")
+    for name in names:
+        assert "sys.path" not in (bench / f"{name}.py").read_text(), name
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module('bench.' + m)\n"
+    result = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for path in (ROOT / "tests").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module.split(".")[0] != "bench", f"{path.relative_to(ROOT)} imports the bench"
+            elif isinstance(node, ast.Import):
+                assert all(a.name.split(".")[0] != "bench" for a in node.names), f"{path.relative_to(ROOT)}"

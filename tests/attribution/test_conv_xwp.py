@@ -1,4 +1,4 @@
-"""XWP / XWPc for convolutional first layers against slow references that build the two convolutions per pixel."""
+"""XWP / XWPc for convolutional first layers against the literal definitions (two convolutions per pixel)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import xwp
 from tests.support import random_trained_mlp
 from xwp.attribution import XWP, XWPc
 from xwp.attribution.first_layer import split_first_layer
+from xwp.attribution.reference import evidence, xwp_reference, xwpc_reference
 from xwp.checkpoint import checkpoint_bytes, load_checkpoint, save_checkpoint
 from xwp.models import CNN, build_model
 
@@ -59,38 +60,6 @@ def images(b, c, side, seed=1, negative=False):
     return x
 
 
-def indicator(target, n_classes):
-    ind = -torch.ones(len(target), n_classes, dtype=torch.float64)
-    ind[torch.arange(len(target)), target] = 1.0
-    return ind
-
-
-def score(logits, target, output):
-    out = torch.softmax(logits, 1) if output == "softmax" else logits
-    return (out * indicator(target, logits.shape[1])).sum(1)
-
-
-def reference(conv, conv0, rest, x, target, output, complement):
-    """Literally conv_A(x ⊙ (1 − e_i)) + conv_B(x ⊙ e_i) + b per input element i, then the rest of the network."""
-    w, w0, b = conv.weight, conv0.weight, conv.bias
-
-    def first(inp, weight, bias=None):
-        return F.conv2d(inp, weight, bias, conv.stride, conv.padding, conv.dilation)
-
-    keep, swap = (w0, w) if complement else (w, w0)  # XWPc: all initial but pixel i; XWP: all trained but pixel i
-    with torch.no_grad():
-        base = score(rest(first(x, keep, b)), target, output)
-        attr = torch.zeros_like(x).reshape(x.shape[0], -1)
-        for i in range(attr.shape[1]):
-            e = torch.zeros(attr.shape[1], dtype=x.dtype)
-            e[i] = 1.0
-            e = e.reshape(x.shape[1:])
-            h = first(x * (1 - e), keep, b) + first(x * e, swap)
-            pert = score(rest(h), target, output)
-            attr[:, i] = pert - base if complement else base - pert
-    return attr.reshape(x.shape)
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
 @pytest.mark.parametrize("output", ["softmax", "logits"])
 def test_sequential_conv_matches_reference(shape, output):
@@ -102,7 +71,8 @@ def test_sequential_conv_matches_reference(shape, output):
         t = model(x).argmax(1) if target is None else torch.as_tensor(target).expand(3)
         for cls, complement in ((XWP, False), (XWPc, True)):
             got = cls(model, model0, output=output, chunk_elements=97).attribute(x, target=target)
-            want = reference(model[0], model0[0], model[1:], x, t, output, complement)
+            ref = xwpc_reference if complement else xwp_reference
+            want = ref(model, x, t, model0, output)
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
             assert (got[x == 0] == 0).all()  # zero pixels: exactly 0, never computed
     for k, v in model.state_dict().items():
@@ -121,7 +91,7 @@ def test_cnn_matches_reference_and_keeps_the_model():
     t = torch.tensor([1, 3])
     for cls, complement in ((XWP, False), (XWPc, True)):
         got = cls(model).attribute(x, target=t)  # initial state from the CNN's own buffers
-        want = reference(model.net[0], model0.net[0], model.after_first, x, t, "softmax", complement)
+        want = (xwpc_reference if complement else xwp_reference)(model, x, t, model0)
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
         flat = cls(model).attribute(x.reshape(2, -1), target=t)  # flat inputs are reshaped
         torch.testing.assert_close(flat, got.reshape(2, -1), rtol=0, atol=0)
@@ -135,7 +105,7 @@ def test_eq5_literal_rule_on_a_conv():
     lit = XWPc(model, model0, rule="eq5-literal").attribute(x, target=1)
     with torch.no_grad():
         w0 = F.conv2d(x, model0[0].weight, model[0].bias, padding=1)
-        const = score(model(x), torch.tensor([1, 1]), "softmax") - score(model[1:](w0), torch.tensor([1, 1]), "softmax")
+        const = evidence(model(x), torch.tensor([1, 1])) - evidence(model[1:](w0), torch.tensor([1, 1]))
     torch.testing.assert_close(lit, const[:, None, None, None] - iso, rtol=1e-9, atol=1e-11)
 
 

@@ -1,4 +1,4 @@
-"""XWP / XWPc (xwp/attribution/weight_perturbation.py) against slow references that really swap weights."""
+"""XWP / XWPc (xwp/attribution/weight_perturbation.py) against the literal definitions that really swap weights."""
 
 from __future__ import annotations
 
@@ -11,50 +11,19 @@ from torch import nn
 import xwp
 from tests.support import random_trained_mlp
 from xwp.attribution import XWP, XWPc
+from xwp.attribution.reference import xwp_reference, xwpc_reference
 
 SHAPES = [(12, 7, 5, 4), (20, 9, 3), (16, 6), (30, 11, 8, 6, 5)]
 
 
-def indicator(target, n_classes):
-    ind = -torch.ones(len(target), n_classes, dtype=torch.float64)
-    ind[torch.arange(len(target)), target] = 1.0
-    return ind
-
-
-def score(model, x, target, output):
-    logits = model(x)
-    out = torch.softmax(logits, 1) if output == "softmax" else logits
-    return (out * indicator(target, logits.shape[1])).sum(1)
-
-
 def reference_xwp(model, model0, x, target, output="softmax"):
-    """Loop over features; for each, copy the model and really put W_i back to W_i^0."""
-    attr = torch.zeros_like(x)
-    with torch.no_grad():
-        ref = score(model, x, target, output)
-        for i in range(x.shape[1]):
-            swapped = copy.deepcopy(model)
-            swapped.linears[0].weight[:, i] = model0.linears[0].weight[:, i]
-            attr[:, i] = ref - score(swapped, x, target, output)
-    return attr
+    """The oracle: eq. 3 by swapping the weights and rerunning (xwp.attribution.reference)."""
+    return xwp_reference(model, x, target, model0, output)
 
 
 def reference_xwpc(model, model0, x, target, output="softmax", literal=False):
-    """Loop over features: first layer all-initial, then give feature i its trained weights back."""
-    attr = torch.zeros_like(x)
-    with torch.no_grad():
-        base_model = copy.deepcopy(model)
-        base_model.linears[0].weight.copy_(model0.linears[0].weight)
-        base = score(base_model, x, target, output)
-        full = score(model, x, target, output)
-        for i in range(x.shape[1]):
-            only_i = copy.deepcopy(base_model)
-            only_i.linears[0].weight[:, i] = model.linears[0].weight[:, i]
-            if literal:  # eq. 5 as printed: f(x) - f^{W_i' = W_i'^0}(x), i.e. all but i initial
-                attr[:, i] = full - score(only_i, x, target, output)
-            else:
-                attr[:, i] = score(only_i, x, target, output) - base
-    return attr
+    """The oracle for XWPc (and the printed eq. 5 with ``literal``)."""
+    return xwpc_reference(model, x, target, model0, output, "eq5-literal" if literal else "isolated")
 
 
 @pytest.mark.parametrize("sizes", SHAPES)

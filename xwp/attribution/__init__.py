@@ -6,10 +6,11 @@ returns a tensor shaped like ``inputs``. :data:`METHODS` maps a short name to a
 method registered here shows up everywhere.
 
 One module per family: :mod:`~xwp.attribution.registry` (METHODS, ``@register``, tags),
-:mod:`~xwp.attribution.weight_perturbation` (XWP, XWPc) on
+:mod:`~xwp.attribution.weight_perturbation` (XWP, XWPc; their literal definitions in
+:mod:`~xwp.attribution.reference`) on
 :mod:`~xwp.attribution.first_layer` (a dense or convolutional first layer and the rest), :mod:`~xwp.attribution.captum`
 (the Captum baselines), :mod:`~xwp.attribution.rise`, :mod:`~xwp.attribution.baselines`
-(random), the related work of issue 13 -- :mod:`~xwp.attribution.pathwise` (Lim et al. 2024),
+(random), the related work -- :mod:`~xwp.attribution.pathwise` (Lim et al. 2024),
 :mod:`~xwp.attribution.zennit_lrp` (Zennit's LRP composites) and
 :mod:`~xwp.attribution.deactivation` (Chanchal et al. 2025, with the ``deactivate`` removal
 operator) on :mod:`~xwp.attribution.unroll` (a network as a list of layers) -- and
@@ -23,6 +24,7 @@ from xwp.attribution.common import OutputFn, OutputModel, Target, indicator, out
 from xwp.attribution.deactivation import ActivationDeactivation, deactivate
 from xwp.attribution.first_layer import FirstLayer, split_first_layer, split_first_linear
 from xwp.attribution.pathwise import Pathwise
+from xwp.attribution.reference import xwp_reference, xwpc_reference
 from xwp.attribution.registry import (
     METHODS,
     TAGS,
@@ -68,4 +70,6 @@ __all__ = [
     "split_first_layer",
     "split_first_linear",
     "superpixel_mask",
+    "xwp_reference",
+    "xwpc_reference",
 ]

@@ -15,10 +15,14 @@ pixel ``i``" as two convolutions with complementary masks,
 the same update, on the ``k x k`` patch of the first feature map that sees pixel ``i``
 (:mod:`xwp.attribution.first_layer` has the definition and the index tables). One code path
 serves both; the model is never modified.
+
+:mod:`xwp.attribution.reference` has the literal definitions (copy the network, swap the
+weights, rerun it) that these fast paths are tested against.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -43,20 +47,31 @@ class _WeightPerturbation(Method):
         self.split = split_first_layer(model)  # Linear or Conv2d, and the layers after it
         self.first, self.rest = self.split.layer, self.split.rest
         self.w0 = initial_first_weight(model, self.split, initial_model)  # (H, D) or (C1, C, kh, kw)
-        self.output = self.options["output"]
+        self._configure(self.options)
+
+    def _configure(self, options: dict[str, Any]) -> None:
+        """Read the bound options into attributes (the constructor's, or one call's with its overrides)."""
+        self.options = options
+        self.output = options["output"]
         self.out = output_fn(self.output)
         on_gpu = self.w0.device.type == "cuda"
-        chunk = self.options["chunk_elements"] or (CHUNK_ELEMENTS_CUDA if on_gpu else CHUNK_ELEMENTS)
+        chunk = options["chunk_elements"] or (CHUNK_ELEMENTS_CUDA if on_gpu else CHUNK_ELEMENTS)
         self.chunk_elements = int(chunk)
-        self.image_chunk = max(1, int(self.options["image_chunk"]))
+        self.image_chunk = max(1, int(options["image_chunk"]))
 
     @torch.no_grad()
-    def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: Target = None, **overrides: Any) -> torch.Tensor:
         """Attributions shaped like ``inputs`` for ``target`` (int, ``(B,)`` or None: the predicted class).
 
-        Images go through in chunks of ``image_chunk``, so the index and score arrays stay
-        bounded however many images are given; only the result grows with the batch.
+        ``overrides`` change options for this call only (``output="logits"``, ``chunk_elements``...),
+        checked like the constructor's. Images go through in chunks of ``image_chunk``, so the
+        index and score arrays stay bounded however many images are given; only the result
+        grows with the batch.
         """
+        if overrides:
+            call = copy.copy(self)  # the same model, W0 and first-layer split; other options
+            call._configure(self.call_options(overrides))
+            return call.attribute(inputs, target)
         x = as_model_input(inputs, self.model)
         b = x.shape[0]
         if target is not None:  # one entry per image; classes are checked per chunk
@@ -111,21 +126,18 @@ class _WeightPerturbation(Method):
     # ------------------------------------------------------------------ the score of eq. 4, exactly
 
     def _score_width(self) -> int:
-        """Columns ``k`` of :meth:`_score`: 2 for softmax (``p_t``, ``1 - p_t``), else 1."""
+        """Columns ``k`` of :meth:`_score`: 2 for softmax (the complement trick's ``p_t``, ``q``), else 1."""
         return 2 if self.output == "softmax" else 1
 
     def _score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """What ``score = sum_n I_n out_n(logits)`` (eq. 4) needs per row, ``(n, k)``; see :meth:`_difference`.
+        """The evidence ``score = sum_n I_n out_n(logits)`` (eq. 4) per row, as the terms it is subtracted from.
 
-        For softmax, ``sum_n I_n p_n = 2 p_t - 1 = 1 - 2 q`` with ``q = 1 - p_t``: both ``p_t``
-        and ``q`` are kept, each computed from log-sum-exps, so that a confident prediction
-        (``p_t`` within float32 rounding of 1) still gives exact differences through ``q``.
+        Softmax: :func:`complement_terms` (``p_t``, ``q = 1 - p_t``), ``(n, 2)``; logits or a
+        callable output: the score itself, ``(n, 1)``. :meth:`_difference` subtracts two of them.
         """
-        logit_t = logits.gather(1, target[:, None])  # (n, 1)
         if self.output == "softmax":
-            lse = torch.logsumexp(logits, 1, keepdim=True)  # (n, 1)
-            others = torch.logsumexp(logits.scatter(1, target[:, None], -torch.inf), 1, keepdim=True)  # (n, 1)
-            return torch.cat([torch.exp(logit_t - lse), torch.exp(others - lse)], 1)  # (n, 2): p_t, 1 - p_t
+            return complement_terms(logits, target)  # (n, 2)
+        logit_t = logits.gather(1, target[:, None])  # (n, 1)
         if self.output == "logits":
             return 2.0 * logit_t - logits.sum(1, keepdim=True)  # (n, 1)
         return (self.out(logits) * indicator(target, logits.shape[1], logits.dtype)).sum(1, keepdim=True)  # (n, 1)
@@ -135,8 +147,30 @@ class _WeightPerturbation(Method):
         """``score(a) - score(b)`` ``(n,)`` from two :meth:`_score` values ``(n, k)``."""
         if a.shape[1] == 1:
             return a[:, 0] - b[:, 0]
-        confident = torch.minimum(a[:, 0], b[:, 0]) > 0.5  # differences of small q are exact there
-        return torch.where(confident, 2.0 * (b[:, 1] - a[:, 1]), 2.0 * (a[:, 0] - b[:, 0]))
+        return complement_difference(a, b)
+
+
+def complement_terms(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The complement trick, part 1: ``(p_t, q)`` per row ``(n, 2)``, with ``q = 1 - p_t`` computed on its own.
+
+    The softmax evidence is ``sum_n I_n p_n = 2 p_t - 1 = 1 - 2 q``. For a confident prediction
+    ``p_t`` rounds to 1 in float32 and a difference of two ``p_t`` loses every digit, while
+    ``q`` (from the log-sum-exp of the other logits) keeps them. Both come from log-sum-exps.
+    """
+    logit_t = logits.gather(1, target[:, None])  # (n, 1)
+    lse = torch.logsumexp(logits, 1, keepdim=True)  # (n, 1)
+    others = torch.logsumexp(logits.scatter(1, target[:, None], -torch.inf), 1, keepdim=True)  # (n, 1)
+    return torch.cat([torch.exp(logit_t - lse), torch.exp(others - lse)], 1)  # (n, 2): p_t, 1 - p_t
+
+
+def complement_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The complement trick, part 2: ``score(a) - score(b)`` ``(n,)`` from two :func:`complement_terms`.
+
+    Where both ``p_t > 0.5`` the difference is ``2 (q_b - q_a)`` (small ``q``: exact), else
+    ``2 (p_a - p_b)``; both equal ``(2 p_a - 1) - (2 p_b - 1)`` in exact arithmetic.
+    """
+    confident = torch.minimum(a[:, 0], b[:, 0]) > 0.5
+    return torch.where(confident, 2.0 * (b[:, 1] - a[:, 1]), 2.0 * (a[:, 0] - b[:, 0]))
 
 
 @register(
@@ -220,9 +254,10 @@ class XWPc(_WeightPerturbation):
     RULES = ("isolated", "eq5-literal")
     defaults = {**_WeightPerturbation.defaults, "rule": "isolated"}
 
-    def __init__(self, model: nn.Module, initial_model: nn.Module | None = None, **options: Any):
-        super().__init__(model, initial_model, **options)
-        self.rule = self.options["rule"]
+    def _configure(self, options: dict[str, Any]) -> None:
+        """The shared options, and ``rule``."""
+        super()._configure(options)
+        self.rule = options["rule"]
         if self.rule not in self.RULES:
             raise XWPError(f"rule must be one of {self.RULES}, got {self.rule!r}")
 
