@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -245,3 +246,40 @@ def test_bench_is_a_package_that_imports_without_path_edits():
                 assert node.module.split(".")[0] != "bench", f"{path.relative_to(ROOT)} imports the bench"
             elif isinstance(node, ast.Import):
                 assert all(a.name.split(".")[0] != "bench" for a in node.names), f"{path.relative_to(ROOT)}"
+
+
+def _xwp_setting_names(text: str) -> set[str]:
+    """``XWP_*`` names in a source text (a family prefix such as ``XWP_COMPUTE_*`` is not a name)."""
+    return {m for m in re.findall(r"\bXWP_[A-Z0-9_]*[A-Z0-9]\b", text)}
+
+
+def test_every_xwp_setting_is_declared_in_config_and_documented():
+    from xwp.config import SETTINGS
+
+    sources = [*own_files(), *sorted((ROOT / "pages").glob("*.py")), ROOT / "streamlit_app.py"]
+    undeclared = {}
+    for path in sources:
+        names = _xwp_setting_names(path.read_text()) - set(SETTINGS)
+        if names:
+            undeclared[str(path.relative_to(ROOT))] = sorted(names)
+    assert not undeclared, f"XWP_* names not declared in xwp.config.SETTINGS: {undeclared}"
+    # the environment is read for them in config.py only (errors.py sits below config and reads its one)
+    for path in own_files():
+        if path.name in ("config.py", "errors.py"):
+            continue
+        assert not re.search(r"(environ|getenv)[^\n]*XWP_", path.read_text()), path
+    table = (ROOT / "docs" / "settings.md").read_text()
+    for s in SETTINGS.values():
+        default = s.default if s.default != "" else "(none)"
+        assert f"| `{s.name}` | {default} |" in table, f"docs/settings.md lacks {s.name} = {default}"
+
+
+def test_a_setting_reads_the_environment_and_falls_back_on_nonsense(monkeypatch):
+    from xwp.config import setting
+
+    monkeypatch.setenv("XWP_MAX_JOBS", "7")
+    assert setting("XWP_MAX_JOBS") == 7
+    monkeypatch.setenv("XWP_MAX_JOBS", "seven")
+    assert setting("XWP_MAX_JOBS") == 3
+    with pytest.raises(KeyError):
+        setting("XWP_NOT_DECLARED")

@@ -1,4 +1,4 @@
-"""Paths and limits in one place; each limit can be changed with an environment variable.
+"""Paths, limits and every ``XWP_*`` environment setting in one place (:data:`SETTINGS`).
 
 Also the allow-list of data folders (:func:`allowed_data_path`): the only folders whose files
 an app visitor's input may name. The operator is trusted, visitors and their files are not.
@@ -25,7 +25,7 @@ def cache_dir() -> Path:
 
     ``$XWP_CACHE_DIR``, else ``$XDG_CACHE_HOME/xwp``, else ``~/.cache/xwp``.
     """
-    root = os.environ.get("XWP_CACHE_DIR")
+    root = os.environ.get("XWP_CACHE_DIR")  # a path: read as text, declared in SETTINGS
     if root:
         path = Path(root)
     else:
@@ -80,31 +80,87 @@ def clean_stale_temps(path: Path, older_than: float = STALE_TEMP_SECONDS) -> lis
     return removed
 
 
-def env_int(name: str, default: int) -> int:
-    """Integer from the environment, or ``default``."""
+@dataclass(frozen=True)
+class Setting:
+    """One ``XWP_*`` environment setting: its default and what it changes."""
+
+    name: str
+    default: int | str
+    meaning: str
+
+
+#: every ``XWP_*`` environment setting xwp reads, with its default; :func:`setting` reads them
+#: and ``tests/test_architecture.py`` checks that no other ``XWP_*`` name is read anywhere
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        # paths
+        Setting("XWP_CACHE_DIR", "", "folder for built datasets, downloads, default models and workspaces"),
+        Setting("XWP_DATA_DIRS", "", "extra data folders visitors may name, separated by os.pathsep"),
+        # limits of one request (app, CLI and API)
+        Setting("XWP_MAX_EPOCHS", 100, "epochs one training may ask for"),
+        Setting("XWP_MAX_HIDDEN_WIDTH", 4096, "units of one hidden layer"),
+        Setting("XWP_MAX_HIDDEN_LAYERS", 8, "hidden layers of one network"),
+        Setting("XWP_MAX_EVAL_IMAGES", 10_000, "images one evaluation may score"),
+        Setting("XWP_MAX_UPLOAD_MB", 200, "size of one uploaded file (MB)"),
+        Setting("XWP_MAX_IMAGE_PIXELS", 4096 * 4096, "pixels of one uploaded image"),
+        Setting("XWP_MAX_CLASSES", 1000, "classes of one checkpoint"),
+        Setting("XWP_MAX_META_KB", 1024, "metadata of one checkpoint (KB)"),
+        Setting("XWP_MAX_META_DEPTH", 16, "nesting depth of a checkpoint's metadata"),
+        Setting("XWP_MAX_CSV_MB", 128, "size of one TMNIST CSV (MB)"),
+        Setting("XWP_MAX_CSV_ROWS", 40_000, "rows of one TMNIST CSV"),
+        Setting("XWP_MAX_MESSAGE_CHARS", 300, "length of one error message (read by xwp.errors, below this module)"),
+        # the app's compute queue (xwp.serve.compute)
+        Setting("XWP_COMPUTE_WORKERS", 1, "worker threads of the compute queue"),
+        Setting("XWP_COMPUTE_THREADS", 0, "torch threads per worker (0: the cores left, at least 1)"),
+        Setting("XWP_COMPUTE_QUEUE", 256, "jobs waiting in the queue before new ones are refused"),
+        Setting("XWP_COMPUTE_BATCH", 64, "strokes merged into one batched call"),
+        Setting("XWP_COMPUTE_LANE", 1, "1: strokes get their own interactive lane; 0: one queue"),
+        Setting("XWP_COMPUTE_NICE", 10, "nice increment of the worker that runs trainings and comparisons"),
+        # the app's jobs and default model (xwp.app)
+        Setting("XWP_MAX_JOBS", 3, "trainings and comparisons one workspace may run at once"),
+        Setting("XWP_JOB_REFRESH_MAX_S", 5, "slowest refresh of a job's progress panel (seconds)"),
+        Setting("XWP_DEFAULT_EPOCHS", 10, "epochs of the app's default model (tests use 1)"),
+        # workspaces (xwp.serve.workspace)
+        Setting("XWP_WORKSPACE_MB", 200, "size of one workspace (MB)"),
+        Setting("XWP_WORKSPACE_MODELS", 20, "models (and, separately, comparisons) one workspace keeps"),
+        Setting("XWP_WORKSPACE_DAYS", 7, "days an unused workspace is kept"),
+        Setting("XWP_WORKSPACES_MAX", 1000, "workspaces on the server"),
+        Setting("XWP_WORKSPACES_TOTAL_MB", 2048, "size of all workspaces together (MB)"),
+    )
+}
+
+
+def setting(name: str) -> int:
+    """The integer value of the declared setting ``name``: the environment's, else its default.
+
+    A value that is not a whole number falls back to the default. An undeclared name is a
+    programming error (``KeyError``): declare it in :data:`SETTINGS` first.
+    """
+    default = SETTINGS[name].default
     try:
         return int(os.environ.get(name, default))
     except ValueError:
-        return default
+        return int(default)
 
 
 @dataclass(frozen=True)
 class Limits:
     """Bounds on what one request may ask for (app, CLI and API share them)."""
 
-    max_epochs: int = env_int("XWP_MAX_EPOCHS", 100)
-    max_hidden_width: int = env_int("XWP_MAX_HIDDEN_WIDTH", 4096)
-    max_hidden_layers: int = env_int("XWP_MAX_HIDDEN_LAYERS", 8)
-    max_eval_images: int = env_int("XWP_MAX_EVAL_IMAGES", 10_000)
-    max_upload_bytes: int = env_int("XWP_MAX_UPLOAD_MB", 200) * 1024 * 1024
-    max_image_pixels: int = env_int("XWP_MAX_IMAGE_PIXELS", 4096 * 4096)
+    max_epochs: int = setting("XWP_MAX_EPOCHS")
+    max_hidden_width: int = setting("XWP_MAX_HIDDEN_WIDTH")
+    max_hidden_layers: int = setting("XWP_MAX_HIDDEN_LAYERS")
+    max_eval_images: int = setting("XWP_MAX_EVAL_IMAGES")
+    max_upload_bytes: int = setting("XWP_MAX_UPLOAD_MB") * 1024 * 1024
+    max_image_pixels: int = setting("XWP_MAX_IMAGE_PIXELS")
     min_image_side: int = 8
     input_size: int = 784  # 28x28 images: the only input size the app, CLI and datasets provide
-    max_classes: int = env_int("XWP_MAX_CLASSES", 1000)
-    max_meta_bytes: int = env_int("XWP_MAX_META_KB", 1024) * 1024
-    max_meta_depth: int = env_int("XWP_MAX_META_DEPTH", 16)
-    max_csv_bytes: int = env_int("XWP_MAX_CSV_MB", 128) * 1024 * 1024
-    max_csv_rows: int = env_int("XWP_MAX_CSV_ROWS", 40_000)
+    max_classes: int = setting("XWP_MAX_CLASSES")
+    max_meta_bytes: int = setting("XWP_MAX_META_KB") * 1024
+    max_meta_depth: int = setting("XWP_MAX_META_DEPTH")
+    max_csv_bytes: int = setting("XWP_MAX_CSV_MB") * 1024 * 1024
+    max_csv_rows: int = setting("XWP_MAX_CSV_ROWS")
     max_seed: int = 2**63 - 1
 
 

@@ -25,7 +25,7 @@ import streamlit as st
 
 from xwp.app.session import flash
 from xwp.app.workspace_glue import workspace
-from xwp.config import env_int
+from xwp.config import setting
 from xwp.errors import XWPError
 from xwp.serve.compute import BACKGROUND, ComputeExecutor, Job, JobCancelled, TaskContext, get_executor
 
@@ -186,7 +186,7 @@ def registry() -> Registry:
     global _REGISTRY
     with _REGISTRY_LOCK:
         if _REGISTRY is None:
-            _REGISTRY = Registry(max_running=env_int("XWP_MAX_JOBS", 3))
+            _REGISTRY = Registry(max_running=setting("XWP_MAX_JOBS"))
         return _REGISTRY
 
 
@@ -274,7 +274,7 @@ def refresh_seconds() -> float:
     script run on the server and a repaint in the browser, for every session with a job: 20
     sessions with a job each meant 40 redraws a second on 2 cores, competing with the strokes.
     """
-    slowest = max(REFRESH_SECONDS, float(env_int("XWP_JOB_REFRESH_MAX_S", 5)))
+    slowest = max(REFRESH_SECONDS, float(setting("XWP_JOB_REFRESH_MAX_S")))
     steps = max(1, math.ceil(registry().running_count() / JOBS_PER_SECOND_OF_REFRESH))
     return min(slowest, REFRESH_SECONDS * steps)
 

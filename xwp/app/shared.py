@@ -18,7 +18,7 @@ import xwp
 from xwp.app import safe
 from xwp.app.session import SessionModel
 from xwp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from xwp.config import atomic_write, cache_dir, env_int
+from xwp.config import atomic_write, cache_dir, setting
 from xwp.data.datasets import DATASETS, ImageSet, load_dataset
 from xwp.errors import XWPError
 from xwp.serve.compute import NORMAL, TaskContext, get_executor
@@ -93,7 +93,7 @@ def test_set(entry: SessionModel) -> ImageSet:
 
 def default_config() -> TrainConfig:
     """Settings of the default model (``XWP_DEFAULT_EPOCHS`` shortens it, e.g. for tests)."""
-    return TrainConfig(epochs=max(1, env_int("XWP_DEFAULT_EPOCHS", 10)))
+    return TrainConfig(epochs=max(1, setting("XWP_DEFAULT_EPOCHS")))
 
 
 def default_model_path() -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from xwp.config import env_int
+from xwp.config import setting
 from xwp.errors import XWPError
 from xwp.serve.batching import attribute_batch, is_batchable, predict_batch
 from xwp.serve.batching import batch_key as batch_key  # re-exported: the key explain requests merge under
@@ -480,13 +480,13 @@ def get_executor() -> ComputeExecutor:
     global _EXECUTOR
     with _LOCK:
         if _EXECUTOR is None:
-            workers = max(1, env_int("XWP_COMPUTE_WORKERS", 1))
+            workers = max(1, setting("XWP_COMPUTE_WORKERS"))
             _EXECUTOR = ComputeExecutor(
                 workers=workers,
-                threads=env_int("XWP_COMPUTE_THREADS", 0) or max(1, (os.cpu_count() or 1) // workers - 1),
-                max_pending=env_int("XWP_COMPUTE_QUEUE", 256),
-                max_batch=env_int("XWP_COMPUTE_BATCH", 64),
-                lane=env_int("XWP_COMPUTE_LANE", 1) > 0,
-                nice=env_int("XWP_COMPUTE_NICE", 10),
+                threads=setting("XWP_COMPUTE_THREADS") or max(1, (os.cpu_count() or 1) // workers - 1),
+                max_pending=setting("XWP_COMPUTE_QUEUE"),
+                max_batch=setting("XWP_COMPUTE_BATCH"),
+                lane=setting("XWP_COMPUTE_LANE") > 0,
+                nice=setting("XWP_COMPUTE_NICE"),
             )
         return _EXECUTOR

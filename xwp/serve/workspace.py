@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 
 from xwp.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint
-from xwp.config import atomic_write, cache_dir, env_int
+from xwp.config import atomic_write, cache_dir, setting
 from xwp.errors import XWPError
 from xwp.serve.storage import (  # noqa: F401 (the entry types are part of this module's API)
     MAX_CSV,
@@ -85,11 +85,11 @@ ORPHAN_AGE_S = 3600.0  # files without a committed .json entry older than this a
 class WorkspaceLimits:
     """Bounds of one workspace and of all of them."""
 
-    max_bytes: int = field(default_factory=lambda: env_int("XWP_WORKSPACE_MB", 200) * 1024 * 1024)
-    max_items: int = field(default_factory=lambda: env_int("XWP_WORKSPACE_MODELS", 20))
-    days: float = field(default_factory=lambda: float(env_int("XWP_WORKSPACE_DAYS", 7)))
-    max_workspaces: int = field(default_factory=lambda: env_int("XWP_WORKSPACES_MAX", 1000))
-    max_total_bytes: int = field(default_factory=lambda: env_int("XWP_WORKSPACES_TOTAL_MB", 2048) * 1024 * 1024)
+    max_bytes: int = field(default_factory=lambda: setting("XWP_WORKSPACE_MB") * 1024 * 1024)
+    max_items: int = field(default_factory=lambda: setting("XWP_WORKSPACE_MODELS"))
+    days: float = field(default_factory=lambda: float(setting("XWP_WORKSPACE_DAYS")))
+    max_workspaces: int = field(default_factory=lambda: setting("XWP_WORKSPACES_MAX"))
+    max_total_bytes: int = field(default_factory=lambda: setting("XWP_WORKSPACES_TOTAL_MB") * 1024 * 1024)
 
 
 class WorkspaceFull(XWPError):
