@@ -8,6 +8,7 @@ Writes go through a temporary file and an atomic rename.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import struct
@@ -19,6 +20,7 @@ import torch
 
 from xwp._version import __version__
 from xwp.config import LIMITS, atomic_write
+from xwp.data.images import IMAGE_SHAPE
 from xwp.errors import XWPError
 from xwp.models import CNN, CNN_KEYS, INITS, MLP, arch_io, build_model, check_arch, describe_arch, param_shapes
 from xwp.safety import json_depth, read_regular
@@ -142,9 +144,9 @@ def parse_meta(text: object) -> dict[str, Any]:
         sizes = meta.get("sizes")
         if not isinstance(sizes, list) or not all(type(v) is int for v in sizes):
             raise XWPError("the checkpoint's metadata is damaged (no valid layer sizes)")
-        if sizes and sizes[0] != LIMITS.input_size:
+        if sizes and sizes[0] != math.prod(IMAGE_SHAPE):
             raise XWPError(
-                f"the checkpoint's input size is {sizes[0]}; xwp models take 28x28 = {LIMITS.input_size} pixels"
+                f"the checkpoint's input size is {sizes[0]}; xwp models take 28x28 = {math.prod(IMAGE_SHAPE)} pixels"
             )
         if sizes and sizes[-1] > LIMITS.max_classes:
             raise XWPError(
@@ -155,9 +157,9 @@ def parse_meta(text: object) -> dict[str, Any]:
     except XWPError as e:
         raise XWPError(f"the checkpoint's architecture is invalid: {e}") from None
     in_shape, n_classes = arch_io(arch)
-    if in_shape not in ((LIMITS.input_size,), (1, 28, 28)):
+    if in_shape not in ((math.prod(IMAGE_SHAPE),), IMAGE_SHAPE):
         shape = "x".join(map(str, in_shape))
-        raise XWPError(f"the checkpoint's input is {shape}; xwp models take 28x28 = {LIMITS.input_size} pixels")
+        raise XWPError(f"the checkpoint's input is {shape}; xwp models take 28x28 = {math.prod(IMAGE_SHAPE)} pixels")
     if n_classes > LIMITS.max_classes:
         raise XWPError(f"the checkpoint has {n_classes} classes; the limit is {LIMITS.max_classes} (XWP_MAX_CLASSES)")
     meta.update(arch)

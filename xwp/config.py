@@ -155,7 +155,6 @@ class Limits:
     max_upload_bytes: int = setting("XWP_MAX_UPLOAD_MB") * 1024 * 1024
     max_image_pixels: int = setting("XWP_MAX_IMAGE_PIXELS")
     min_image_side: int = 8
-    input_size: int = 784  # 28x28 images: the only input size the app, CLI and datasets provide
     max_classes: int = setting("XWP_MAX_CLASSES")
     max_meta_bytes: int = setting("XWP_MAX_META_KB") * 1024
     max_meta_depth: int = setting("XWP_MAX_META_DEPTH")

@@ -21,6 +21,7 @@ from torch import nn
 
 from xwp.config import LIMITS
 from xwp.data.datasets import ImageSet, load_dataset
+from xwp.data.images import IMAGE_SHAPE
 from xwp.devices import default_device, model_device
 from xwp.errors import TrainingDiverged, XWPError
 from xwp.models import CNN, MLP, check_seed, check_sizes, cnn_spec, parse_hidden
@@ -314,7 +315,8 @@ class TrainConfig:
         if self.arch not in ARCHS:
             raise XWPError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.arch == "cnn":
-            cnn_spec(self.channels, self.kernel, self.hidden, 2, None, 1, 28)  # the datasets' 1x28x28 images
+            channels, side = IMAGE_SHAPE[0], IMAGE_SHAPE[-1]  # the datasets' images
+            cnn_spec(self.channels, self.kernel, self.hidden, 2, None, channels, side)
         else:
             check_sizes((1, *self.hidden, 1))
         check_settings(self.epochs, self.lr, self.batch_size, self.optimizer, self.schedule)

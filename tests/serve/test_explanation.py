@@ -182,3 +182,32 @@ def test_probability_bars_are_escaped_html_in_class_order():
     assert "a" * 23 + "…" in rows[2] and "a" * 25 not in rows[2].split("title=")[1].split(">", 1)[1]
     assert f'title="{long}: 0.050 (explained)"' in rows[2]  # the full name and value in the tooltip
     assert [r.split('class="xwp-v">')[1][:3] for r in rows] == ["25%", "70%", "5%<"]
+
+
+@pytest.mark.parametrize("make", ["mlp", "cnn"])
+def test_explanations_take_the_picture_shape_from_the_model(make):
+    """No 28x28 is assumed: a 6x6 MLP and a 12x12 CNN give maps, downloads and CSV rows of their own size."""
+    import numpy as np
+
+    from xwp.models import CNN, MLP
+    from xwp.serve.explanation import explain, picture_shape
+
+    model = MLP((36, 8, 3), seed=0) if make == "mlp" else CNN(channels=(2,), kernel=3, hidden=(4,), n_classes=3,
+                                                              image_size=12, seed=0)  # fmt: skip
+    side = 6 if make == "mlp" else 12
+    assert picture_shape(model) == (side, side)
+    x = torch.rand(1, side * side)
+    ex = explain(model, x, methods=("xwp", "occlusion"), initial_model=model.initial_model())
+    assert ex.image.shape == (side, side) and all(a.shape == (side, side) for a in ex.maps.values())
+    arr = np.load(io.BytesIO(ex.npy_bytes()))
+    assert arr.shape == (2, side, side)
+    assert ex.csv_bytes().decode().count("\n") == side * side + 1
+
+
+def test_a_model_the_app_cannot_draw_is_a_clear_error():
+    from xwp.models import CNN
+    from xwp.serve.explanation import picture_shape
+
+    rgb = CNN(channels=(2,), kernel=3, hidden=(4,), n_classes=3, in_channels=3, image_size=8, seed=0)
+    with pytest.raises(XWPError, match="one-channel square"):
+        picture_shape(rgb)

@@ -88,7 +88,7 @@ def initial_state_view(entry: SessionModel, x: torch.Tensor, ex: Explanation) ->
 
     from xwp.data.images import png
     from xwp.evaluation.ablation import ZERO_STATE_LABEL, initial_state_effect
-    from xwp.serve.explanation import method_problem
+    from xwp.serve.explanation import method_problem, model_input
     from xwp.viz import plots
 
     if not st.toggle(
@@ -99,7 +99,7 @@ def initial_state_view(entry: SessionModel, x: torch.Tensor, ex: Explanation) ->
         "effect of the random initial weights x_i·W0_i (issue 11, docs/evaluation.md).",
     ):
         return
-    x = x.detach().reshape(1, 1, 28, 28).float()
+    x = model_input(x, entry.model)
     problem = method_problem("xwp", entry.has_initial, entry.model, x)
     if problem:
         st.info(f"Not available for this model: {problem}", icon=":material/info:")
@@ -112,7 +112,7 @@ def initial_state_view(entry: SessionModel, x: torch.Tensor, ex: Explanation) ->
     zero = ZERO_STATE_LABEL[ex.space]
     diff = f"XWP − {zero.replace(' × ', '·')}"
     maps = {"XWP": eff.xwp, zero: eff.zero_state, diff: eff.difference}
-    maps = {k: v.reshape(28, 28).cpu().numpy() for k, v in maps.items()}
+    maps = {k: v.reshape(x.shape[-2:]).cpu().numpy() for k, v in maps.items()}
     limit = plots.symmetric_limit(*maps.values())
     for col, (label, a) in zip(st.columns(3, gap="small"), maps.items(), strict=True):
         col.image(png(plots.heatmap_rgb(a, limit, scale=5)), caption=f"{label} · ±{limit:.2g}", width="stretch")

@@ -8,6 +8,7 @@ a model, and the Captum methods that attach state work on copies.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from pathlib import Path
@@ -20,6 +21,7 @@ from xwp.app.session import SessionModel
 from xwp.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from xwp.config import atomic_write, cache_dir, setting
 from xwp.data.datasets import DATASETS, ImageSet, load_dataset
+from xwp.data.images import IMAGE_SHAPE
 from xwp.errors import XWPError
 from xwp.serve.compute import NORMAL, TaskContext, get_executor
 from xwp.serve.storage import read_regular, snapshot_bytes, snapshots_from_bytes
@@ -99,7 +101,7 @@ def default_config() -> TrainConfig:
 def default_model_path() -> Path:
     """Where the default model is kept on disk (one file per settings and xwp version)."""
     s = default_config()
-    arch = "-".join(str(h) for h in (784, *s.hidden, 10))
+    arch = "-".join(str(h) for h in (math.prod(IMAGE_SHAPE), *s.hidden, 10))
     return cache_dir() / f"default-{s.dataset}-{arch}-e{s.epochs}-s{s.seed}-v{xwp.__version__}.safetensors"
 
 
@@ -141,7 +143,7 @@ class DefaultTrainer:
             ctx.tick()
 
         config = default_config()
-        model = build_model(config, (1, 28, 28), 10)  # one image's shape: an MLP or a CNN
+        model = build_model(config, IMAGE_SHAPE, 10)  # one image's shape: an MLP or a CNN
         recorder = SnapshotRecorder(model, then=progress)  # for the Weights page's training replay
         fitted = fit(config, model=model, progress=recorder, report_every=10)
         atomic_write(snapshots_path(self.path), snapshot_bytes(recorder.snapshots))

@@ -26,7 +26,7 @@ import torch
 from xwp.attribution import METHODS
 from xwp.evaluation.scales import check_space
 from xwp.serve.compute import INTERACTIVE, NORMAL, get_executor, is_batchable
-from xwp.serve.explanation import attribution_key, attribution_method, method_problem, remember
+from xwp.serve.explanation import attribution_key, attribution_method, method_problem, model_input, remember
 
 FUTURES_KEY = "xwp_stroke_futures"  # the futures of this session's latest stroke (cancelled by the next)
 
@@ -181,7 +181,7 @@ def stroke(
     check_space(space)
     cancel_previous()
     executor = get_executor()
-    x = x.detach().reshape(1, 1, 28, 28).float()
+    x = model_input(x, model)
     probs = wait({"p": executor.predict(model, x)})["p"][0].double().numpy()
     t = int(probs.argmax()) if target is None else int(target)
     if not 0 <= t < len(probs):
@@ -197,5 +197,5 @@ def stroke(
         keys[name] = key
     for name, a in wait(futures).items():
         f = futures[name]
-        remember(memo, keys[name], (a.detach().reshape(28, 28).double().numpy(), getattr(f, "seconds", 0.0)))
+        remember(memo, keys[name], (a.detach().reshape(x.shape[-2:]).double().numpy(), getattr(f, "seconds", 0.0)))
     return probs

@@ -20,6 +20,10 @@ import torch
 from xwp.config import LIMITS
 from xwp.errors import XWPError
 
+#: one image as every dataset, upload and drawing is brought to it: 1 channel, 28 x 28 (MNIST's layout)
+IMAGE_SHAPE = (1, 28, 28)
+IMAGE_SIDE = IMAGE_SHAPE[-1]
+
 
 def to_mnist_layout(
     img: np.ndarray, box: int = 20, scale: float = 1.0, jitter: tuple[int, int] = (0, 0), threshold: float = 0.05
@@ -53,11 +57,12 @@ def to_mnist_layout(
     ys, xs = np.mgrid[0:new_h, 0:new_w]
     mass = small.sum()
     cy, cx = (ys * small).sum() / mass, (xs * small).sum() / mass
-    top = int(round(13.5 - cy)) + jitter[0]  # pixel centres run 0..27: the middle is 13.5
-    left = int(round(13.5 - cx)) + jitter[1]
-    out = np.zeros((28, 28), dtype=np.float32)
+    middle = (IMAGE_SIDE - 1) / 2  # pixel centres run 0..27: the middle is 13.5
+    top = int(round(middle - cy)) + jitter[0]
+    left = int(round(middle - cx)) + jitter[1]
+    out = np.zeros(IMAGE_SHAPE[1:], dtype=np.float32)
     y0, x0 = max(0, top), max(0, left)
-    y1, x1 = min(28, top + new_h), min(28, left + new_w)
+    y1, x1 = min(IMAGE_SIDE, top + new_h), min(IMAGE_SIDE, left + new_w)
     if y1 > y0 and x1 > x0:
         out[y0:y1, x0:x1] = small[y0 - top : y1 - top, x0 - left : x1 - left]
     return out
@@ -232,7 +237,7 @@ def upload_to_input(data: bytes) -> torch.Tensor:
 
 def input_preview(x: torch.Tensor, scale: int = 5) -> np.ndarray:
     """A model input as a grey image enlarged with square pixels (what the network sees)."""
-    img = x.detach().reshape(28, 28).clamp(0, 1).numpy()
+    img = x.detach().reshape(IMAGE_SHAPE[1:]).clamp(0, 1).numpy()
     return img.repeat(scale, axis=0).repeat(scale, axis=1)
 
 

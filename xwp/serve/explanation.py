@@ -11,6 +11,7 @@ import copy
 import hashlib
 import html
 import io
+import math
 import time
 import weakref
 from collections.abc import MutableMapping, Sequence
@@ -24,7 +25,7 @@ from torch import nn
 
 from xwp.attribution import METHODS, make_method, methods_tagged
 from xwp.data.datasets import ImageSet
-from xwp.data.images import png
+from xwp.data.images import IMAGE_SHAPE, png
 from xwp.errors import XWPError, safe_message
 from xwp.evaluation import scales
 from xwp.train import predict
@@ -94,6 +95,26 @@ def attribution_method(name: str, model: nn.Module, initial_model: nn.Module | N
     return make_method(name, _float64(model), _float64(initial_model), **scales.method_options(space, name))
 
 
+def picture_shape(model: nn.Module) -> tuple[int, int]:
+    """``(H, W)``: one input of ``model`` as the picture the app draws, read from ``model.input_shape``.
+
+    A CNN's ``(1, H, W)``, or an MLP's ``(D,)`` with ``D`` a square; a model that says
+    nothing is taken to read the datasets' layout (:data:`~xwp.data.images.IMAGE_SHAPE`).
+    """
+    shape = tuple(getattr(model, "input_shape", IMAGE_SHAPE))
+    if len(shape) == 3 and shape[0] == 1:
+        return int(shape[1]), int(shape[2])
+    if len(shape) == 1 and math.isqrt(shape[0]) ** 2 == shape[0]:
+        side = math.isqrt(shape[0])
+        return side, side
+    raise XWPError(f"the app draws one-channel square images; this model reads inputs of shape {shape}")
+
+
+def model_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """``x`` as one float32 image ``(1, 1, H, W)`` in the model's picture shape."""
+    return x.detach().reshape(1, 1, *picture_shape(model)).float()
+
+
 def _attribution(
     name: str,
     model: nn.Module,
@@ -104,13 +125,13 @@ def _attribution(
     memo_key: Any,
     space: str = "probability",
 ) -> tuple[np.ndarray, float]:
-    """One method's map ``(28, 28)`` and seconds, remembered in ``memo`` per (model, method, space, target, input)."""
+    """One method's map ``(H, W)`` and seconds, remembered in ``memo`` per (model, method, space, target, input)."""
     key = attribution_key(memo_key, name, target, x, space)
     if memo is None or key not in memo:
         method = attribution_method(name, model, initial_model, space)
         t0 = time.perf_counter()
         a = method.attribute(x.double(), target=target)
-        value = (a.detach().reshape(28, 28).double().numpy(), time.perf_counter() - t0)
+        value = (a.detach().reshape(picture_shape(model)).double().numpy(), time.perf_counter() - t0)
         if memo is None:
             return value
         remember(memo, key, value)
@@ -122,7 +143,7 @@ def attribution_key(memo_key: Any, name: str, target: int, x: torch.Tensor, spac
 
     ``memo_key`` names the model.
     """
-    x = x.detach().reshape(1, 1, 28, 28).float()
+    x = x.detach().reshape(1, -1).float()
     digest = hashlib.blake2b(x.numpy().tobytes(), digest_size=12).hexdigest()
     return ("attr", memo_key, name, space, int(target), digest)
 
@@ -146,11 +167,11 @@ class Explanation:
     every stroke); the matplotlib figure with colour bars is only drawn for the download.
     """
 
-    image: np.ndarray  # (28, 28) input
+    image: np.ndarray  # (H, W) input
     probs: np.ndarray  # (C,)
     predicted: int
     target: int
-    maps: dict[str, np.ndarray]  # method name -> (28, 28)
+    maps: dict[str, np.ndarray]  # method name -> (H, W)
     limits: dict[str, float]  # method name -> colour limit s (the map is drawn on [-s, s])
     seconds: dict[str, float]
     skipped: dict[str, str]  # method name -> why it was left out
@@ -179,14 +200,14 @@ class Explanation:
         return plots.png_bytes(fig, dpi=120)
 
     def npy_bytes(self) -> bytes:
-        """The maps as one ``.npy`` array ``(methods, 28, 28)`` in the order of :attr:`maps`."""
+        """The maps as one ``.npy`` array ``(methods, H, W)`` in the order of :attr:`maps`."""
         buf = io.BytesIO()
-        np.save(buf, np.stack(list(self.maps.values())) if self.maps else np.zeros((0, 28, 28)))
+        np.save(buf, np.stack(list(self.maps.values())) if self.maps else np.zeros((0, *self.image.shape)))
         return buf.getvalue()
 
     def csv_bytes(self) -> bytes:
         """The maps as CSV: one row per pixel (row, col, input value), one column per method."""
-        rows, cols = np.divmod(np.arange(784), 28)
+        rows, cols = np.divmod(np.arange(self.image.size), self.image.shape[1])
         frame = pd.DataFrame({"row": rows, "col": cols, "input": self.image.ravel()})
         for name, a in self.maps.items():
             frame[name] = a.ravel()
@@ -240,7 +261,7 @@ def explain(
     space: str = "probability",
     probs: np.ndarray | None = None,
 ) -> Explanation:
-    """Predict ``x`` ``(1, 1, 28, 28)``, attribute it with ``methods`` and colour the maps (the per-stroke path).
+    """Predict one image ``x`` (its picture shape read from the model), attribute it and colour the maps.
 
     Args:
         model, initial_model: the trained network and its initial state (None: XWP and
@@ -257,7 +278,7 @@ def explain(
         probs: the softmax output ``(C,)`` for ``x`` if already computed (e.g. on the compute executor).
     """
     scales.check_space(space)
-    x = x.detach().reshape(1, 1, 28, 28).float()
+    x = model_input(x, model)
     if probs is None:
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1)[0].double().numpy()
@@ -272,7 +293,7 @@ def explain(
             skipped[name] = problem
             continue
         maps[name], seconds[name] = _attribution(name, model, initial_model, x, target, memo, memo_key, space)
-    image = x.reshape(28, 28).numpy()
+    image = x.reshape(picture_shape(model)).numpy()
     shared = plots.symmetric_limit(*maps.values()) if shared_scale and maps else None
     shown = {name: plots.display_map(a, shared) for name, a in maps.items()}  # as the downloaded figure draws them
     limits = {name: s for name, (_, s) in shown.items()}

@@ -12,6 +12,7 @@ steps through training.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -101,7 +102,7 @@ def nearest_epoch(snapshots: Mapping[int, np.ndarray], epoch: int) -> int:
     return min(snapshots, key=lambda e: (abs(e - epoch), e))
 
 
-def unit_figure(initial, trained, unit: int, epoch_label: str = "trained", side: int = 28):
+def unit_figure(initial, trained, unit: int, epoch_label: str = "trained", side: int | None = None):
     """Initial | trained | change of one unit's weights, as 28x28 images (the paper's Figure 2, per unit).
 
     Initial and trained share one colour scale, so growth is visible; the change has its own.
@@ -112,6 +113,7 @@ def unit_figure(initial, trained, unit: int, epoch_label: str = "trained", side:
 
     w0 = np.asarray(initial, dtype=np.float64).reshape(-1)
     w1 = np.asarray(trained, dtype=np.float64).reshape(-1)
+    side = side or math.isqrt(w0.size)  # a square picture of the row's inputs
     if w0.shape != w1.shape or w0.size != side * side:
         raise XWPError(f"expected two weight rows of {side * side} values, got {w0.size} and {w1.size}")
     delta = w1 - w0
