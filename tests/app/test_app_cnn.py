@@ -12,6 +12,8 @@ import pytest
 from tests.support import app as base
 from tests.support.app import assert_clean, button, models, shown, upload_checkpoint
 
+pytestmark = pytest.mark.slow  # an AppTest run of the whole app per test: the full suite runs them, not the fast lane
+
 
 def small_cnn_checkpoint(seed: int = 1) -> bytes:
     """A tiny CNN checkpoint (4 and 8 channels, 3x3) for the digits, its weights moved away from its initial state."""

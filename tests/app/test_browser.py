@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.server import CHROMIUM, CHROMIUM_ARGS, EXCEPTION, IDLE_JS, ROOT, streamlit_server
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a real server and Chromium: over a minute
 
 SHOTS = ROOT / "assets" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 720}  # a projector

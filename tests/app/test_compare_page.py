@@ -9,6 +9,8 @@ import pytest
 
 from tests.support.app import APP, TIMEOUT, assert_clean, button
 
+pytestmark = pytest.mark.slow  # an AppTest run of the whole app per test: the full suite runs them, not the fast lane
+
 
 @pytest.fixture
 def at(monkeypatch):

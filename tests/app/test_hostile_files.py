@@ -22,6 +22,8 @@ from tests.support.app import (
     wait_for_jobs,
 )
 
+pytestmark = pytest.mark.slow  # an AppTest run of the whole app per test: the full suite runs them, not the fast lane
+
 
 def test_app_cases_cover_every_app_kind():
     assert {c.kind for c in APP_CASES} == set(APP_KINDS)

@@ -20,6 +20,8 @@ from tests.support.app import (
     wait_for_jobs,
 )
 
+pytestmark = pytest.mark.slow  # an AppTest run of the whole app per test: the full suite runs them, not the fast lane
+
 
 def test_markdown_in_a_checkpoint_shows_as_typed_text(at):
     """Class names, dataset and file name from a checkpoint never render as links, images, HTML or LaTeX."""

@@ -25,6 +25,8 @@ from tests.support.app import (
     workspace_of,
 )
 
+pytestmark = pytest.mark.slow  # an AppTest run of the whole app per test: the full suite runs them, not the fast lane
+
 
 def test_workspace_models_survive_a_new_session_and_stay_private(at, monkeypatch):
     ws = workspace_of(at)

@@ -423,6 +423,7 @@ def test_deeplift_on_a_cnn_is_complete(tiny_cnn):
     torch.testing.assert_close(attr.sum((1, 2, 3)), diff, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow  # a CNN evaluation: ~7 s
 def test_evaluate_and_metrics_on_a_cnn(tiny_cnn):
     model, _ = tiny_cnn
     data = small_set()

@@ -34,8 +34,9 @@ def run(*args):
 
 
 def test_python_dash_m_xwp_runs_in_a_fresh_interpreter(tmp_path):
+    missing = str(tmp_path / "missing.safetensors")
     r = subprocess.run(
-        [sys.executable, "-m", "xwp", "explain", "--checkpoint", str(tmp_path / "missing.safetensors"), "--out", "x.png"],
+        [sys.executable, "-m", "xwp", "explain", "--checkpoint", missing, "--out", str(tmp_path / "x.png")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -54,6 +55,7 @@ def checkpoint(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # three methods, two files: ~10 s
 def test_explain_png_and_npy(checkpoint, tmp_path):
     png = tmp_path / "maps.png"
     r = run("explain", "--checkpoint", str(checkpoint), "--method", "xwp,xwpc,ig", "--index", "5", "--out", str(png))
@@ -80,6 +82,7 @@ def test_explain_an_image_file(checkpoint, tmp_path):
     assert np.load(out).shape == (1, 1, 28, 28)
 
 
+@pytest.mark.slow  # a full evaluate run: ~11 s
 def test_evaluate_writes_the_table(checkpoint, tmp_path):
     out = tmp_path / "table.csv"
     curves = tmp_path / "curves.png"

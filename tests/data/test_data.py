@@ -70,6 +70,7 @@ def test_typeface_is_deterministic_and_cached(typeface, tmp_path):
     assert len(a["train_images"]) >= 300 and len(a["test_images"]) >= 100
 
 
+@pytest.mark.slow  # rebuilds the typeface digits: ~7 s
 def test_damaged_typeface_cache_is_rebuilt(typeface):
     for path in Path(os.environ["XWP_CACHE_DIR"]).glob("typeface-*.npz"):
         saved = path.read_bytes()

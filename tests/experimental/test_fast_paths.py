@@ -12,6 +12,8 @@ from xwp.errors import XWPError
 from xwp.experimental.fast_paths import CapturedXWP, DenseXWP
 from xwp.serve.compute import ComputeExecutor, is_batchable
 
+pytestmark = pytest.mark.slow  # torch.compile and CUDA-graph paths outside the product
+
 
 def sparse_inputs(n, d, density=0.3, seed=0, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)

@@ -175,6 +175,7 @@ def test_ray_study_equals_the_serial_one(tmp_path):
     assert (times["evaluate_s"] > 0).all()
 
 
+@pytest.mark.slow  # trains two networks: ~8 s
 def test_tiny_study_of_an_mlp_and_a_cnn(tmp_path):
     """``archs=("mlp", "cnn")``: both networks per seed, an arch column everywhere, one section and figure each."""
     result = run_study(
