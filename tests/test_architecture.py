@@ -283,3 +283,39 @@ def test_a_setting_reads_the_environment_and_falls_back_on_nonsense(monkeypatch)
     assert setting("XWP_MAX_JOBS") == 3
     with pytest.raises(KeyError):
         setting("XWP_NOT_DECLARED")
+
+
+def test_the_router_draws_the_navigation_before_importing_the_core():
+    """On a fresh server Streamlit lists pages/ itself until ``st.navigation`` runs: it must run before torch loads."""
+    tree = ast.parse((ROOT / "streamlit_app.py").read_text())
+    nav_line = min(
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "navigation"
+    )
+    early = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.Import | ast.ImportFrom) and n.lineno < nav_line
+    ]
+    modules_before = {a.name for n in early if isinstance(n, ast.Import) for a in n.names}
+    modules_before |= {n.module for n in early if isinstance(n, ast.ImportFrom)}
+    assert modules_before <= {"streamlit", "xwp.app.routes"}, modules_before
+    code = "import sys, xwp, xwp.app.routes; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_facade_keeps_every_public_name_and_train_stays_the_function():
+    import importlib
+    import types
+
+    import xwp
+
+    for name in xwp.__all__:
+        assert getattr(xwp, name) is not None, name
+    importlib.import_module("xwp.train")
+    assert callable(xwp.train) and not isinstance(xwp.train, types.ModuleType)
+    assert isinstance(xwp.models, types.ModuleType)
+    with pytest.raises(AttributeError):
+        _ = xwp.no_such_name

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a real server and Chromi
 
 SHOTS = ROOT / "assets" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 720}  # a projector
-MODEL = "ten epochs"  # the training that outlives a page change (issue 15: a 10-epoch run stopped after epoch 1)
+MODEL = "ten epochs"  # the training that outlives a page change (a 10-epoch run once stopped after epoch 1)
 EPOCHS, BATCH = 10, 16  # small batches: tens of seconds even on an idle machine, still running after the change
 
 
@@ -170,6 +170,16 @@ def test_every_page_in_chromium(sync_playwright, app_url):
         page.set_default_timeout(60_000)  # generous: a busy CI machine can be slow
         try:
             page.goto(app_url)
+            # A fresh server: the app's navigation from the start, never Streamlit's list of pages/
+            # ("streamlit app, compare, explain, ...") while the first run imports torch
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            nav.wait_for(timeout=60_000)
+            seen = []
+            for _ in range(12):
+                seen.append(nav.inner_text())
+                page.wait_for_timeout(250)
+            assert not any("streamlit app" in s for s in seen), seen
+            assert "Explain" in seen[0], seen[0]
             # First open with an empty cache: the default model trains, then the sidebar shows it.
             page.get_by_text("Test accuracy").first.wait_for(timeout=180_000)
             ready = time.time() - started

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import streamlit as st
 
 from xwp.app import jobs, safe, workspace_glue
+from xwp.app.routes import PAGES, PageInfo  # noqa: F401  (frame.PAGES: the pages' table)
 from xwp.app.session import (
     ACTIVE_KEY,
     FLASH_KEY,
@@ -42,44 +42,6 @@ PRESENTATION_STYLE = """<style>
 </style>"""
 
 
-@dataclass(frozen=True)
-class PageInfo:
-    """One page of the app, for the router, the Home page's cards and links."""
-
-    path: str
-    title: str
-    icon: str
-    summary: str
-
-
-PAGES = (
-    PageInfo("pages/home.py", "Home", ":material/home:", "What XWP and XWPᶜ are, and how to cite the paper."),
-    PageInfo(
-        "pages/train.py",
-        "Train",
-        ":material/model_training:",
-        "Train a network on typeface digits, scikit-learn digits, MNIST, Fashion-MNIST or TMNIST; download "
-        "and upload checkpoints.",
-    ),
-    PageInfo(
-        "pages/weights.py",
-        "Weights",
-        ":material/grid_view:",
-        "The first-layer weight patterns (the paper's Figure 2): trained, initial or their difference.",
-    ),
-    PageInfo(
-        "pages/explain.py",
-        "Explain",
-        ":material/draw:",
-        "Draw a digit, pick a test image or upload one, and compare the heatmaps of XWP, XWPᶜ and the baselines.",
-    ),
-    PageInfo(
-        "pages/compare.py",
-        "Compare",
-        ":material/leaderboard:",
-        "Average Drop, Deletion and Insertion AUC over many test images (the paper's Table 1 and Figure 4).",
-    ),
-)
 
 
 def require_model() -> SessionModel:
