@@ -8,7 +8,7 @@ image (200 steps: 201 rows of 784 -> 400 -> 100 -> 10), unless the first layer i
 and the removal's fill value does not depend on the mask; then (``shortcut=True``, the
 default) it sums the features' rank-1 contributions to the first pre-activation step by step
 and runs only layers 2..L on the rows. For fast methods the curves are most of
-:func:`xwp.evaluate`'s time (issue 14), so this measures both:
+:func:`xwp.evaluate`'s time, so this measures both:
 
 - ``curves``: the three curves of one method's maps (MoRF and LeRF deletion, insertion) on
   ``--n`` test images, softmax, per removal (zero, mean, blur);

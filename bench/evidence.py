@@ -1,4 +1,4 @@
-"""Issue 11's evidence: sanity checks, the initial-state ablation and removal robustness, per dataset.
+"""The evaluation's evidence: sanity checks, the initial-state ablation and removal robustness, per dataset.
 
 Train the checkpoints first (the paper's 784-400-100-10 MLP, 10 epochs, seed 0)::
 

@@ -1,4 +1,4 @@
-"""Related-work methods (issue 13) on the typeface MLP: timings and the numbers the docs quote.
+"""Related-work methods on the typeface MLP: timings and the numbers the docs quote.
 
     OMP_NUM_THREADS=1 python -m bench.related_methods [--n 8] [--device cpu|cuda]
 

@@ -199,7 +199,7 @@ def test_cli(case, tmp_path, ckpt, capsys):
     assert not (tmp_path / MARKER).exists()
 
 
-# --------------------------------------------------------------------------- issue 9: the Python API
+# --------------------------------------------------------------------------- hostile input: the Python API
 
 
 def _bad_inputs():

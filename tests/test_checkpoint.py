@@ -143,7 +143,7 @@ def test_header_length_starting_with_the_pickle_byte_still_loads():
     assert load_checkpoint(data).meta["pad"] == "x" * pad
 
 
-# --------------------------------------------------------------------------- issue 9
+# --------------------------------------------------------------------------- hostile input
 
 
 def test_save_refuses_metadata_that_load_would_refuse(tmp_path):

@@ -1,11 +1,11 @@
 """The real app in headless Chromium: every page opens, a drawn digit gets heatmaps, no exception box.
 
-Also (issue 15): a training of several epochs keeps running when the user opens another page
+Also: a training of several epochs keeps running when the user opens another page
 (the sidebar shows its progress advancing and a Stop button there, and the model arrives with
 all its epochs), a trained model survives a reload (the workspace in the URL), and at a
 projector's 1280x720 and 1024x768 the Explain page shows the canvas, the prediction and the
 heatmaps of the default methods without scrolling (bounding boxes against the viewport).
-Last, a small CNN is trained and Weights shows its first-layer kernels (issue 12).
+Last, a small CNN is trained and Weights shows its first-layer kernels.
 Screenshots of every page go to assets/screenshots/ (committed; the README shows them).
 Skipped when /usr/bin/chromium or the playwright package is missing (``playwright install``
 is never run).
@@ -188,7 +188,7 @@ def test_every_page_in_chromium(sync_playwright, app_url):
             page.locator('[data-testid="stImage"] img').first.wait_for()
             shoot(page, "home")
 
-            # A training is a job that outlives a page change (issue 15.2; it used to stop after epoch 1):
+            # A training is a job that outlives a page change (it used to stop after epoch 1):
             # start 10 epochs on Train, open Explain at once, watch it advance in the sidebar, and get all 10.
             goto(page, "Train")
             page.get_by_role("textbox", name="Model name").fill(MODEL)
@@ -283,7 +283,7 @@ def test_every_page_in_chromium(sync_playwright, app_url):
             page.locator("h3", has_text="8 test images").first.evaluate("e => e.scrollIntoView({block: 'start'})")
             shoot(page, "compare")  # the view controls and the whole table with its intervals
 
-            # A small CNN (issue 12): its first convolution's kernels on Weights, initial | trained | change.
+            # A small CNN: its first convolution's kernels on Weights, initial | trained | change.
             goto(page, "Train")
             page.locator('[data-testid="stButtonGroup"]').get_by_text("CNN", exact=True).click()
             wait_idle(page)

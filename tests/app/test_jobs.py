@@ -136,7 +136,7 @@ def test_uncollected_jobs_expire(executor):
 
 
 def test_warm_up_imports_the_lazy_modules_once_off_the_compute_worker():
-    """The app imports torch._dynamo & co. in its own thread at start, not in the first training (issue 14).
+    """The app imports torch._dynamo & co. in its own thread at start, not in the first training.
 
     IPython (which captum imports) is imported before ``warm_up`` returns: a figure drawn while
     another thread was half-way through importing it failed (16 of 20 sessions of a load test).
@@ -166,7 +166,7 @@ def test_warm_up_imports_the_lazy_modules_once_off_the_compute_worker():
 
 
 def test_streamlit_does_not_collect_garbage_after_every_script_run():
-    """runner.postScriptGC off: each fragment redraw's gc.collect(2) held the GIL ~300 ms (issue 14)."""
+    """runner.postScriptGC off: each fragment redraw's gc.collect(2) held the GIL ~300 ms."""
     from pathlib import Path
 
     import tomllib
@@ -176,7 +176,7 @@ def test_streamlit_does_not_collect_garbage_after_every_script_run():
 
 
 def test_job_panels_redraw_slower_when_many_jobs_run(executor, monkeypatch):
-    """One redraw a second with few jobs; one second more per 4 running jobs, capped (issue 14)."""
+    """One redraw a second with few jobs; one second more per 4 running jobs, capped."""
     from xwp.app import jobs
 
     reg = Registry(executor, max_running=50)

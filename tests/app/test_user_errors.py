@@ -152,7 +152,7 @@ def test_train_on_an_uploaded_tmnist_csv(at):
 
 
 def test_training_outlives_a_page_switch_and_is_saved_to_the_workspace(at, monkeypatch):
-    """Issue 15, point 2: switching to Explain during a run neither stops it nor keeps a weaker model.
+    """Switching to Explain during a run neither stops it nor keeps a weaker model.
 
     The job itself saves the model to the workspace (before any page collects it), so a new
     session of the same workspace address gets it.

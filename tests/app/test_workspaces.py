@@ -144,7 +144,7 @@ def test_saved_comparison_is_listed_and_reopens(at, monkeypatch):
 
 
 def test_comparison_outlives_a_page_switch_and_is_saved_to_the_workspace(at, monkeypatch):
-    """Issue 15, point 2 for Compare: the comparison is a job; leaving the page, or a reload, does not stop it."""
+    """Compare: the comparison is a job; leaving the page, or a reload, does not stop it."""
     import threading
 
     from xwp.app import jobs

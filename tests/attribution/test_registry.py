@@ -122,7 +122,7 @@ def test_menu_order_is_unchanged_across_the_family_modules():
         "saliency",
         "deeplift",
         "gradientshap",
-        # related work (issue 13), after the paper's methods and baselines
+        # related work, after the paper's methods and baselines
         "pathwise",
         "lrp-epsilon-plus-flat",
         "lrp-gamma-box",

@@ -235,7 +235,7 @@ def test_user_errors_print_one_line_and_exit_2(args, message, checkpoint, tmp_pa
     assert not list(tmp_path.glob("m.safetensors")) and not list(tmp_path.glob("x.png"))
 
 
-# --------------------------------------------------------------------------- issue 9
+# --------------------------------------------------------------------------- hostile input
 
 
 def test_full_disk_leaves_no_truncated_file(checkpoint, tmp_path, monkeypatch, capsys):

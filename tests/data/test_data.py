@@ -252,7 +252,7 @@ def test_tiny_and_huge_images_are_refused():
         load_image(buf.getvalue())
 
 
-# --------------------------------------------------------------------------- issue 9: data safety
+# --------------------------------------------------------------------------- data safety
 
 
 def _md5s(folder):

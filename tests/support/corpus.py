@@ -208,7 +208,7 @@ CASES = [
 ]
 
 
-# --------------------------------------------------------------------------- issue 9: hostile checkpoints
+# --------------------------------------------------------------------------- hostile checkpoints
 
 SECRET = "SECRETVALUE-must-never-be-echoed"
 """Planted in hostile files; no error message may ever contain it."""
@@ -399,7 +399,7 @@ CASES += [
 ]
 
 
-# --------------------------------------------------------------------------- issue 9: images, CSVs, folders
+# --------------------------------------------------------------------------- images, CSVs, folders
 
 
 def _fifo(tmp: Path, name: str) -> Path:
@@ -573,7 +573,7 @@ CASES += [
 ]
 
 
-# --------------------------------------------------------------------------- issue 9: output paths and arguments
+# --------------------------------------------------------------------------- output paths and arguments
 
 
 def _existing(tmp: Path, name: str) -> str:
@@ -709,7 +709,7 @@ CASES += [
 ]
 
 
-# --------------------------------------------------------------------------- issue 9: paths a visitor types
+# --------------------------------------------------------------------------- paths a visitor types
 
 # datapath cases: make(tmp) -> {"dataset": ..., "path": what a visitor types}; the allowed data
 # folder (XWP_DATA_DIRS) is tmp/"allowed". The API resolves the path with

@@ -1,4 +1,4 @@
-"""xwp.viz.kernels: a CNN's first-layer kernels, initial | trained | change, and their numbers (issue 12)."""
+"""xwp.viz.kernels: a CNN's first-layer kernels, initial | trained | change, and their numbers."""
 
 from __future__ import annotations
 

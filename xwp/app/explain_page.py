@@ -96,7 +96,7 @@ def initial_state_view(entry: SessionModel, x: torch.Tensor, ex: Explanation) ->
         key="explain_initial",
         persist_state="session",
         help="XWP split in two: removing each pixel (XWP with a zero initial state = zero Occlusion) and the "
-        "effect of the random initial weights x_i·W0_i (issue 11, docs/evaluation.md).",
+        "effect of the random initial weights x_i·W0_i (docs/evaluation.md).",
     ):
         return
     x = model_input(x, entry.model)

@@ -1,4 +1,4 @@
-"""Long jobs (trainings, comparisons) that outlive the page that started them (issue 15, point 2).
+"""Long jobs (trainings, comparisons) that outlive the page that started them.
 
 A job runs on the process-wide compute executor (:func:`xwp.serve.compute.get_executor`, as a
 ``submit_task``), not in the page's script run, so switching pages or closing the tab does not

@@ -1,4 +1,4 @@
-"""The app's side of issue 9: data folders visitors may use, uploads, plain text and the session's memory.
+"""The app's side of the threat model: data folders visitors may use, uploads, plain text and the session's memory.
 
 The operator is trusted; visitors, what they type and upload, and every checkpoint's metadata
 are not (README, "Many users, bad inputs, bounded memory"). Here:

@@ -1,6 +1,6 @@
 """The pages' side of the compute executor: per-stroke requests, shared method objects, waiting that yields.
 
-Every computation of a page runs on :func:`xwp.serve.compute.get_executor` (issue 14), never in the
+Every computation of a page runs on :func:`xwp.serve.compute.get_executor`, never in the
 session's script thread: a stroke's prediction and maps at ``INTERACTIVE`` priority, a page's
 one-off work (weight patterns, the Home page's examples) at ``NORMAL``, trainings and
 comparisons as jobs (:mod:`xwp.app.jobs`). XWP and XWPᶜ objects are cached per model object

@@ -140,7 +140,7 @@ class OcclusionMethod(CaptumMethod):
     With the default 1-pixel window, stride 1 and a zero baseline, a pixel that is already 0
     does not change when it is occluded: its effect is exactly 0, and only the non-zero
     pixels are evaluated, all rows of a call in one batched forward pass (a drawn digit has
-    ~150 of 784; the Explain page's slowest default method, issue 14). Other settings call
+    ~150 of 784; the Explain page's slowest default method). Other settings call
     Captum. Equal to Captum's Occlusion within float rounding (tests/test_captum_methods.py).
     """
 

@@ -295,5 +295,5 @@ METRICS: dict[str, Metric] = {
         ),
     )
 }
-#: the metric names pinned for scripts (issue 11), in CSV order
+#: the metric names pinned for scripts, in CSV order
 PINNED = ("deletion_auc", "insertion_auc", "srg", "average_drop", "faithfulness_correlation", "max_sensitivity")

@@ -1,6 +1,6 @@
 """Merging explain requests: which methods may be batched, their key, one call split per request.
 
-Used by :class:`xwp.serve.compute.ComputeExecutor` (issue 14): requests that wait together with one
+Used by :class:`xwp.serve.compute.ComputeExecutor`: requests that wait together with one
 key run as one ``attribute`` call on the concatenated images.
 """
 

@@ -1,7 +1,7 @@
 """One bounded compute executor per process: priorities, batching, chunked long jobs, Stop.
 
 Session threads calling torch at once oversubscribe the cores and run 20 strokes as 20 small
-calls (issue 14). Instead all compute goes through :func:`get_executor`: ``workers`` threads
+calls. Instead all compute goes through :func:`get_executor`: ``workers`` threads
 (default 1) own the cores and serve one priority queue (:data:`INTERACTIVE` strokes before
 :data:`NORMAL` before :data:`BACKGROUND` work); waiting requests with one batch key run as ONE
 call on the concatenated inputs (only per-image deterministic methods, :func:`is_batchable`);

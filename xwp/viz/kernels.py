@@ -1,4 +1,4 @@
-"""A CNN's first-layer kernels: initial, trained and their change, per output channel (issue 12).
+"""A CNN's first-layer kernels: initial, trained and their change, per output channel.
 
 An MLP's first-layer unit has one weight per pixel, drawn as a 28x28 image
 (:mod:`xwp.viz.patterns`). A convolution's output channel ``c`` has one small ``k x k`` kernel
