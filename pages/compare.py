@@ -81,7 +81,7 @@ def run_controls(entry) -> None:
         with frame.user_errors():
             glue.start_comparison(entry, *request)
     result = glue.comparison()
-    running = result is not None and result["status"] == "running"
+    running = result is not None and result.running
     if st.button(
         "Stop",
         key="compare_stop",
@@ -91,8 +91,7 @@ def run_controls(entry) -> None:
         "A running comparison goes on when you open another page (the sidebar shows it, with its own Stop).",
     ):
         glue.stop_comparison()
-    resumable = result is not None and result["status"] == "stopped" and result["pending"]
-    resumable = resumable and result["uid"] == entry.uid
+    resumable = result is not None and result.resumable and result.uid == entry.uid
     if resumable and st.button("Resume", key="compare_resume", icon=":material/play_arrow:"):
         glue.resume_comparison()
     with frame.user_errors():
@@ -147,8 +146,8 @@ def table_controls() -> tuple[str, bool]:
 def show_results(result) -> None:
     """The table, the significance matrix and sentences, the curves, the grid and the downloads."""
     ev = glue.evaluation(result)
-    st.subheader(f"{result['n']} test images · {md(result['dataset'])} · seed {result['seed']}")
-    st.caption(f"Model “{md(result['model'])}”. Evaluation took {result['seconds']:.1f} s.")
+    st.subheader(f"{result.n} test images · {md(result.dataset)} · seed {result.seed}")
+    st.caption(f"Model “{md(result.model)}”. Evaluation took {result.seconds:.1f} s.")
     output, removal, correct, x_max, log_x = view = view_controls(ev)
     group, medians = table_controls()
     table = cmp.comparison_table(ev, correct, output, removal, medians, group)
@@ -231,13 +230,13 @@ def main() -> None:
     if result is None:
         st.info("Choose methods and the number of test images, then press **Run comparison**.")
         return
-    if result["uid"] != entry.uid:
-        st.warning(f"These results are for the model “{md(result['model'])}”, not the active one. Run again to update.")
+    if result.uid != entry.uid:
+        st.warning(f"These results are for the model “{md(result.model)}”, not the active one. Run again to update.")
     note = glue.status_text(result)
     if note:
         st.warning(note, icon=":material/pause_circle:")
-    if result.get("save_problem"):
-        st.warning(result["save_problem"], icon=":material/warning:")
+    if result.save_problem:
+        st.warning(result.save_problem, icon=":material/warning:")
     if glue.evaluation(result) is None:
         return
     show_results(result)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from xwp.app import frame, session
+from xwp.app import frame, keys, session
 from xwp.app import safe as app_safe
 from xwp.app import train_page as glue
 from xwp.config import LIMITS
@@ -147,7 +147,7 @@ def main() -> None:
             help="MLP: dense ReLU layers (the paper's 784-400-100-10). CNN: conv-ReLU-maxpool blocks, then a "
             "dense head; XWP perturbs its first convolution's kernels (docs/cnn.md).",
         )
-    if st.session_state.pop(session.CLEAR_NAME_KEY, False):
+    if st.session_state.pop(keys.CLEAR_NAME_KEY, False):
         st.session_state["train_name"] = ""  # a new run gets a new name, not the last run's
     with right, st.form("train_form", border=True):
         c1, c2, c3 = st.columns(3)

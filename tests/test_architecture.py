@@ -70,9 +70,7 @@ def test_every_module_imports_in_a_fresh_interpreter():
     catch more cycles than this; :func:`test_module_import_graph_has_no_cycles` checks the graph.
     """
     names = [n for n in modules() if n != "xwp.__main__" and not n.startswith("xwp.app")]
-    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
-    result = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    imports_in_a_fresh_interpreter(names)
 
 
 def test_module_import_graph_has_no_cycles():
@@ -131,20 +129,32 @@ def test_no_python_file_under_xwp_is_longer_than_the_limit():
     assert not long, f"files over {MAX_LINES} lines: {long}"
 
 
+def imported_names(tree: ast.AST) -> list[str]:
+    """Every module name an ``import`` or ``from ... import`` in ``tree`` names."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return names
+
+
+def imports_in_a_fresh_interpreter(names: list[str], prefix: str = "") -> None:
+    """Import ``prefix + name`` for every name in one new interpreter; fail with its error."""
+    code = f"import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module({prefix!r} + m)\n"
+    result = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_only_xwp_app_imports_streamlit():
     offenders = []
     for path in own_files():
         if "app" in path.relative_to(PACKAGE).parts[:-1]:
             continue
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            if any(n.split(".")[0] in ("streamlit", "streamlit_drawable_canvas") for n in names):
-                offenders.append(str(path.relative_to(ROOT)))
+        names = imported_names(ast.parse(path.read_text()))
+        if any(n.split(".")[0] in ("streamlit", "streamlit_drawable_canvas") for n in names):
+            offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"streamlit imported outside xwp/app/: {sorted(set(offenders))}"
 
 
@@ -219,15 +229,9 @@ def _imported_module_aliases(tree: ast.Module) -> set[str]:
 def test_pages_are_thin():
     """``pages/`` reads the core's vocabulary only: no torch, no Streamlit internals, no private xwp names."""
     for path in sorted((ROOT / "pages").glob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            assert not any(n.split(".")[0] == "torch" for n in names), path.name
-            assert not any(n.startswith("streamlit.runtime") for n in names), path.name
+        names = imported_names(ast.parse(path.read_text()))
+        assert not any(n.split(".")[0] == "torch" for n in names), path.name
+        assert not any(n.startswith("streamlit.runtime") for n in names), path.name
 
 
 def test_bench_is_a_package_that_imports_without_path_edits():
@@ -236,9 +240,7 @@ def test_bench_is_a_package_that_imports_without_path_edits():
     names = sorted(p.stem for p in bench.glob("*.py") if p.stem != "__init__")
     for name in names:
         assert "sys.path" not in (bench / f"{name}.py").read_text(), name
-    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module('bench.' + m)\n"
-    result = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    imports_in_a_fresh_interpreter(names, prefix="bench.")
     for path in (ROOT / "tests").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

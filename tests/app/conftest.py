@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.app import APP, TIMEOUT, assert_clean
+from tests.support.app import assert_clean, fresh_app
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -19,21 +19,7 @@ def app_env(tmp_path_factory):
 
 @pytest.fixture
 def at(monkeypatch):
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.testing.v1 import AppTest
-
-    # AppTest resets PagesManager.uses_pages_directory before every run, and with a pages/
-    # folder beside the main script it would then run a switched-to page on its own, as a
-    # multipage-v1 script, skipping streamlit_app.py. The real server clears the flag for
-    # good the first time st.navigation runs; do the same here.
-    init = PagesManager.__init__
-
-    def init_v2(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init_v2)
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    """A fresh session on the home page, its first run clean."""
+    app = fresh_app(monkeypatch)
     assert_clean(app)
     return app
-

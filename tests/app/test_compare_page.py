@@ -7,28 +7,19 @@ import io
 import pandas as pd
 import pytest
 
-from tests.support.app import APP, TIMEOUT, assert_clean, button
+from tests.support.app import assert_clean, button
+from xwp.app.keys import COMPARE_KEY
+from xwp.serve.comparison import Status
 
 pytestmark = pytest.mark.slow  # an AppTest run of the whole app per test: the full suite runs them, not the fast lane
 
 
 @pytest.fixture
-def at(monkeypatch):
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.testing.v1 import AppTest
-
-    init = PagesManager.__init__
-
-    def init_v2(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init_v2)
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert_clean(app)
-    app.switch_page("pages/compare.py").run()
-    assert_clean(app)
-    return app
+def at(at):
+    """A fresh session on the Compare page."""
+    at.switch_page("pages/compare.py").run()
+    assert_clean(at)
+    return at
 
 
 def run_comparison(at, methods, n=6):
@@ -36,7 +27,7 @@ def run_comparison(at, methods, n=6):
     at.number_input(key="compare_n").set_value(n)
     button(at, "Run comparison").click().run()
     assert_clean(at)
-    return at.session_state["xwp_comparison"]
+    return at.session_state[COMPARE_KEY]
 
 
 def test_statistics_both_output_spaces_and_every_row(at, monkeypatch):
@@ -52,7 +43,7 @@ def test_statistics_both_output_spaces_and_every_row(at, monkeypatch):
     monkeypatch.setattr(st, "dataframe", spy)
     methods = ["xwp", "xwpc", "occlusion", "ig", "lrp", "saliency", "deeplift", "gradientshap", "rise", "shapley"]
     result = run_comparison(at, methods, n=4)
-    assert result["status"] == "done"
+    assert result.status is Status.DONE
     table = at.dataframe[0].value
     assert len(table) == 11  # ten methods and the random reference
     assert heights[0] == "content"  # sized to its rows: "auto" would show ten and hide the eleventh
@@ -77,7 +68,7 @@ def test_statistics_both_output_spaces_and_every_row(at, monkeypatch):
     at.segmented_control(key="compare_table_group").set_value("All").run()
     at.toggle(key="compare_medians").set_value(False).run()
     table = at.dataframe[0].value
-    ev = result["combined"]
+    ev = result.combined
     assert ev.outputs == ["softmax", "logits"]
     at.segmented_control(key="compare_view_output").set_value("logits").run()
     assert_clean(at)
@@ -109,7 +100,7 @@ def test_correct_only_filters_table_curves_legend_and_csv(at, monkeypatch):
 
     monkeypatch.setattr(comparison.plots, "curves_figure", spy)
     result = run_comparison(at, ["xwp"], n=30)
-    ev = result["combined"]
+    ev = result.combined
     n_correct = int(ev.per_image.drop_duplicates("image")["correct"].sum())
     assert 0 < n_correct < 30, "needs a mix of right and wrong predictions (1-epoch default model)"
     assert seen[-1] == {"XWP": 30, "Random": 30}
@@ -148,27 +139,27 @@ def test_zoom_and_progress_names_the_method(at, monkeypatch):
     at.select_slider(key="compare_xmax").set_value(0.05).run()
     at.toggle(key="compare_logx").set_value(True).run()
     assert_clean(at)
-    assert at.session_state["xwp_comparison"]["figures_view"][3:] == (0.05, True)
+    assert at.session_state[COMPARE_KEY].figures_view[3:] == (0.05, True)
 
 
 def test_stop_keeps_finished_methods_and_resume_completes(at):
     assert button(at, "Stop").disabled  # nothing is running
     result = run_comparison(at, ["xwp", "occlusion"], n=3)
     # as if the run had been interrupted after XWP: occlusion and random still pending
-    result["parts"] = result["parts"][:1]
-    result["pending"] = ["occlusion", "random"]
-    result["status"] = "running"
-    result.pop("combined", None)
+    result.parts = result.parts[:1]
+    result.pending = ["occlusion", "random"]
+    result.status = Status.RUNNING
+    result.combined = None
     button(at, "Stop").click().run()  # the click's rerun finds the comparison running: Stop is honoured
     assert_clean(at)
-    result = at.session_state["xwp_comparison"]
-    assert result["status"] == "stopped" and len(result["parts"]) == 1
+    result = at.session_state[COMPARE_KEY]
+    assert result.status is Status.STOPPED and len(result.parts) == 1
     assert any("Stopped after 1 of 3 methods" in w.value for w in at.warning)
     assert list(at.dataframe[0].value["method"]) == ["XWP"]  # the finished method is shown
     button(at, "Resume").click().run()
     assert_clean(at)
-    result = at.session_state["xwp_comparison"]
-    assert result["status"] == "done" and result["pending"] == []
+    result = at.session_state[COMPARE_KEY]
+    assert result.status is Status.DONE and result.pending == []
     assert list(at.dataframe[0].value["method"]) == ["XWP", "Occlusion", "Random"]
 
 

@@ -78,7 +78,7 @@ def test_model_without_initial_state_stays_without_it_in_the_workspace(at, monke
 
     from safetensors.torch import load, save
 
-    from xwp.app.session import MODELS_KEY
+    from xwp.app.keys import MODELS_KEY
 
     good = small_checkpoint(seed=3)
     n = struct.unpack("<Q", good[:8])[0]
@@ -117,7 +117,7 @@ def test_training_job_into_a_full_workspace_warns_and_keeps_the_model_in_the_tab
 
 def test_saved_comparison_is_listed_and_reopens(at, monkeypatch):
     from xwp.app import workspace_glue
-    from xwp.app.session import COMPARE_KEY
+    from xwp.app.keys import COMPARE_KEY
 
     at.switch_page("pages/compare.py").run()
     at.multiselect(key="compare_methods").set_value(["xwp", "occlusion"])
@@ -128,7 +128,7 @@ def test_saved_comparison_is_listed_and_reopens(at, monkeypatch):
     result = at.session_state[COMPARE_KEY]
     monkeypatch.setattr(workspace_glue, "workspace", lambda: ws)  # outside a script run: the same workspace
     [saved] = ws.comparisons()  # the page saved it when the run finished
-    assert result["saved_id"] == saved.id
+    assert result.saved_id == saved.id
     assert "3 images" in saved.name
 
     again = fresh_app(monkeypatch, ws.id)
@@ -137,7 +137,7 @@ def test_saved_comparison_is_listed_and_reopens(at, monkeypatch):
     [open_button] = [b for b in again.sidebar.button if b.key == f"ws_copen_{saved.id}"]
     open_button.click().run()
     assert_clean(again)
-    assert again.session_state[COMPARE_KEY]["saved_id"] == saved.id
+    assert again.session_state[COMPARE_KEY].saved_id == saved.id
     again.switch_page("pages/compare.py").run()  # the real app switches there itself; AppTest does not follow
     assert_clean(again)
     assert list(again.dataframe[0].value["method"]) == list(at.dataframe[0].value["method"])
@@ -148,7 +148,8 @@ def test_comparison_outlives_a_page_switch_and_is_saved_to_the_workspace(at, mon
     import threading
 
     from xwp.app import jobs
-    from xwp.app.session import COMPARE_KEY
+    from xwp.app.keys import COMPARE_KEY
+    from xwp.serve.comparison import Status
     from xwp.serve.compute import get_executor
 
     ws = workspace_of(at)
@@ -184,7 +185,7 @@ def test_comparison_outlives_a_page_switch_and_is_saved_to_the_workspace(at, mon
     wait_for_jobs(at)
     assert_clean(at)
     result = at.session_state[COMPARE_KEY]
-    assert result["status"] == "done" and result["pending"] == [] and result["saved_id"] == saved.id
+    assert result.status is Status.DONE and result.pending == [] and result.saved_id == saved.id
     at.switch_page("pages/compare.py").run()
     assert_clean(at)
     assert list(at.dataframe[0].value["method"]) == ["XWP", "Occlusion", "Random"]
@@ -198,7 +199,8 @@ def test_stop_on_the_sidebar_keeps_the_finished_methods_and_resume_completes(at,
     import threading
 
     from xwp.app import compare_page
-    from xwp.app.session import COMPARE_KEY
+    from xwp.app.keys import COMPARE_KEY
+    from xwp.serve.comparison import Status
 
     first_done, release = threading.Event(), threading.Event()
     real = compare_page.evaluate
@@ -227,8 +229,8 @@ def test_stop_on_the_sidebar_keeps_the_finished_methods_and_resume_completes(at,
         release.set()
     wait_for_jobs(at)
     result = at.session_state[COMPARE_KEY]
-    assert result["status"] == "stopped" and [ev.methods for ev in result["parts"]] == [["xwp"]]
-    assert result["pending"] == ["occlusion", "random"]
+    assert result.status is Status.STOPPED and [ev.methods for ev in result.parts] == [["xwp"]]
+    assert result.pending == ["occlusion", "random"]
     at.switch_page("pages/compare.py").run()
     assert_clean(at)
     assert any("Stopped after 1 of 3 methods" in shown(w) for w in at.warning)
@@ -236,7 +238,7 @@ def test_stop_on_the_sidebar_keeps_the_finished_methods_and_resume_completes(at,
     button(at, "Resume").click().run()
     assert_clean(at)
     result = at.session_state[COMPARE_KEY]
-    assert result["status"] == "done" and result["pending"] == []
+    assert result.status is Status.DONE and result.pending == []
     assert list(at.dataframe[0].value["method"]) == ["XWP", "Occlusion", "Random"]
 
 
@@ -319,7 +321,7 @@ def test_uploaded_photo_is_cleaned_and_noise_is_warned_about(at):
 
 def test_drawing_unlike_training_data_is_warned_about(at):
     from xwp.app import explain_page
-    from xwp.app.session import MODELS_KEY
+    from xwp.app.keys import MODELS_KEY
 
     entry = next(iter(at.session_state[MODELS_KEY].values()))  # the default model (typeface digits)
     block = torch.zeros(1, 1, 28, 28)

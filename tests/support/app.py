@@ -51,7 +51,7 @@ def train_small(app, dataset="digits", epochs=1, **fields):
 
 def owner(app) -> str:
     """The jobs' owner id of ``app``'s session: its workspace's (see xwp.app.jobs.owner)."""
-    from xwp.app.workspace_glue import WS_KEY
+    from xwp.app.keys import WS_KEY
 
     return f"workspace:{app.session_state[WS_KEY].id}"
 
@@ -125,6 +125,10 @@ def fresh_app(monkeypatch, workspace: str | None = None):
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
+    # AppTest resets PagesManager.uses_pages_directory before every run, and with a pages/
+    # folder beside the main script it would then run a switched-to page on its own, as a
+    # multipage-v1 script, skipping streamlit_app.py. The real server clears the flag for
+    # good the first time st.navigation runs; do the same here.
     init = PagesManager.__init__
 
     def init_v2(self, *args, **kwargs):
@@ -139,7 +143,7 @@ def fresh_app(monkeypatch, workspace: str | None = None):
 
 
 def workspace_of(app):
-    from xwp.app.workspace_glue import WS_KEY
+    from xwp.app.keys import WS_KEY
 
     return app.session_state[WS_KEY]
 

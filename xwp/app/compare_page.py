@@ -18,13 +18,13 @@ import streamlit as st
 import torch
 
 from xwp.app import jobs, safe, work, workspace_glue
-from xwp.app.session import COMPARE_KEY, SessionModel, flash
+from xwp.app.keys import COMPARE_KEY
+from xwp.app.session import SessionModel, flash
 from xwp.app.shared import dataset, test_set
 from xwp.attribution import METHODS
 from xwp.data.datasets import ImageSet
-from xwp.evaluation.protocol import Evaluation, check_request, combine, evaluate
-from xwp.serve.comparison import comparison_figures as _figures
-from xwp.serve.comparison import plan
+from xwp.evaluation.protocol import Evaluation, check_request, evaluate
+from xwp.serve.comparison import Comparison, Status, plan
 from xwp.serve.compute import JobCancelled, TaskContext
 from xwp.serve.explanation import method_problems
 from xwp.serve.workspace import Workspace
@@ -49,20 +49,20 @@ def start_comparison(
         st.info(problem, icon=":material/info:")
     check_request(data, usable, n, list(outputs), [removal])  # before anything is stored
     stop_comparison()
-    st.session_state[COMPARE_KEY] = {
-        "uid": entry.uid,
-        "model": entry.name,
-        "dataset": entry.dataset_label(),
-        "n": n,
-        "seed": seed,
-        "outputs": list(outputs),
-        "removal": removal,
-        "methods": usable,
-        "pending": list(usable),
-        "parts": [],
-        "seconds": 0.0,
-        "status": "running",
-    }
+    st.session_state[COMPARE_KEY] = Comparison(
+        uid=entry.uid,
+        model=entry.name,
+        dataset=entry.dataset_label(),
+        n=n,
+        seed=seed,
+        outputs=list(outputs),
+        removal=removal,
+        methods=usable,
+        pending=list(usable),
+        parts=[],
+        seconds=0.0,
+        status=Status.RUNNING,
+    )
 
 
 def _train_mean(entry: SessionModel) -> torch.Tensor:
@@ -73,9 +73,9 @@ def _train_mean(entry: SessionModel) -> torch.Tensor:
     return train.images.double().mean(0).reshape(-1)
 
 
-def _job(result: dict) -> jobs.JobRecord | None:
+def _job(result: Comparison) -> jobs.JobRecord | None:
     """The job that evaluates ``result`` (None when there is none, or it ended and was collected)."""
-    job_id = result.get("job_id")
+    job_id = result.job_id
     return jobs.registry().get(jobs.owner(), job_id) if job_id else None
 
 
@@ -91,12 +91,12 @@ def continue_comparison(entry: SessionModel) -> None:
         if not running or "result" not in running[-1].extra:
             return
         result = st.session_state[COMPARE_KEY] = running[-1].extra["result"]
-    if result["status"] != "running":
+    if not result.running:
         return
     record = _job(result)
     if record is None:
-        if result["uid"] != entry.uid:  # another model is active now: never mix two models' scores
-            result["status"] = "stopped"
+        if result.uid != entry.uid:  # another model is active now: never mix two models' scores
+            result.stop()
             return
         record = _start_job(entry, result)
     bar = st.progress(record.fraction, text=record.message)
@@ -132,15 +132,15 @@ def follow(
     return redraws
 
 
-def _start_job(entry: SessionModel, result: dict) -> jobs.JobRecord:
+def _start_job(entry: SessionModel, result: Comparison) -> jobs.JobRecord:
     """Start the job that evaluates ``result``'s pending methods of ``entry`` (it fills ``result`` in place)."""
     data = test_set(entry)
-    train_mean = _train_mean(entry) if result["removal"] == "mean" else None
+    train_mean = _train_mean(entry) if result.removal == "mean" else None
     task = _comparison_task(entry.model, entry.initial_model, data, train_mean, result, workspace_glue.workspace())
-    label = f"comparison of {len(result['methods'])} methods on {result['n']} images"
+    label = f"comparison of {len(result.methods)} methods on {result.n} images"
     record = jobs.start(jobs.owner(), "comparison", label, task, collect=_collect)
     record.extra["result"] = result
-    result["job_id"] = record.id
+    result.set_job(record.id)
     return record
 
 
@@ -149,7 +149,7 @@ def _comparison_task(
     initial_model: torch.nn.Module | None,
     data: ImageSet,
     train_mean: torch.Tensor | None,
-    result: dict,
+    result: Comparison,
     ws: Workspace | None,
 ):
     """The job's function: evaluate the pending methods one at a time, storing each as it finishes; then save.
@@ -160,10 +160,10 @@ def _comparison_task(
     """
 
     def run(ctx: TaskContext, record: jobs.JobRecord) -> str | None:
-        total = len(result["methods"])
+        total = len(result.methods)
         try:
-            for name in list(result["pending"]):
-                k = len(result["parts"])
+            for name in list(result.pending):
+                k = len(result.parts)
                 ctx.tick((k / total, f"method {k + 1} of {total}"))
 
                 def progress(fraction: float, message: str, k: int = k) -> None:
@@ -174,26 +174,24 @@ def _comparison_task(
                     model,
                     data,
                     [name],
-                    n=result["n"],
-                    seed=result["seed"],
+                    n=result.n,
+                    seed=result.seed,
                     initial_model=initial_model,
                     progress=progress,
-                    outputs=result["outputs"],
-                    removals=[result["removal"]],
+                    outputs=result.outputs,
+                    removals=[result.removal],
                     train_mean=train_mean,
                     sensitivity_samples=SENSITIVITY_SAMPLES,
                 )
-                if "predictions" not in result:  # the grid's predicted classes, from the model that was evaluated
-                    result["predictions"] = predict(model, torch.from_numpy(ev.examples["images"])).numpy()
-                result["parts"] = [*result["parts"], ev]  # new lists: the page may be reading the old ones
-                result["pending"] = [m for m in result["pending"] if m != name]
-                result["seconds"] += time.perf_counter() - t0
+                predictions = None
+                if result.predictions is None:  # the grid's predicted classes, from the model that was evaluated
+                    predictions = predict(model, torch.from_numpy(ev.examples["images"])).numpy()
+                result.add_part(ev, time.perf_counter() - t0, name, predictions)
         except BaseException as e:
-            if not isinstance(e, JobCancelled):
-                result["error"] = jobs.describe(e)
-            result["status"] = "stopped"  # the finished methods stay; the others can be resumed
+            # the finished methods stay; the others can be resumed
+            result.stop(None if isinstance(e, JobCancelled) else jobs.describe(e))
             raise
-        result["status"] = "done"
+        result.finish()
         return workspace_glue.save_comparison_to(ws, result)  # survives a reload, listed in the sidebar
 
     return run
@@ -211,7 +209,7 @@ def _collect(record: jobs.JobRecord) -> None:
         flash(f"The comparison failed: {safe.md(jobs.describe(error), 300)}")
     else:
         if problem:
-            result["save_problem"] = problem
+            result.note_save_problem(problem)
         if not record.extra.get("watched"):
             flash(f"The {record.label} finished: see the Compare page.")
     if comparison() is None:
@@ -221,9 +219,8 @@ def _collect(record: jobs.JobRecord) -> None:
 def stop_comparison() -> None:
     """Stop a running comparison: its job ends at the next batch, the finished methods stay and can be resumed."""
     result = comparison()
-    if result is None or result["status"] != "running":
+    if result is None or not result.stop():
         return
-    result["status"] = "stopped"
     record = _job(result)
     if record is not None:
         jobs.stop(record.owner, record.id)
@@ -232,14 +229,13 @@ def stop_comparison() -> None:
 def resume_comparison() -> None:
     """Mark a stopped comparison running again (:func:`continue_comparison` starts a job for its pending methods)."""
     result = comparison()
-    if result is None or result["status"] != "stopped" or not result["pending"]:
+    if result is None or not result.resumable:
         return
     record = _job(result)
     if record is not None and not record.done:
         flash("The comparison is still stopping; press Resume again in a moment.")
         return
-    result.pop("error", None)
-    result["status"] = "running"
+    result.resume()
 
 
 def unavailable(entry: SessionModel) -> dict[str, str]:
@@ -247,48 +243,32 @@ def unavailable(entry: SessionModel) -> dict[str, str]:
     return method_problems(entry.model, entry.has_initial)
 
 
-def comparison() -> dict | None:
+def comparison() -> Comparison | None:
     """The last comparison of this session (None if there is none)."""
     return st.session_state.get(COMPARE_KEY)
 
 
-def evaluation(result: dict) -> Evaluation | None:
-    """The finished methods of a comparison as one :class:`Evaluation` (None before the first finishes).
-
-    Kept with the number of parts it combines, so a method that finishes meanwhile (the job
-    appends it) makes it combined again.
-    """
-    parts = result["parts"]
-    if not parts:
-        return None
-    if result.get("combined_of") != len(parts) or "combined" not in result:
-        result["combined"] = combine(parts)
-        result["combined_of"] = len(parts)
-    return result["combined"]
+def evaluation(result: Comparison) -> Evaluation | None:
+    """The finished methods of a comparison as one :class:`Evaluation` (None before the first finishes)."""
+    return result.combined_evaluation()
 
 
-def status_text(result: dict) -> str | None:
+def status_text(result: Comparison) -> str | None:
     """One line on an unfinished comparison (None when it is done)."""
-    done, total = len(result["parts"]), len(result["methods"])
-    left = ", ".join(METHODS[m].label for m in result["pending"])
-    if result["status"] == "stopped":
-        why = f" It failed: {safe.md(result['error'], 300)}" if result.get("error") else ""
+    now = result.snapshot()  # parts, pending and status as one view: the job may be adding a method
+    done, total = len(now.parts), len(now.methods)
+    left = ", ".join(METHODS[m].label for m in now.pending)
+    if now.status is Status.STOPPED:
+        why = f" It failed: {safe.md(now.error, 300)}" if now.error else ""
         return f"Stopped after {done} of {total} methods; not evaluated: {left}.{why}"
-    if result["status"] == "running":
+    if now.status is Status.RUNNING:
         return f"Running: {done} of {total} methods finished; next: {left}."
     return None
 
 
-def comparison_figures(result: dict, view: tuple) -> dict[str, bytes]:
+def comparison_figures(result: Comparison, view: tuple) -> dict[str, bytes]:
     """Curves and heatmap grid of a comparison as PNG for one view (output, removal, correct only, x-max, log x).
 
     Only the latest view's figures are kept (they are re-drawn when the view changes).
     """
-    ev = evaluation(result)
-    if result.get("figures_view") != view or result.get("figures_of") is not ev or "figures" not in result:
-        output, removal, correct, x_max, log_x = view
-        result["figures"] = _figures(
-            ev, result["dataset"], result.get("predictions"), output, removal, correct, x_max, log_x
-        )
-        result["figures_view"], result["figures_of"] = view, ev
-    return result["figures"]
+    return result.figures_for(view)

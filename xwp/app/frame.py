@@ -8,13 +8,10 @@ from collections.abc import Iterator
 import streamlit as st
 
 from xwp.app import jobs, safe, workspace_glue
+from xwp.app.keys import ACTIVE_KEY, FLASH_KEY, PENDING_KEY, PRESENTATION_KEY, WANTED_PAGE_KEY
 from xwp.app.routes import PAGES, PageInfo  # noqa: F401  (frame.PAGES: the pages' table)
 from xwp.app.session import (
-    ACTIVE_KEY,
-    FLASH_KEY,
     MAX_SESSION_MODELS,
-    PENDING_KEY,
-    WANTED_PAGE_KEY,
     SessionModel,
     active_model,
     add_model,
@@ -28,7 +25,6 @@ STYLE = (
     "<style>[data-testid='stMainBlockContainer'] {padding-top: 2.5rem; padding-left: 2rem; padding-right: 2rem;}"
     "</style>"
 )
-PRESENTATION_KEY = "xwp_presentation"
 #: presentation mode: larger type for a projector (text, labels, captions, the probability bars' labels in the
 #: same height per row; figures keep their size)
 PRESENTATION_STYLE = """<style>
@@ -76,9 +72,9 @@ def routed(page: str) -> None:
     restart would run the page alone, without the page config, sidebar and default model.
     Such a run goes through the router and comes back to ``page``.
     """
-    from streamlit.runtime.pages_manager import PagesManager
+    from xwp.app.internals import uses_pages_directory
 
-    if getattr(PagesManager, "uses_pages_directory", False):
+    if uses_pages_directory():
         st.session_state[WANTED_PAGE_KEY] = page
         st.switch_page("streamlit_app.py")
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import streamlit as st
 
+from xwp.app.keys import OWNER_KEY
 from xwp.app.session import flash
 from xwp.app.workspace_glue import workspace
 from xwp.config import setting
 from xwp.errors import XWPError
 from xwp.serve.compute import BACKGROUND, ComputeExecutor, Job, JobCancelled, TaskContext, get_executor
 
-OWNER_KEY = "xwp_job_owner"  # this session's owner id in st.session_state
 #: how often the sidebar and the Train page redraw a running job's progress (seconds), when few jobs run
 REFRESH_SECONDS = 1.0
 #: one second more between redraws per this many jobs running in the process (see :func:`refresh_seconds`)

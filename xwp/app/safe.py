@@ -30,6 +30,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from xwp.app.keys import SOURCES_KEY
 from xwp.config import allowed_data_dirs, allowed_data_path, cache_dir, register_data_dir
 from xwp.data.datasets import ImageSet, tmnist_split
 from xwp.data.files import read_tmnist_csv
@@ -37,7 +38,6 @@ from xwp.errors import XWPError
 from xwp.safety import is_regular_file, plain_text
 from xwp.serve.uploads import check_upload
 
-SOURCES_KEY = "xwp_test_sources"  # model uid -> ("folder", path) or ("upload", digest), this session's only
 DATA_DIR_FLAG = "--data-dir"
 TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 MAX_SCAN = 200  # entries looked at per allowed folder when listing dataset folders

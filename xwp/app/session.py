@@ -1,4 +1,4 @@
-"""Per-session state: the names of the session keys, the session's models and one-off messages.
+"""Per-session state: the session's models and one-off messages (the keys: :mod:`xwp.app.keys`).
 
 Every user's models live in ``st.session_state`` (one dict per browser session, switched
 in the sidebar); nothing here is shared between sessions.
@@ -12,21 +12,11 @@ from typing import Any
 
 import streamlit as st
 
+from xwp.app.keys import ACTIVE_KEY, FLASH_KEY, MEMO_KEY, MODELS_KEY, PENDING_KEY
 from xwp.checkpoint import Checkpoint
 from xwp.data.datasets import DATASETS
 from xwp.models import MLP
 from xwp.safety import plain_text
-
-MODELS_KEY = "xwp_models"  # dict name -> SessionModel, in the order they were added
-ACTIVE_KEY = "xwp_active_model"  # the sidebar's selectbox: name of the active model
-PENDING_KEY = "xwp_pending_active"  # a model to activate on the next run (set after the sidebar is drawn)
-FLASH_KEY = "xwp_flash"  # messages shown once as toasts on the next run
-RESULT_KEY = "xwp_training_result"  # the last training's outcome, shown on the Train page
-CLEAR_NAME_KEY = "xwp_clear_model_name"  # empty the Train page's model-name field on the next run
-UPLOADS_KEY = "xwp_uploads"  # file_id -> error message (None: loaded) for uploaded checkpoints
-COMPARE_KEY = "xwp_comparison"  # the last evaluation, kept across page switches
-MEMO_KEY = "xwp_memo"  # attributions and figures already computed in this session
-WANTED_PAGE_KEY = "xwp_wanted_page"  # a page opened before the router ran (see frame.routed())
 
 MAX_SESSION_MODELS = 8
 
@@ -129,8 +119,8 @@ def flash(message: str) -> None:
 
 def memo() -> dict:
     """Per-session store for results already computed (a throwaway dict outside Streamlit)."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    from xwp.app.internals import in_script_run
 
-    if get_script_run_ctx(suppress_warning=True) is None:
+    if not in_script_run():
         return {}
     return st.session_state.setdefault(MEMO_KEY, {})

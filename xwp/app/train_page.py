@@ -14,11 +14,8 @@ from pathlib import Path
 import streamlit as st
 
 from xwp.app import jobs, safe, workspace_glue
+from xwp.app.keys import CLEAR_NAME_KEY, PENDING_KEY, RESULT_KEY, UPLOADS_KEY
 from xwp.app.session import (
-    CLEAR_NAME_KEY,
-    PENDING_KEY,
-    RESULT_KEY,
-    UPLOADS_KEY,
     SessionModel,
     add_model,
     flash,

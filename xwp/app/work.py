@@ -23,12 +23,11 @@ import numpy as np
 import streamlit as st
 import torch
 
+from xwp.app.keys import FUTURES_KEY
 from xwp.attribution import METHODS
 from xwp.evaluation.scales import check_space
 from xwp.serve.compute import INTERACTIVE, NORMAL, get_executor, is_batchable
 from xwp.serve.explanation import attribution_key, attribution_method, method_problem, model_input, remember
-
-FUTURES_KEY = "xwp_stroke_futures"  # the futures of this session's latest stroke (cancelled by the next)
 
 _SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SHARED_LOCK = threading.Lock()
@@ -116,21 +115,10 @@ def method_priority(name: str) -> int:
 
 
 def superseded() -> bool:
-    """Whether Streamlit asked this script run to stop, or to rerun the whole app (e.g. a new stroke).
+    """Whether Streamlit asked this script run to stop, or to rerun the whole app (:mod:`xwp.app.internals`)."""
+    from xwp.app.internals import run_superseded
 
-    Reads Streamlit 1.67's private request state; a fragment's timed rerun (the sidebar's
-    job panel) does not preempt a script run, so it does not count. Anything unexpected: False.
-    """
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    requests = getattr(get_script_run_ctx(suppress_warning=True), "script_requests", None)
-    name = getattr(getattr(requests, "_state", None), "name", "CONTINUE")
-    if name == "STOP":
-        return True
-    if name != "RERUN":
-        return False
-    data = getattr(requests, "_rerun_data", None)
-    return not (getattr(data, "fragment_id_queue", None) and not getattr(data, "is_fragment_scoped_rerun", False))
+    return run_superseded()
 
 
 def cancel_previous() -> None:

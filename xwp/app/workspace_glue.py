@@ -12,16 +12,22 @@ text (``st.text``), or escaped (:func:`xwp.safety.plain_text`) inside a message.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from xwp.app.session import (
+from xwp.app.keys import (
     COMPARE_KEY,
-    MAX_SESSION_MODELS,
     PENDING_KEY,
+    RESTORED_KEY,
+    SNAPSHOTS_KEY,
     WANTED_PAGE_KEY,
+    WS_ERROR_KEY,
+    WS_KEY,
+    WS_WARNING_KEY,
+)
+from xwp.app.session import (
+    MAX_SESSION_MODELS,
     SessionModel,
     add_model,
     session_models,
@@ -29,17 +35,12 @@ from xwp.app.session import (
 )
 from xwp.app.shared import default_snapshots
 from xwp.errors import XWPError
-from xwp.evaluation.protocol import combine
 from xwp.safety import plain_text
+from xwp.serve.comparison import Comparison
 from xwp.serve.storage import evaluation_from, evaluation_parts
 from xwp.serve.workspace import Workspace, WorkspaceFull, open_workspace
 
 PARAM = "workspace"  # the query parameter that carries the id
-WS_KEY = "xwp_workspace"  # the session's Workspace (None: none could be opened; work stays in the tab)
-WS_ERROR_KEY = "xwp_workspace_error"  # why no workspace could be opened
-WS_WARNING_KEY = "xwp_workspace_warning"  # the last refused save (WorkspaceFull), shown until the next save
-RESTORED_KEY = "xwp_workspace_restored"  # the session has loaded the workspace's models once
-SNAPSHOTS_KEY = "xwp_snapshots"  # model uid -> first-layer snapshots (epoch -> array), for the Weights page
 MAX_KEPT_SNAPSHOTS = 2  # a session keeps the snapshots of at most this many models (float16: 0.6 MB per epoch)
 
 
@@ -167,8 +168,8 @@ def _matches(snaps: dict[int, np.ndarray], entry: SessionModel) -> bool:
     return bool(np.allclose(last, w, rtol=2e-3, atol=1e-4))
 
 
-def save_comparison(result: dict[str, Any], name: str | None = None) -> str | None:
-    """Save a Compare result (the page's dict: evaluation, predictions, model, dataset, seconds) to the workspace.
+def save_comparison(result: Comparison, name: str | None = None) -> str | None:
+    """Save a Compare result (evaluation, predictions, model, dataset, seconds) to the workspace.
 
     Returns None when it was saved, else the one-line reason (e.g. the workspace is full),
     which the Compare page should show as a warning.
@@ -179,23 +180,19 @@ def save_comparison(result: dict[str, Any], name: str | None = None) -> str | No
     return save_comparison_to(ws, result, name)
 
 
-def save_comparison_to(ws: Workspace | None, result: dict[str, Any], name: str | None = None) -> str | None:
+def save_comparison_to(ws: Workspace | None, result: Comparison, name: str | None = None) -> str | None:
     """:func:`save_comparison` into ``ws`` without Streamlit calls (a comparison job runs it when it ends)."""
     if ws is None:
         return "no workspace is open; the result stays in this tab only"
-    parts = result.get("parts") or []
-    ev = result.get("evaluation") or (combine(parts) if parts else None)
+    ev, predictions, info = result.to_save()
     if ev is None:
         return "nothing to save yet: no method has finished"
-    label = (
-        name or f"{result.get('model', 'model')}: {ev.settings.get('n', '?')} images, seed {ev.settings.get('seed')}"
-    )
-    info = {k: result.get(k) for k in ("model", "dataset", "seconds", "uid")}
+    label = name or f"{info['model']}: {ev.settings.get('n', '?')} images, seed {ev.settings.get('seed')}"
     try:
-        saved = ws.save_comparison(label, *evaluation_parts(ev, result.get("predictions"), **info))
+        saved = ws.save_comparison(label, *evaluation_parts(ev, predictions, **info))
     except XWPError as e:
         return f"the comparison was not saved to the workspace: {e}"
-    result["saved_id"] = saved.id
+    result.mark_saved(saved.id)
     return None
 
 
@@ -210,24 +207,7 @@ def open_comparison(cid: str) -> None:
     except XWPError as e:
         st.session_state[WS_WARNING_KEY] = f"That comparison could not be opened: {e}."
         return
-    info = comp.info
-    st.session_state[COMPARE_KEY] = {
-        "uid": str(info.get("uid") or ""),
-        "model": str(info.get("model") or "?"),
-        "dataset": str(info.get("dataset") or "?"),
-        "seconds": float(info["seconds"]) if isinstance(info.get("seconds"), int | float) else 0.0,
-        "evaluation": ev,
-        "predictions": predictions,
-        "saved_id": cid,
-        "n": ev.settings.get("n"),
-        "seed": ev.settings.get("seed"),
-        "outputs": ev.outputs,
-        "removal": ev.removals[0] if ev.removals else "zero",
-        "methods": ev.methods,
-        "pending": [],
-        "parts": [ev],
-        "status": "done",
-    }
+    st.session_state[COMPARE_KEY] = Comparison.saved(ev, predictions, comp.info, cid)
 
 
 def _show_comparison(cid: str) -> None:
