@@ -3,6 +3,7 @@
 import streamlit as st
 
 from xwp.app import frame, home_page, session
+from xwp.app.routes import PAGES
 from xwp.app.safe import md
 
 CITATION = """@unpublished{lympelopoulos2026xwp,
@@ -57,7 +58,7 @@ def main() -> None:
 
     st.subheader("The pages")
     cols = st.columns(4)
-    for col, p in zip(cols, frame.PAGES[1:], strict=True):
+    for col, p in zip(cols, PAGES[1:], strict=True):
         with col.container(border=True):
             st.page_link(p.path, label=f"**{p.title}**", icon=p.icon)
             st.caption(p.summary)

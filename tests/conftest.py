@@ -6,8 +6,6 @@ import os
 
 import pytest
 
-from tests.support import random_trained_mlp, shared_data_dir  # noqa: F401  (re-exported for old imports)
-
 
 def pytest_configure(config):
     """Keep every test run's datasets and models out of the user's cache."""

@@ -175,10 +175,8 @@ def test_packages_import_only_their_own_room_and_the_rooms_below():
             continue  # the facade and the entry point sit above everything
         here = room_of(name)
         for target in imported_xwp_modules(path):
-            if target in ("xwp", "xwp.__version__") or target not in set(modules()) and "." not in target[4:]:
-                continue
-            module = target if target in set(modules()) else target.rsplit(".", 1)[0]
-            if module == "xwp":
+            module = target if target in KNOWN else target.rsplit(".", 1)[0]  # xwp.errors.XWPError -> xwp.errors
+            if module == "xwp" or module not in KNOWN:  # the facade's names (from xwp import XWP)
                 continue
             if room_of(module) > here:
                 upward.append(f"{name} -> {module}")
@@ -242,17 +240,13 @@ def test_bench_is_a_package_that_imports_without_path_edits():
         assert "sys.path" not in (bench / f"{name}.py").read_text(), name
     imports_in_a_fresh_interpreter(names, prefix="bench.")
     for path in (ROOT / "tests").rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                assert node.module.split(".")[0] != "bench", f"{path.relative_to(ROOT)} imports the bench"
-            elif isinstance(node, ast.Import):
-                assert all(a.name.split(".")[0] != "bench" for a in node.names), f"{path.relative_to(ROOT)}"
+        names = imported_names(ast.parse(path.read_text()))
+        assert all(n.split(".")[0] != "bench" for n in names), f"{path.relative_to(ROOT)} imports the bench"
 
 
 def _xwp_setting_names(text: str) -> set[str]:
     """``XWP_*`` names in a source text (a family prefix such as ``XWP_COMPUTE_*`` is not a name)."""
-    return {m for m in re.findall(r"\bXWP_[A-Z0-9_]*[A-Z0-9]\b", text)}
+    return set(re.findall(r"\bXWP_[A-Z0-9_]*[A-Z0-9]\b", text))
 
 
 def test_every_xwp_setting_is_declared_in_config_and_documented():

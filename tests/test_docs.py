@@ -44,6 +44,12 @@ def test_code_names_no_issue_numbers(root):
     assert not found, found
 
 
+def test_the_dated_run_records_name_no_issue_numbers_either():
+    records = sorted((ROOT / "docs" / "results").glob("*.md"))
+    found = [str(p.relative_to(ROOT)) for p in records if ISSUE.search(p.read_text())]
+    assert not found, found
+
+
 def test_guides_name_no_issue_numbers_and_their_links_resolve():
     for path in guide_files():
         text = path.read_text()

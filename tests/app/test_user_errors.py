@@ -310,7 +310,7 @@ def test_pages_never_import_torch():
     for page in (ROOT / "pages").glob("*.py"):
         for line in page.read_text().splitlines():
             assert not line.strip().startswith(("import torch", "from torch")), f"{page.name}: {line}"
-    from xwp.app.frame import PAGES
+    from xwp.app.routes import PAGES
 
     assert sorted(f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py")) == sorted(p.path for p in PAGES)
 

@@ -17,7 +17,8 @@ from typing import Any
 import streamlit as st
 import torch
 
-from xwp.app import jobs, safe, work, workspace_glue
+from xwp.app import jobs, safe, workspace_glue
+from xwp.app.internals import run_superseded
 from xwp.app.keys import COMPARE_KEY
 from xwp.app.session import SessionModel, flash
 from xwp.app.shared import dataset, test_set
@@ -111,7 +112,7 @@ def follow(
     bar: Any,
     poll: float = POLL_SECONDS,
     sleep: Callable = time.sleep,
-    superseded: Callable[[], bool] = work.superseded,
+    superseded: Callable[[], bool] = run_superseded,
 ) -> int:
     """Redraw ``bar`` (an ``st.progress``) whenever ``record``'s progress changes, until it ends; returns the redraws.
 

@@ -9,7 +9,7 @@ import streamlit as st
 
 from xwp.app import jobs, safe, workspace_glue
 from xwp.app.keys import ACTIVE_KEY, FLASH_KEY, PENDING_KEY, PRESENTATION_KEY, WANTED_PAGE_KEY
-from xwp.app.routes import PAGES, PageInfo  # noqa: F401  (frame.PAGES: the pages' table)
+from xwp.app.routes import PAGES
 from xwp.app.session import (
     MAX_SESSION_MODELS,
     SessionModel,

@@ -23,6 +23,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from xwp.app.internals import run_superseded
 from xwp.app.keys import FUTURES_KEY
 from xwp.attribution import METHODS
 from xwp.evaluation.scales import check_space
@@ -114,13 +115,6 @@ def method_priority(name: str) -> int:
     return INTERACTIVE if "app-default" in METHODS[name].tags else NORMAL
 
 
-def superseded() -> bool:
-    """Whether Streamlit asked this script run to stop, or to rerun the whole app (:mod:`xwp.app.internals`)."""
-    from xwp.app.internals import run_superseded
-
-    return run_superseded()
-
-
 def cancel_previous() -> None:
     """Cancel the queued requests of this session's previous stroke (a newer input replaces it)."""
     for f in st.session_state.pop(FUTURES_KEY, []):
@@ -133,7 +127,7 @@ def wait(futures: Mapping[str, Future]) -> dict[str, Any]:
     pending = set(futures.values())
     while pending:
         _, pending = wait_futures(pending, timeout=0.05)
-        if pending and superseded():
+        if pending and run_superseded():
             try:
                 st.empty()  # a Streamlit call: the point where the rerun request takes over
             except BaseException:

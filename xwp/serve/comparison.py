@@ -343,10 +343,10 @@ class Comparison:
     def to_save(self) -> tuple[Evaluation | None, np.ndarray | None, dict[str, Any]]:
         """What the workspace saves: the evaluation (None before a method finished), the predictions, the info."""
         with self.lock:
-            parts, ev, predictions = self.parts, self.evaluation, self.predictions
+            ev, predictions = self.evaluation, self.predictions
             info = {"model": self.model, "dataset": self.dataset, "seconds": self.seconds, "uid": self.uid}
-        if ev is None and parts:
-            ev = combine(parts)
+        if ev is None:  # the page's combined parts (cached), not a second combine
+            ev = self.combined_evaluation()
         return ev, predictions, info
 
     def combined_evaluation(self) -> Evaluation | None:
